@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+
+/// @title ParticipantRegistry
+/// @notice Wallet self-registration, operator suspension, and on-chain reputation.
+/// @dev Reputation is fixed-point with REPUTATION_ONE = 1.0. Only REPUTATION_WRITER_ROLE
+///      (the round manager) writes it, and only while finalizing a round.
+contract ParticipantRegistry is AccessControl {
+    bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
+    bytes32 public constant REPUTATION_WRITER_ROLE = keccak256("REPUTATION_WRITER_ROLE");
+
+    uint32 public constant REPUTATION_ONE = 1_000_000;
+    uint32 public constant INITIAL_REPUTATION = 500_000;
+
+    enum Status {
+        None,
+        Active,
+        Suspended
+    }
+
+    struct Participant {
+        Status status;
+        uint32 reputation;
+        uint64 registeredAt;
+    }
+
+    mapping(address account => Participant) private _participants;
+    address[] private _accounts;
+
+    error RegistryAlreadyRegistered(address account);
+    error RegistryNotRegistered(address account);
+    error RegistryNotSuspended(address account, Status status);
+    error RegistryAlreadySuspended(address account);
+    error RegistryReputationOutOfRange(address account, uint256 reputation);
+
+    event ParticipantRegistered(address indexed account, uint256 reputation);
+    event ParticipantSuspended(address indexed account, address indexed operator, bytes32 indexed reason);
+    event ParticipantReinstated(address indexed account, address indexed operator);
+    event ReputationUpdated(address indexed account, uint256 indexed roundId, uint256 previous, uint256 current);
+
+    constructor(address admin) {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    /// @notice Register the calling wallet as a participant.
+    function register() external {
+        Participant storage p = _participants[msg.sender];
+        if (p.status != Status.None) revert RegistryAlreadyRegistered(msg.sender);
+        p.status = Status.Active;
+        p.reputation = INITIAL_REPUTATION;
+        p.registeredAt = uint64(block.timestamp);
+        _accounts.push(msg.sender);
+        emit ParticipantRegistered(msg.sender, INITIAL_REPUTATION);
+    }
+
+    /// @notice Suspend a participant: it can no longer commit updates. `reason` is a short code.
+    function suspend(address account, bytes32 reason) external onlyRole(OPERATOR_ROLE) {
+        Participant storage p = _participants[account];
+        if (p.status == Status.None) revert RegistryNotRegistered(account);
+        if (p.status == Status.Suspended) revert RegistryAlreadySuspended(account);
+        p.status = Status.Suspended;
+        emit ParticipantSuspended(account, msg.sender, reason);
+    }
+
+    /// @notice Lift a suspension.
+    function reinstate(address account) external onlyRole(OPERATOR_ROLE) {
+        Participant storage p = _participants[account];
+        if (p.status != Status.Suspended) revert RegistryNotSuspended(account, p.status);
+        p.status = Status.Active;
+        emit ParticipantReinstated(account, msg.sender);
+    }
+
+    /// @notice Record a participant's reputation after round `roundId`.
+    function setReputation(address account, uint256 roundId, uint32 value) external onlyRole(REPUTATION_WRITER_ROLE) {
+        Participant storage p = _participants[account];
+        if (p.status == Status.None) revert RegistryNotRegistered(account);
+        if (value > REPUTATION_ONE) revert RegistryReputationOutOfRange(account, value);
+        uint32 previous = p.reputation;
+        p.reputation = value;
+        emit ReputationUpdated(account, roundId, previous, value);
+    }
+
+    function isActive(address account) external view returns (bool) {
+        return _participants[account].status == Status.Active;
+    }
+
+    function statusOf(address account) external view returns (Status) {
+        return _participants[account].status;
+    }
+
+    function reputationOf(address account) external view returns (uint32) {
+        return _participants[account].reputation;
+    }
+
+    function participantOf(address account) external view returns (Participant memory) {
+        return _participants[account];
+    }
+
+    function participantCount() external view returns (uint256) {
+        return _accounts.length;
+    }
+
+    function participantAt(uint256 index) external view returns (address) {
+        return _accounts[index];
+    }
+}
