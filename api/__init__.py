@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI). Arrives with the participants/auditors/operators issue."""

@@ -1,0 +1,198 @@
+"""Independent audit of finalized rounds, from the chain and the blob store alone.
+
+For each round: the rule document matches its committed hash and the on-chain parameters; the base model is the
+previous round's output; every committed blob is available and hashes to its commitment; the median reference and
+scores recompute within the rule's tolerance; every decision follows the committed scores and the rule; the
+aggregate recomputes bit for bit to the committed model hash; rewards and reputation follow the contract formulas
+and match what was minted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chain.deploy import Deployment
+from fedledger.history import ChainHistory, RoundRecord
+from fedledger.roles import fetch_params, gather_submissions
+from storage import BlobStore, StorageError
+from trainer.aggregation import aggregate, coordinate_median, decide, flatten, score_updates, unflatten, validate
+from trainer.errors import RuleError, UpdateRejected
+from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
+from trainer.model import ModelSpec
+from trainer.rules import RuleConfig, Status
+from trainer.serialization import content_hash, serialize
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class RoundAudit:
+    round_id: int
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def add(self, name: str, problems: list[str], ok_detail: str = "") -> bool:
+        self.checks.append(Check(name, not problems, "; ".join(problems) if problems else ok_detail))
+        return not problems
+
+
+@dataclass
+class AuditReport:
+    rounds: list[RoundAudit]
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.rounds) and all(r.ok for r in self.rounds)
+
+    def failure_lines(self) -> list[str]:
+        return [f"round {r.round_id}: {c.name}: {c.detail}" for r in self.rounds for c in r.failures()]
+
+    def to_json(self) -> dict:
+        return {
+            "verified": self.verified,
+            "rounds": [
+                {"round": r.round_id, "ok": r.ok, "checks": [c.__dict__ for c in r.checks]} for r in self.rounds
+            ],
+        }
+
+
+class Auditor:
+    def __init__(self, deployment: Deployment, store: BlobStore, spec: ModelSpec) -> None:
+        self.history = ChainHistory(deployment)
+        self.store = store
+        self.spec = spec
+
+    def verify(self, round_id: int | None = None) -> AuditReport:
+        count = self.history.round_count()
+        ids = [round_id] if round_id is not None else list(range(1, count + 1))
+        audits = []
+        for rid in ids:
+            record = self.history.round(rid)
+            if record.state != "finalized":
+                continue
+            expected_base = self.history.genesis_hash() if rid == 1 else self.history.d.rounds.get_round(rid - 1).new_model_hash
+            audits.append(self.verify_round(record, expected_base))
+        return AuditReport(audits)
+
+    def verify_round(self, rec: RoundRecord, expected_base: bytes) -> RoundAudit:
+        audit = RoundAudit(rec.round_id)
+        rule = self._check_rule(audit, rec)
+        lineage = []
+        if rec.base_model_hash != expected_base:
+            source = "the genesis model" if rec.round_id == 1 else f"round {rec.round_id - 1}'s output"
+            lineage.append(f"base model 0x{rec.base_model_hash.hex()} is not {source} 0x{expected_base.hex()}")
+        audit.add("lineage", lineage)
+        try:
+            base = fetch_params(self.store, rec.base_model_cid, rec.base_model_hash, self.spec)
+        except (StorageError, UpdateRejected) as exc:
+            audit.add("base_model", [f"base model unusable: {exc}"])
+            return audit
+        audit.add("base_model", [])
+
+        committed = {s.participant: s for s in rec.scored}
+        problems = []
+        if sorted(committed) != sorted(c.participant for c in rec.commitments):
+            problems.append("the scored set differs from the set of commitments")
+        submissions = gather_submissions(self.store, rec)
+        blob_problems = []
+        for sub in submissions:
+            status = committed.get(sub.participant)
+            if sub.failure is not None and status is not None and status.status != int(sub.failure):
+                if status.status != Status.UNAVAILABLE:
+                    blob_problems.append(
+                        f"{sub.participant}: {sub.failure.name.lower().replace('_', ' ')} "
+                        f"(committed status {Status(status.status).name}): {sub.detail}"
+                    )
+        audit.add("blobs", problems + blob_problems, f"{len(submissions)} blobs match their commitments")
+        if rule is None or blob_problems or problems:
+            return audit
+
+        shapes = self.spec.shapes()
+        vs = validate(submissions, shapes)
+        invalid = {v.participant: v for v in vs.invalid}
+        decision_problems = []
+        for p, s in committed.items():
+            if p in invalid:
+                if s.status != int(invalid[p].status) and s.status != Status.UNAVAILABLE:
+                    decision_problems.append(
+                        f"{p}: committed {Status(s.status).name}, blob is {invalid[p].status.name}"
+                    )
+            elif Status(s.status).is_validity_failure:
+                decision_problems.append(f"{p}: committed {Status(s.status).name} but its blob is valid")
+            elif s.status != decide(s.score, rule):
+                decision_problems.append(
+                    f"{p}: committed {Status(s.status).name} with score {s.score}, rule says {decide(s.score, rule).name}"
+                )
+
+        score_problems = []
+        base_flat = flatten(base)
+        if vs.participants:
+            reference = coordinate_median(vs.stack)
+            scores = score_updates(vs.stack, reference, rule)
+            for p, fixed in zip(vs.participants, scores.fixed, strict=True):
+                if abs(committed[p].score - fixed) > rule.score_tolerance:
+                    score_problems.append(f"{p}: committed score {committed[p].score}, recomputed {fixed}")
+            accepted = [committed[p].status == Status.ACCEPTED for p in vs.participants]
+            new_flat = aggregate(base_flat, vs.stack, accepted, scores.clip, rule)
+        else:
+            new_flat = base_flat.clone()
+        audit.add("scores", score_problems, f"{len(vs.participants)} scores within ±{rule.score_tolerance}e-6")
+        audit.add("decisions", decision_problems)
+
+        new_hash = content_hash(serialize(unflatten(new_flat, shapes)))
+        agg_problems = []
+        if new_hash != rec.new_model_hash:
+            agg_problems.append(
+                f"recomputed global model 0x{new_hash.hex()} differs from committed 0x{rec.new_model_hash.hex()}"
+            )
+        try:
+            self.store.get(rec.new_model_cid, rec.new_model_hash)
+        except StorageError as exc:
+            agg_problems.append(f"committed global model blob: {exc}")
+        audit.add("aggregate", agg_problems, "bit-identical")
+
+        self._check_incentives(audit, rec, rule)
+        return audit
+
+    def _check_rule(self, audit: RoundAudit, rec: RoundRecord) -> RuleConfig | None:
+        try:
+            rule = RuleConfig.from_bytes(self.store.get(rec.rule_cid, rec.rule_hash))
+        except (StorageError, RuleError) as exc:
+            audit.add("rule", [f"rule document unusable: {exc}"])
+            return None
+        problems = []
+        if rule.reward_budget != rec.reward_budget:
+            problems.append(f"rule budget {rule.reward_budget} != on-chain {rec.reward_budget}")
+        if rule.reputation_decay_ppm != rec.reputation_decay:
+            problems.append(f"rule decay {rule.reputation_decay_ppm} != on-chain {rec.reputation_decay}")
+        audit.add("rule", problems, rule.aggregator)
+        return rule
+
+    def _check_incentives(self, audit: RoundAudit, rec: RoundRecord, rule: RuleConfig) -> None:
+        ordered = sorted(rec.scored, key=lambda s: s.participant.lower())
+        weights = [weight(s.status, s.score) for s in ordered]
+        expected = reward_split(rec.reward_budget, weights)
+        problems = []
+        for s, w, r in zip(ordered, weights, expected, strict=True):
+            if s.reward != r:
+                problems.append(f"{s.participant}: rewarded {s.reward}, rule gives {r}")
+            minted = self.history.minted_to(s.participant, block=rec.finalized_block)
+            if minted != r:
+                problems.append(f"{s.participant}: minted {minted}, rule gives {r}")
+            before = rec.reputation_before.get(s.participant, INITIAL_REPUTATION)
+            if s.reputation != next_reputation(before, w, rec.reputation_decay):
+                problems.append(f"{s.participant}: reputation {s.reputation}, rule gives {next_reputation(before, w, rec.reputation_decay)}")
+        if sum(expected) != rec.minted:
+            problems.append(f"round minted {rec.minted}, rule gives {sum(expected)}")
+        audit.add("rewards", problems, f"{sum(expected)} minted as the rule says")

@@ -1,0 +1,134 @@
+"""Read a round's public record from the chain: what was opened, committed, decided, minted.
+
+Everything here comes from contract views and events (read in bounded block windows); nothing from any
+aggregator's memory. Both the aggregator and the auditor read rounds through this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chain.deploy import Deployment
+from chain.errors import ChainError
+
+
+class UnknownRound(ChainError):
+    def __init__(self, round_id: int, count: int) -> None:
+        super().__init__(f"round {round_id} does not exist (rounds opened so far: {count})")
+        self.round_id = round_id
+        self.count = count
+
+
+ROUND_STATES = {0: "none", 1: "open", 2: "closed", 3: "finalized"}
+
+
+@dataclass(frozen=True)
+class CommittedUpdate:
+    participant: str
+    content_hash: bytes
+    cid: str
+    relayer: str
+    block_number: int
+
+
+@dataclass(frozen=True)
+class ScoredUpdate:
+    participant: str
+    status: int
+    score: int
+    reward: int
+    reputation: int
+
+
+@dataclass
+class RoundRecord:
+    round_id: int
+    state: str
+    deadline: int
+    base_model_hash: bytes
+    base_model_cid: str
+    rule_hash: bytes
+    rule_cid: str
+    reward_budget: int
+    reputation_decay: int
+    commitments: list[CommittedUpdate] = field(default_factory=list)
+    new_model_hash: bytes = b""
+    new_model_cid: str = ""
+    scored: list[ScoredUpdate] = field(default_factory=list)
+    minted: int = 0
+    reputation_before: dict[str, int] = field(default_factory=dict)
+    opened_block: int = 0
+    finalized_block: int = 0
+    finalize_tx: str = ""
+
+
+class ChainHistory:
+    def __init__(self, deployment: Deployment) -> None:
+        self.d = deployment
+        self.start = deployment.manifest.deployment_block
+
+    def round_count(self) -> int:
+        return self.d.rounds.round_count()
+
+    def genesis_hash(self) -> bytes:
+        events = self.d.rounds.genesis_model_published_events(from_block=self.start)
+        if not events:
+            raise ChainError("no genesis model has been published")
+        return events[0].args.model_hash
+
+    def model_cid(self, model_hash: bytes) -> str:
+        """The CID under which a global model with ``model_hash`` was published (genesis or a finalized round)."""
+        for ev in self.d.rounds.genesis_model_published_events(from_block=self.start, model_hash=model_hash):
+            return ev.args.cid
+        for fin in self.d.rounds.round_finalized_events(from_block=self.start, new_model_hash=model_hash):
+            return fin.args.new_model_cid
+        raise ChainError(f"no published model with hash 0x{model_hash.hex()}")
+
+    def round(self, round_id: int) -> RoundRecord:
+        count = self.round_count()
+        if not 1 <= round_id <= count:
+            raise UnknownRound(round_id, count)
+        info = self.d.rounds.get_round(round_id)
+        (opened,) = self.d.rounds.round_opened_events(from_block=self.start, round_id=round_id)
+        rec = RoundRecord(
+            round_id=round_id,
+            state=ROUND_STATES[info.state],
+            deadline=info.deadline,
+            base_model_hash=info.base_model_hash,
+            base_model_cid=self.model_cid(info.base_model_hash),
+            rule_hash=info.rule_hash,
+            rule_cid=opened.args.rule_cid,
+            reward_budget=info.reward_budget,
+            reputation_decay=info.reputation_decay,
+            opened_block=opened.block_number,
+        )
+        for ev in self.d.rounds.update_committed_events(from_block=opened.block_number, round_id=round_id):
+            a = ev.args
+            rec.commitments.append(CommittedUpdate(a.participant, a.content_hash, a.cid, a.relayer, ev.block_number))
+        rec.commitments.sort(key=lambda c: c.participant.lower())
+        if info.state == 3:
+            (fin,) = self.d.rounds.round_finalized_events(from_block=opened.block_number, round_id=round_id)
+            rec.new_model_hash = fin.args.new_model_hash
+            rec.new_model_cid = fin.args.new_model_cid
+            rec.minted = fin.args.minted
+            rec.finalized_block = fin.block_number
+            rec.finalize_tx = fin.tx_hash
+            for ev in self.d.rounds.contribution_scored_events(
+                from_block=fin.block_number, to_block=fin.block_number, round_id=round_id
+            ):
+                a = ev.args
+                rec.scored.append(ScoredUpdate(a.participant, a.status, a.score, a.reward, a.reputation))
+            for rep in self.d.registry.reputation_updated_events(
+                from_block=fin.block_number, to_block=fin.block_number, round_id=round_id
+            ):
+                rec.reputation_before[rep.args.account] = rep.args.previous
+        return rec
+
+    def minted_to(self, account: str, *, block: int) -> int:
+        """FED minted to ``account`` in ``block`` (Transfer events from the zero address)."""
+        total = 0
+        for ev in self.d.token.transfer_events(
+            from_block=block, to_block=block, from_="0x0000000000000000000000000000000000000000", to=account
+        ):
+            total += ev.args.value
+        return total

@@ -1,0 +1,158 @@
+"""What operators, participants and the aggregator do, expressed over the gateways, a blob store and trainer/.
+
+This is the composition root's working layer: it is the only place where chain/ (hashes, CIDs, addresses),
+storage/ (bytes) and trainer/ (tensors) meet.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+
+from chain.deploy import Deployment
+from chain.transactor import TxResult
+from fedledger.history import ChainHistory, RoundRecord
+from storage import BlobIntegrityError, BlobNotFound, BlobRef, BlobStore
+from trainer.aggregation import RoundOutcome, Submission, evaluate_round
+from trainer.model import ModelSpec, Params
+from trainer.rules import RuleConfig, Status
+from trainer.serialization import deserialize, serialize
+
+log = logging.getLogger(__name__)
+
+
+class ModelIntegrityError(Exception):
+    """A global model fetched from the store does not match the chain."""
+
+
+def fetch_params(store: BlobStore, uri: str, expected_hash: bytes, spec: ModelSpec) -> Params:
+    """A global model by URI, checked against its on-chain hash and the expected architecture."""
+    data = store.get(uri, expected_hash)
+    return deserialize(data, spec.shapes())
+
+
+def commitment_typed_data(chain_id: int, verifying_contract: str, round_id: int, chash: bytes, cid: str) -> dict:
+    """The EIP-712 message a participant signs to commit an update (FederatedRounds.COMMITMENT_TYPEHASH)."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "Commitment": [
+                {"name": "roundId", "type": "uint256"},
+                {"name": "contentHash", "type": "bytes32"},
+                {"name": "cid", "type": "string"},
+            ],
+        },
+        "primaryType": "Commitment",
+        "domain": {"name": "FedLedger", "version": "1", "chainId": chain_id, "verifyingContract": verifying_contract},
+        "message": {"roundId": round_id, "contentHash": chash, "cid": cid},
+    }
+
+
+def sign_commitment(account: LocalAccount, chain_id: int, rounds_address: str, round_id: int, ref: BlobRef) -> bytes:
+    typed = commitment_typed_data(chain_id, rounds_address, round_id, ref.content_hash, ref.uri)
+    return bytes(account.sign_message(encode_typed_data(full_message=typed)).signature)
+
+
+@dataclass
+class Operator:
+    deployment: Deployment
+    store: BlobStore
+    address: str
+
+    def publish_genesis(self, params: Params) -> tuple[BlobRef, TxResult]:
+        ref = self.store.put(serialize(params))
+        return ref, self.deployment.rounds.publish_genesis(ref.content_hash, ref.uri, sender=self.address)
+
+    def open_round(self, rule: RuleConfig, *, duration_s: int = 3600) -> tuple[int, TxResult]:
+        rule_ref = self.store.put(rule.canonical_bytes())  # its sha256 is rule.rule_hash()
+        now = int(self.deployment.token.transactor.w3.eth.get_block("latest")["timestamp"])
+        result = self.deployment.rounds.open_round(
+            now + duration_s, rule_ref.content_hash, rule_ref.uri, rule.reward_budget, rule.reputation_decay_ppm,
+            sender=self.address,
+        )
+        (opened,) = self.deployment.rounds.round_opened_in(result)
+        return opened.round_id, result
+
+    def close_round(self, round_id: int) -> TxResult:
+        return self.deployment.rounds.close_round(round_id, sender=self.address)
+
+    def relay(self, participant: str, round_id: int, ref: BlobRef, signature: bytes) -> TxResult:
+        return self.deployment.rounds.commit_update_signed(
+            participant, round_id, ref.content_hash, ref.uri, signature, sender=self.address
+        )
+
+
+@dataclass
+class ParticipantClient:
+    """One participant's side: its wallet, its private data, its view of the chain."""
+
+    deployment: Deployment
+    store: BlobStore
+    address: str
+    spec: ModelSpec
+
+    def register(self) -> TxResult:
+        return self.deployment.registry.register(sender=self.address)
+
+    def fetch_global_model(self) -> Params:
+        model = self.deployment.rounds.global_model()
+        return fetch_params(self.store, model.cid, model.model_hash, self.spec)
+
+    def upload(self, update: Params) -> BlobRef:
+        return self.store.put(serialize(update))
+
+    def commit(self, round_id: int, ref: BlobRef) -> TxResult:
+        return self.deployment.rounds.commit_update(round_id, ref.content_hash, ref.uri, sender=self.address)
+
+    def sign(self, round_id: int, ref: BlobRef) -> bytes:
+        t = self.deployment.rounds.transactor
+        return sign_commitment(t.account(self.address), t.chain_id, self.deployment.rounds.address, round_id, ref)
+
+
+def gather_submissions(store: BlobStore, record: RoundRecord) -> list[Submission]:
+    """Fetch every committed blob; unavailable or tampered ones become recorded failures, not exceptions."""
+    out = []
+    for c in record.commitments:
+        try:
+            out.append(Submission(c.participant, store.get(c.cid, c.content_hash)))
+        except BlobNotFound as exc:
+            out.append(Submission(c.participant, None, Status.UNAVAILABLE, str(exc)))
+        except BlobIntegrityError as exc:
+            out.append(Submission(c.participant, None, Status.HASH_MISMATCH, str(exc)))
+    return out
+
+
+@dataclass
+class Aggregator:
+    deployment: Deployment
+    store: BlobStore
+    address: str
+    spec: ModelSpec
+
+    def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
+        record = ChainHistory(self.deployment).round(round_id)
+        rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
+        base = fetch_params(self.store, record.base_model_cid, record.base_model_hash, self.spec)
+        outcome = evaluate_round(base, gather_submissions(self.store, record), rule)
+        for v in outcome.verdicts:
+            if v.status != Status.ACCEPTED:
+                log.info("round %d: rejected %s (%s) %s", round_id, v.participant, v.status.name, v.detail)
+        new_ref = self.store.put(serialize(outcome.new_params))
+        result = self.deployment.rounds.finalize_round(
+            round_id,
+            new_ref.content_hash,
+            new_ref.uri,
+            [v.participant for v in outcome.verdicts],
+            [v.score for v in outcome.verdicts],
+            [int(v.status) for v in outcome.verdicts],
+            sender=self.address,
+        )
+        return outcome, new_ref, result
