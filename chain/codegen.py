@@ -126,7 +126,8 @@ class _Module:
             out += [f"    {snake(i['name'])}: {self.py_type(i, inp=False)}" for i in ev["inputs"]] or ["    pass"]
             out += [""]
         out += ["", f"class {name}Gateway(ContractGateway):", f'    CONTRACT_NAME = "{name}"']
-        out += [f'    ABI_HASH = "{abi_hash(abi)}"', ""]
+        out += [f'    ABI_HASH = "{abi_hash(abi)}"']
+        out += ["    EVENT_CONVERTERS = {"] + [f'        "{e["name"]}": "_to_{snake(e["name"])}",' for e in events] + ["    }", ""]
         out += body
         text = "\n".join(out).rstrip() + "\n"
         return re.sub(r"\n{4,}", "\n\n\n", text)

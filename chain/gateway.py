@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from eth_utils import to_checksum_address
+from eth_utils import event_abi_to_log_topic, to_checksum_address
 from hexbytes import HexBytes
 from web3.logs import DISCARD
 
@@ -32,6 +32,34 @@ def abi_hash(abi: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(abi, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def read_logs(
+    gateways: Sequence[ContractGateway], from_block: int, to_block: int, window: int = DEFAULT_LOG_WINDOW
+) -> list[EventRecord[Any]]:
+    """Every event of ``gateways`` in [from_block, to_block], one eth_getLogs per window for all of them, in
+    chain order. This is how histories are indexed once instead of queried per event type."""
+    if not gateways:
+        return []
+    transactor = gateways[0].transactor
+    by_address = {g.address: g for g in gateways}
+    out: list[EventRecord[Any]] = []
+    start = from_block
+    while start <= to_block:
+        end = min(start + window - 1, to_block)
+        logs = transactor.with_retries(
+            lambda s=start, e=end: transactor.w3.eth.get_logs(
+                {"fromBlock": s, "toBlock": e, "address": list(by_address)}
+            )
+        )
+        for log in logs:
+            gateway = by_address.get(to_checksum_address(log["address"]))
+            record = gateway.decode_log(log) if gateway is not None else None
+            if record is not None:
+                out.append(record)
+        start = end + 1
+    out.sort(key=lambda r: (r.block_number, r.log_index))
+    return out
+
+
 @dataclass(frozen=True)
 class EventRecord(Generic[A]):
     """One decoded event with where it was emitted."""
@@ -47,6 +75,7 @@ class EventRecord(Generic[A]):
 class ContractGateway:
     CONTRACT_NAME: ClassVar[str]
     ABI_HASH: ClassVar[str]
+    EVENT_CONVERTERS: ClassVar[dict[str, str]]  # event name -> name of the generated converter method
 
     def __init__(self, transactor: Transactor, address: str, *, artifacts_dir: Path = ARTIFACTS_DIR) -> None:
         artifact = self._checked_artifact(artifacts_dir)
@@ -54,6 +83,9 @@ class ContractGateway:
         self.address = to_checksum_address(address)
         self.contract = transactor.w3.eth.contract(address=self.address, abi=artifact.abi)
         transactor.errors.add_abi(self.CONTRACT_NAME, artifact.abi)
+        self._event_topics = {
+            HexBytes(event_abi_to_log_topic(item)): item["name"] for item in artifact.abi if item["type"] == "event"
+        }
 
     @classmethod
     def _checked_artifact(cls, artifacts_dir: Path) -> Artifact:
@@ -109,6 +141,16 @@ class ContractGateway:
             records.extend(self._record(name, log, convert) for log in logs)
             start = end + 1
         return records
+
+    def decode_log(self, log: Any) -> EventRecord[Any] | None:
+        """Decode a raw log emitted by this contract into its typed event record (None if not ours)."""
+        if to_checksum_address(log["address"]) != self.address or not log["topics"]:
+            return None
+        name = self._event_topics.get(HexBytes(log["topics"][0]))
+        if name is None:
+            return None
+        decoded = self.contract.events[name]().process_log(log)
+        return self._record(name, decoded, getattr(self, self.EVENT_CONVERTERS[name]))
 
     def _decode_receipt(self, name: str, result: TxResult, convert: Callable[[dict[str, Any]], A]) -> list[A]:
         logs = self.contract.events[name]().process_receipt(result.receipt, errors=DISCARD)

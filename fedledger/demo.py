@@ -24,8 +24,7 @@ from rich.table import Table
 
 from chain.accounts import devnet_wallets
 from chain.deploy import Deployment, deploy_all
-from chain.embedded import embedded_web3
-from chain.transactor import Transactor
+from chain.embedded import embedded_transactor, embedded_web3
 from fedledger.audit import AuditReport, Auditor
 from fedledger.roles import Aggregator, Operator, ParticipantClient
 from storage import LocalBlobStore
@@ -89,7 +88,7 @@ class _World:
     def __init__(self, cfg: DemoConfig, state_dir: Path) -> None:
         self.cfg = cfg
         self.w3 = embedded_web3()
-        self.tx = Transactor(self.w3)
+        self.tx = embedded_transactor(self.w3)
         labels = ["admin", "operator", "aggregator"] + [f"participant/{i}" for i in range(cfg.participants)]
         wallets = devnet_wallets(self.tx, cfg.seed, labels)
         self.deployment = deploy_all(

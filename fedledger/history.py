@@ -7,9 +7,11 @@ aggregator's memory. Both the aggregator and the auditor read rounds through thi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from chain.deploy import Deployment
 from chain.errors import ChainError
+from chain.gateway import EventRecord, read_logs
 
 
 class UnknownRound(ChainError):
@@ -19,6 +21,7 @@ class UnknownRound(ChainError):
         self.count = count
 
 
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ROUND_STATES = {0: "none", 1: "open", 2: "closed", 3: "finalized"}
 
 
@@ -63,24 +66,43 @@ class RoundRecord:
 
 
 class ChainHistory:
+    """An in-memory index of the deployment's events, read once and extended incrementally (one windowed
+    eth_getLogs pass over all three contracts), plus contract views for current state."""
+
     def __init__(self, deployment: Deployment) -> None:
         self.d = deployment
         self.start = deployment.manifest.deployment_block
+        self._cursor = self.start - 1
+        self._events: list[EventRecord[Any]] = []
+
+    def refresh(self) -> None:
+        t = self.d.rounds.transactor
+        head = int(t.with_retries(lambda: t.w3.eth.block_number))
+        if head > self._cursor:
+            self._events.extend(read_logs([self.d.rounds, self.d.registry, self.d.token], self._cursor + 1, head))
+            self._cursor = head
+
+    def events(self, name: str, **match: Any) -> list[EventRecord[Any]]:
+        """Events called ``name`` whose args equal every keyword given (after a refresh)."""
+        self.refresh()
+        return [
+            e for e in self._events if e.name == name and all(getattr(e.args, k) == v for k, v in match.items())
+        ]
 
     def round_count(self) -> int:
         return self.d.rounds.round_count()
 
     def genesis_hash(self) -> bytes:
-        events = self.d.rounds.genesis_model_published_events(from_block=self.start)
+        events = self.events("GenesisModelPublished")
         if not events:
             raise ChainError("no genesis model has been published")
         return events[0].args.model_hash
 
     def model_cid(self, model_hash: bytes) -> str:
         """The CID under which a global model with ``model_hash`` was published (genesis or a finalized round)."""
-        for ev in self.d.rounds.genesis_model_published_events(from_block=self.start, model_hash=model_hash):
+        for ev in self.events("GenesisModelPublished", model_hash=model_hash):
             return ev.args.cid
-        for fin in self.d.rounds.round_finalized_events(from_block=self.start, new_model_hash=model_hash):
+        for fin in self.events("RoundFinalized", new_model_hash=model_hash):
             return fin.args.new_model_cid
         raise ChainError(f"no published model with hash 0x{model_hash.hex()}")
 
@@ -89,7 +111,7 @@ class ChainHistory:
         if not 1 <= round_id <= count:
             raise UnknownRound(round_id, count)
         info = self.d.rounds.get_round(round_id)
-        (opened,) = self.d.rounds.round_opened_events(from_block=self.start, round_id=round_id)
+        (opened,) = self.events("RoundOpened", round_id=round_id)
         rec = RoundRecord(
             round_id=round_id,
             state=ROUND_STATES[info.state],
@@ -102,33 +124,28 @@ class ChainHistory:
             reputation_decay=info.reputation_decay,
             opened_block=opened.block_number,
         )
-        for ev in self.d.rounds.update_committed_events(from_block=opened.block_number, round_id=round_id):
+        for ev in self.events("UpdateCommitted", round_id=round_id):
             a = ev.args
             rec.commitments.append(CommittedUpdate(a.participant, a.content_hash, a.cid, a.relayer, ev.block_number))
         rec.commitments.sort(key=lambda c: c.participant.lower())
         if info.state == 3:
-            (fin,) = self.d.rounds.round_finalized_events(from_block=opened.block_number, round_id=round_id)
+            (fin,) = self.events("RoundFinalized", round_id=round_id)
             rec.new_model_hash = fin.args.new_model_hash
             rec.new_model_cid = fin.args.new_model_cid
             rec.minted = fin.args.minted
             rec.finalized_block = fin.block_number
             rec.finalize_tx = fin.tx_hash
-            for ev in self.d.rounds.contribution_scored_events(
-                from_block=fin.block_number, to_block=fin.block_number, round_id=round_id
-            ):
+            for ev in self.events("ContributionScored", round_id=round_id):
                 a = ev.args
                 rec.scored.append(ScoredUpdate(a.participant, a.status, a.score, a.reward, a.reputation))
-            for rep in self.d.registry.reputation_updated_events(
-                from_block=fin.block_number, to_block=fin.block_number, round_id=round_id
-            ):
+            for rep in self.events("ReputationUpdated", round_id=round_id):
                 rec.reputation_before[rep.args.account] = rep.args.previous
         return rec
 
     def minted_to(self, account: str, *, block: int) -> int:
         """FED minted to ``account`` in ``block`` (Transfer events from the zero address)."""
-        total = 0
-        for ev in self.d.token.transfer_events(
-            from_block=block, to_block=block, from_="0x0000000000000000000000000000000000000000", to=account
-        ):
-            total += ev.args.value
-        return total
+        return sum(
+            e.args.value
+            for e in self.events("Transfer", from_=ZERO_ADDRESS, to=account)
+            if e.block_number == block
+        )

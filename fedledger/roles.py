@@ -137,8 +137,11 @@ class Aggregator:
     address: str
     spec: ModelSpec
 
+    def __post_init__(self) -> None:
+        self.history = ChainHistory(self.deployment)
+
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
-        record = ChainHistory(self.deployment).round(round_id)
+        record = self.history.round(round_id)
         rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
         base = fetch_params(self.store, record.base_model_cid, record.base_model_hash, self.spec)
         outcome = evaluate_round(base, gather_submissions(self.store, record), rule)

@@ -49,6 +49,13 @@ class Transfer(NamedTuple):
 class FedTokenGateway(ContractGateway):
     CONTRACT_NAME = "FedToken"
     ABI_HASH = "000987f963be558caf1778f341c8739193fb4d4f28f7daf9d5d6bc8adcbf963a"
+    EVENT_CONVERTERS = {
+        "Approval": "_to_approval",
+        "RoleAdminChanged": "_to_role_admin_changed",
+        "RoleGranted": "_to_role_granted",
+        "RoleRevoked": "_to_role_revoked",
+        "Transfer": "_to_transfer",
+    }
 
     @classmethod
     def deploy(cls, transactor: Transactor, admin: str, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[FedTokenGateway, TxResult]:

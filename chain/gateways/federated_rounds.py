@@ -122,6 +122,18 @@ class UpdateCommitted(NamedTuple):
 class FederatedRoundsGateway(ContractGateway):
     CONTRACT_NAME = "FederatedRounds"
     ABI_HASH = "97588da03b30cc5bdf9b424ee333bec9f0f4b256b2fb9f6553a1b466f817a557"
+    EVENT_CONVERTERS = {
+        "ContributionScored": "_to_contribution_scored",
+        "EIP712DomainChanged": "_to_eip712_domain_changed",
+        "GenesisModelPublished": "_to_genesis_model_published",
+        "RoleAdminChanged": "_to_role_admin_changed",
+        "RoleGranted": "_to_role_granted",
+        "RoleRevoked": "_to_role_revoked",
+        "RoundClosed": "_to_round_closed",
+        "RoundFinalized": "_to_round_finalized",
+        "RoundOpened": "_to_round_opened",
+        "UpdateCommitted": "_to_update_committed",
+    }
 
     @classmethod
     def deploy(cls, transactor: Transactor, admin: str, registry: str, token: str, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[FederatedRoundsGateway, TxResult]:

@@ -66,6 +66,15 @@ class RoleRevoked(NamedTuple):
 class ParticipantRegistryGateway(ContractGateway):
     CONTRACT_NAME = "ParticipantRegistry"
     ABI_HASH = "d7da8e6bcc3911f4c012c024cc1cc03f4d67531d7f3c423f5582cdca73b5ffa5"
+    EVENT_CONVERTERS = {
+        "ParticipantRegistered": "_to_participant_registered",
+        "ParticipantReinstated": "_to_participant_reinstated",
+        "ParticipantSuspended": "_to_participant_suspended",
+        "ReputationUpdated": "_to_reputation_updated",
+        "RoleAdminChanged": "_to_role_admin_changed",
+        "RoleGranted": "_to_role_granted",
+        "RoleRevoked": "_to_role_revoked",
+    }
 
     @classmethod
     def deploy(cls, transactor: Transactor, admin: str, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[ParticipantRegistryGateway, TxResult]:
