@@ -9,7 +9,12 @@ and match what was minted.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
 
 from chain.deploy import Deployment
 from fedledger.history import ChainHistory, RoundRecord
@@ -18,7 +23,6 @@ from storage import BlobStore, StorageError
 from trainer.aggregation import aggregate, coordinate_median, decide, flatten, score_updates, unflatten, validate
 from trainer.errors import RuleError, UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
-from trainer.model import ModelSpec
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import content_hash, serialize
 
@@ -68,10 +72,11 @@ class AuditReport:
 
 
 class Auditor:
-    def __init__(self, deployment: Deployment, store: BlobStore, spec: ModelSpec) -> None:
+    """Needs the deployment (chain) and a blob store, nothing else: shapes come from the committed base model."""
+
+    def __init__(self, deployment: Deployment, store: BlobStore) -> None:
         self.history = ChainHistory(deployment)
         self.store = store
-        self.spec = spec
 
     def verify(self, round_id: int | None = None) -> AuditReport:
         count = self.history.round_count()
@@ -94,11 +99,11 @@ class Auditor:
             lineage.append(f"base model 0x{rec.base_model_hash.hex()} is not {source} 0x{expected_base.hex()}")
         audit.add("lineage", lineage)
         try:
-            base = fetch_params(self.store, rec.base_model_cid, rec.base_model_hash, self.spec)
+            base = fetch_params(self.store, rec.base_model_cid, rec.base_model_hash)
         except (StorageError, UpdateRejected) as exc:
-            audit.add("base_model", [f"base model unusable: {exc}"])
+            audit.add("base", [f"base model unusable: {exc}"])
             return audit
-        audit.add("base_model", [])
+        audit.add("base", [])
 
         committed = {s.participant: s for s in rec.scored}
         problems = []
@@ -118,7 +123,7 @@ class Auditor:
         if rule is None or blob_problems or problems:
             return audit
 
-        shapes = self.spec.shapes()
+        shapes = {k: tuple(v.shape) for k, v in base.items()}
         vs = validate(submissions, shapes)
         invalid = {v.participant: v for v in vs.invalid}
         decision_problems = []
@@ -144,7 +149,7 @@ class Auditor:
                 if abs(committed[p].score - fixed) > rule.score_tolerance:
                     score_problems.append(f"{p}: committed score {committed[p].score}, recomputed {fixed}")
             accepted = [committed[p].status == Status.ACCEPTED for p in vs.participants]
-            new_flat = aggregate(base_flat, vs.stack, accepted, scores.clip, rule)
+            new_flat = aggregate(base_flat, vs.stack, accepted, scores.clip, rule, reference)
         else:
             new_flat = base_flat.clone()
         audit.add("scores", score_problems, f"{len(vs.participants)} scores within ±{rule.score_tolerance}e-6")
@@ -196,3 +201,30 @@ class Auditor:
         if sum(expected) != rec.minted:
             problems.append(f"round minted {rec.minted}, rule gives {sum(expected)}")
         audit.add("rewards", problems, f"{sum(expected)} minted as the rule says")
+
+
+def print_audit(console: Console, report: AuditReport) -> None:
+    """One row per round, one column per check; then every failure as 'round N: check: reason'."""
+    table = Table(title="audit (chain + blob store only)", title_justify="left")
+    table.add_column("round", justify="right")
+    names = [c.name for c in report.rounds[0].checks] if report.rounds else []
+    for n in names:
+        table.add_column(n, min_width=len(n), no_wrap=True)
+    for r in report.rounds:
+        cells = {c.name: "[green]ok[/]" if c.ok else "[red]FAIL[/]" for c in r.checks}
+        table.add_row(str(r.round_id), *(cells.get(n, "[yellow]skipped[/]") for n in names))
+    console.print(table)
+    if not report.rounds:
+        console.print("[red]audit failure[/] no finalized round to audit")
+    for line in report.failure_lines():
+        console.print(f"[red]audit failure[/] {line}")
+    console.print("[green]audit verified[/]" if report.verified else "[red]audit FAILED[/]")
+
+
+def verify_command(auditor: Auditor, console: Console, *, round_id: int | None = None, json_out: Path | None = None) -> int:
+    """What ``fedledger audit verify`` does once connected: verify, print, optionally write JSON; exit code."""
+    report = auditor.verify(round_id)
+    print_audit(console, report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return 0 if report.verified else 1

@@ -60,7 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    from chain.errors import ChainError
+    from storage import StorageError
+    from trainer.errors import TrainerError
+
+    try:
+        return int(args.func(args))
+    except (ChainError, StorageError, TrainerError, ValueError) as exc:
+        if args.verbose:
+            raise
+        print(f"fedledger {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from rich.table import Table
 from chain.accounts import devnet_wallets
 from chain.deploy import Deployment, deploy_all
 from chain.embedded import embedded_transactor, embedded_web3
-from fedledger.audit import AuditReport, Auditor
+from fedledger.audit import AuditReport, Auditor, print_audit
 from fedledger.roles import Aggregator, Operator, ParticipantClient
 from storage import LocalBlobStore
 from trainer.aggregation import Submission, evaluate_round
@@ -100,7 +100,7 @@ class _World:
         self.spec = ModelSpec(self.data.num_features, self.data.num_classes)
         self.parts = dirichlet_partition(self.data.y_train.numpy(), cfg.participants, cfg.alpha, seed=cfg.seed)
         self.operator = Operator(self.deployment, self.store, wallets["operator"])
-        self.aggregator = Aggregator(self.deployment, self.store, wallets["aggregator"], self.spec)
+        self.aggregator = Aggregator(self.deployment, self.store, wallets["aggregator"])
         self.clients = [
             ParticipantClient(self.deployment, self.store, wallets[f"participant/{i}"], self.spec)
             for i in range(cfg.participants)
@@ -152,8 +152,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
 
     _print_rounds(console, rows)
     with console.status("auditing every round from the chain and the blob store"):
-        report = Auditor(d, world.store, world.spec).verify()
-    _print_audit(console, report)
+        report = Auditor(d, world.store).verify()
+    print_audit(console, report)
 
     minted = sum(r.minted for r in rows)
     attacker_minted = sum(r.attacker_rewards for r in rows)
@@ -242,19 +242,6 @@ def _print_rounds(console: Console, rows: list[RoundRow]) -> None:
             f"{r.attacker_rewards / TOKEN_UNIT:.2f}", f"{r.gas:,}",
         )
     console.print(table)
-
-
-def _print_audit(console: Console, report: AuditReport) -> None:
-    table = Table(title="audit (chain + blob store only)", title_justify="left")
-    table.add_column("round", justify="right")
-    names = [c.name for c in report.rounds[0].checks] if report.rounds else []
-    for n in names:
-        table.add_column(n)
-    for r in report.rounds:
-        table.add_row(str(r.round_id), *("[green]ok[/]" if c.ok else "[red]FAIL[/]" for c in r.checks))
-    console.print(table)
-    for line in report.failure_lines():
-        console.print(f"[red]audit failure[/] {line}")
 
 
 def _print_summary(console: Console, summary: dict[str, Any]) -> None:

@@ -28,10 +28,10 @@ class ModelIntegrityError(Exception):
     """A global model fetched from the store does not match the chain."""
 
 
-def fetch_params(store: BlobStore, uri: str, expected_hash: bytes, spec: ModelSpec) -> Params:
-    """A global model by URI, checked against its on-chain hash and the expected architecture."""
+def fetch_params(store: BlobStore, uri: str, expected_hash: bytes, spec: ModelSpec | None = None) -> Params:
+    """A global model by URI, checked against its on-chain hash (and the expected architecture, if given)."""
     data = store.get(uri, expected_hash)
-    return deserialize(data, spec.shapes())
+    return deserialize(data, spec.shapes() if spec is not None else None)
 
 
 def commitment_typed_data(chain_id: int, verifying_contract: str, round_id: int, chash: bytes, cid: str) -> dict:
@@ -132,10 +132,11 @@ def gather_submissions(store: BlobStore, record: RoundRecord) -> list[Submission
 
 @dataclass
 class Aggregator:
+    """Finalizes rounds. It needs no model code: the committed base model defines the shapes updates must have."""
+
     deployment: Deployment
     store: BlobStore
     address: str
-    spec: ModelSpec
 
     def __post_init__(self) -> None:
         self.history = ChainHistory(self.deployment)
@@ -143,7 +144,7 @@ class Aggregator:
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
         record = self.history.round(round_id)
         rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
-        base = fetch_params(self.store, record.base_model_cid, record.base_model_hash, self.spec)
+        base = fetch_params(self.store, record.base_model_cid, record.base_model_hash)
         outcome = evaluate_round(base, gather_submissions(self.store, record), rule)
         for v in outcome.verdicts:
             if v.status != Status.ACCEPTED:

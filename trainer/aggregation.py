@@ -89,22 +89,36 @@ def decide(score: int, rule: RuleConfig) -> Status:
 
 
 def aggregate(
-    base: torch.Tensor, stack: torch.Tensor, accepted: Sequence[bool], clip: Sequence[float], rule: RuleConfig
+    base: torch.Tensor,
+    stack: torch.Tensor,
+    accepted: Sequence[bool],
+    clip: Sequence[float],
+    rule: RuleConfig,
+    reference: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """New flat global model from the valid updates ``stack`` (address order) and the accept flags."""
+    """New flat global model from the valid updates ``stack`` (address order) and the accept flags.
+
+    The mean is taken around the median reference m: ``m + (sum_i (c_i u_i - m)) / k``, accumulated one update
+    at a time in address order with element-wise float32 operations. It equals the plain mean mathematically,
+    is bit-reproducible on any CPU, and returns exactly u when every accepted update is u.
+    """
+    if stack.shape[0] == 0:
+        return base.clone()
+    ref = coordinate_median(stack) if reference is None else reference
     if rule.aggregator == "median":
-        return base + coordinate_median(stack) if stack.shape[0] else base.clone()
+        return base + ref
     total = torch.zeros_like(base)
     k = 0
     for u, ok, c in zip(stack, accepted, clip, strict=True):
         if not ok:
             continue
         factor = 1.0 if rule.aggregator == "fedavg" else c
-        total = total + (u if factor == 1.0 else u * torch.tensor(factor, dtype=torch.float32))
+        scaled = u if factor == 1.0 else u * torch.tensor(factor, dtype=torch.float32)
+        total = total + (scaled - ref)
         k += 1
     if k == 0:
         return base.clone()
-    return base + total / k
+    return base + (ref + total / k)
 
 
 @dataclass(frozen=True)
@@ -179,7 +193,8 @@ def evaluate_round(
         statuses = [decide(s, rule) for s in scores.fixed]
         for i, p in enumerate(vs.participants):
             verdicts.append(Verdict(p, statuses[i], scores.fixed[i], "", scores.cosine[i], scores.norm_ratio[i]))
-        new_flat = aggregate(base_flat, vs.stack, [s == Status.ACCEPTED for s in statuses], scores.clip, rule)
+        accepted = [s == Status.ACCEPTED for s in statuses]
+        new_flat = aggregate(base_flat, vs.stack, accepted, scores.clip, rule, reference)
     else:
         new_flat = base_flat.clone()
     verdicts.sort(key=lambda v: v.participant.lower())

@@ -31,8 +31,9 @@ def content_hash(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def deserialize(data: bytes, shapes: Mapping[str, tuple[int, ...]]) -> Params:
-    """Parse and validate an update/model blob against the expected names and shapes.
+def deserialize(data: bytes, shapes: Mapping[str, tuple[int, ...]] | None = None) -> Params:
+    """Parse and validate an update/model blob against the expected names and shapes (or, with ``shapes=None``,
+    take them from the blob itself: how a committed base model defines what its updates must look like).
 
     Raises ``UpdateRejected`` with a status code: BAD_FORMAT (not safetensors, wrong dtype, extra or missing
     tensors), WRONG_SHAPE, NON_FINITE (NaN or Inf anywhere).
@@ -42,6 +43,8 @@ def deserialize(data: bytes, shapes: Mapping[str, tuple[int, ...]]) -> Params:
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise UpdateRejected(Status.BAD_FORMAT, f"not a readable safetensors blob: {exc}") from exc
+    if shapes is None:
+        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     if set(tensors) != set(shapes):
         missing = sorted(set(shapes) - set(tensors))
         extra = sorted(set(tensors) - set(shapes))
