@@ -126,33 +126,34 @@ class Auditor:
         shapes = {k: tuple(v.shape) for k, v in base.items()}
         vs = validate(submissions, shapes)
         invalid = {v.participant: v for v in vs.invalid}
+        score_problems = []
+        base_flat = flatten(base)
+        ratio: dict[str, float] = {}
+        if vs.participants:
+            reference = coordinate_median(vs.stack)
+            scores = score_updates(vs.stack, reference, rule)
+            for p, fixed, r in zip(vs.participants, scores.fixed, scores.norm_ratio, strict=True):
+                ratio[p] = r
+                if abs(committed[p].score - fixed) > rule.score_tolerance:
+                    score_problems.append(f"{p}: committed score {committed[p].score}, recomputed {fixed}")
+            accepted = [committed[p].status == Status.ACCEPTED for p in vs.participants]
+            new_flat = aggregate(base_flat, vs.stack, accepted, rule, reference)
+        else:
+            new_flat = base_flat.clone()
+        audit.add("scores", score_problems, f"{len(vs.participants)} scores within ±{rule.score_tolerance}e-6")
+
         decision_problems = []
         for p, s in committed.items():
             if p in invalid:
                 if s.status != int(invalid[p].status) and s.status != Status.UNAVAILABLE:
-                    decision_problems.append(
-                        f"{p}: committed {Status(s.status).name}, blob is {invalid[p].status.name}"
-                    )
+                    decision_problems.append(f"{p}: committed {Status(s.status).name}, blob is {invalid[p].status.name}")
             elif Status(s.status).is_validity_failure:
                 decision_problems.append(f"{p}: committed {Status(s.status).name} but its blob is valid")
-            elif s.status != decide(s.score, rule):
+            elif s.status != (expected := decide(s.score, ratio[p], rule)):
                 decision_problems.append(
-                    f"{p}: committed {Status(s.status).name} with score {s.score}, rule says {decide(s.score, rule).name}"
+                    f"{p}: committed {Status(s.status).name} with score {s.score} and norm ratio {ratio[p]:.3f}, "
+                    f"rule says {expected.name}"
                 )
-
-        score_problems = []
-        base_flat = flatten(base)
-        if vs.participants:
-            reference = coordinate_median(vs.stack)
-            scores = score_updates(vs.stack, reference, rule)
-            for p, fixed in zip(vs.participants, scores.fixed, strict=True):
-                if abs(committed[p].score - fixed) > rule.score_tolerance:
-                    score_problems.append(f"{p}: committed score {committed[p].score}, recomputed {fixed}")
-            accepted = [committed[p].status == Status.ACCEPTED for p in vs.participants]
-            new_flat = aggregate(base_flat, vs.stack, accepted, scores.clip, rule, reference)
-        else:
-            new_flat = base_flat.clone()
-        audit.add("scores", score_problems, f"{len(vs.participants)} scores within ±{rule.score_tolerance}e-6")
         audit.add("decisions", decision_problems)
 
         new_hash = content_hash(serialize(unflatten(new_flat, shapes)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from chain.embedded import embedded_transactor, embedded_web3
 from fedledger.audit import AuditReport, Auditor, print_audit
 from fedledger.roles import Aggregator, Operator, ParticipantClient
 from storage import LocalBlobStore
-from trainer.aggregation import Submission, evaluate_round
+from trainer.aggregation import Submission, Verdict, evaluate_round
 from trainer.attacks import apply_attack
 from trainer.data import Dataset, dirichlet_partition, load_dataset
 from trainer.local import LocalConfig, train_local
@@ -82,7 +83,7 @@ class DemoResult:
     spec: ModelSpec = field(repr=False)
 
 
-class _World:
+class Consortium:
     """The simulated consortium: one chain, one blob store, an operator, an aggregator, N participants."""
 
     def __init__(self, cfg: DemoConfig, state_dir: Path) -> None:
@@ -110,6 +111,12 @@ class _World:
         self.rule = RuleConfig(aggregator=cfg.aggregator)
         self.local = LocalConfig()
 
+    def enroll(self) -> int:
+        """Every participant registers its wallet; the operator publishes the genesis model. Returns gas used."""
+        gas = sum(c.register().gas_used for c in self.clients)
+        _, genesis_tx = self.operator.publish_genesis(init_params(self.spec, self.cfg.seed))
+        return gas + genesis_tx.gas_used
+
     def local_update(self, i: int, base: Params, round_id: int) -> Params:
         idx = torch.from_numpy(self.parts[i])
         seed = self.cfg.seed * 1_000_003 + round_id * 1_009 + i
@@ -125,16 +132,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
     state_dir = cfg.state_dir or Path(tempfile.mkdtemp(prefix="fedledger-demo-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     with console.status("deploying contracts on the in-process EVM"):
-        world = _World(cfg, state_dir)
+        world = Consortium(cfg, state_dir)
     d = world.deployment
     gas_total = d.gas_used
     console.print(
         f"[bold]fedledger demo[/] on the embedded stack: chain id {d.manifest.chain_id}, "
         f"FederatedRounds at {d.rounds.address}, state in {state_dir}"
     )
-    gas_total += sum(c.register().gas_used for c in world.clients)
-    _, genesis_tx = world.operator.publish_genesis(init_params(world.spec, cfg.seed))
-    gas_total += genesis_tx.gas_used
+    gas_total += world.enroll()
 
     rows: list[RoundRow] = []
     counts = {"att": 0, "att_rej": 0, "hon": 0, "hon_rej": 0}
@@ -145,7 +150,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
     with progress:
         task = progress.add_task("rounds", total=cfg.rounds)
         for _ in range(cfg.rounds):
-            row = _run_round(world, progress, task, counts)
+            row, verdicts = play_round(world, lambda stage: progress.update(task, description=stage))
+            for v in verdicts:
+                kind = "att" if v.participant in world.byzantine else "hon"
+                counts[kind] += 1
+                counts[kind + "_rej"] += v.status != Status.ACCEPTED
             rows.append(row)
             gas_total += row.gas
             progress.advance(task)
@@ -183,41 +192,46 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
     return DemoResult(summary, rows, report, d, world.store, world.spec)
 
 
-def _run_round(world: _World, progress: Progress, task: Any, counts: dict[str, int]) -> RoundRow:
-    d = world.deployment
-    round_id, open_tx = world.operator.open_round(world.rule)
-    gas = open_tx.gas_used
-    progress.update(task, description=f"round {round_id}: training")
+def submit_updates(world: Consortium, round_id: int, on_stage: Callable[[str], None] = lambda _: None) -> int:
+    """Every participant fetches the global model (hash-checked against the chain), trains, uploads its update
+    and commits it: even indices by their own transaction, odd ones by an EIP-712 signature the operator relays.
+    Returns the gas used."""
+    gas = 0
+    on_stage(f"round {round_id}: training")
     for i, client in enumerate(world.clients):
-        base = client.fetch_global_model()  # hash-checked against the chain
+        base = client.fetch_global_model()
         ref = client.upload(world.local_update(i, base, round_id))
         if i % 2 == 0:
             gas += client.commit(round_id, ref).gas_used
         else:
             gas += world.operator.relay(client.address, round_id, ref, client.sign(round_id, ref)).gas_used
+    return gas
+
+
+def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: None) -> tuple[RoundRow, list[Verdict]]:
+    """One full round: open, submit, close, finalize; the row for the table and the verdicts."""
+    d = world.deployment
+    round_id, open_tx = world.operator.open_round(world.rule)
+    gas = open_tx.gas_used + submit_updates(world, round_id, on_stage)
     gas += world.operator.close_round(round_id).gas_used
-    progress.update(task, description=f"round {round_id}: aggregating")
-    outcome, new_ref, fin_tx = world.aggregator.finalize(round_id)
+    on_stage(f"round {round_id}: aggregating")
+    outcome, _, fin_tx = world.aggregator.finalize(round_id)
     gas += fin_tx.gas_used
-    scored = {s.participant: s for s in d.rounds.contribution_scored_in(fin_tx)}
+    scored = d.rounds.contribution_scored_in(fin_tx)
     (finalized,) = d.rounds.round_finalized_in(fin_tx)
-    for v in outcome.verdicts:
-        kind = "att" if v.participant in world.byzantine else "hon"
-        counts[kind] += 1
-        counts[kind + "_rej"] += v.status != Status.ACCEPTED
-    acc = accuracy(world.spec, outcome.new_params, world.data.x_test, world.data.y_test)
-    return RoundRow(
+    row = RoundRow(
         round_id=round_id,
-        accuracy=acc,
+        accuracy=accuracy(world.spec, outcome.new_params, world.data.x_test, world.data.y_test),
         accepted=len(outcome.accepted),
         rejected=len(outcome.verdicts) - len(outcome.accepted),
         minted=finalized.minted,
         gas=gas,
-        attacker_rewards=sum(s.reward for p, s in scored.items() if p in world.byzantine),
+        attacker_rewards=sum(s.reward for s in scored if s.participant in world.byzantine),
     )
+    return row, outcome.verdicts
 
 
-def clean_reference_accuracy(world: _World) -> float:
+def clean_reference_accuracy(world: Consortium) -> float:
     """Same data, partition, model and seeds with no attackers and plain FedAvg, off-chain: the yardstick."""
     params = init_params(world.spec, world.cfg.seed)
     rule = RuleConfig(aggregator="fedavg")

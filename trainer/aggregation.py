@@ -60,7 +60,7 @@ def exact_norm(a: torch.Tensor) -> float:
 class Scores:
     cosine: list[float]
     norm_ratio: list[float]
-    clip: list[float]  # factor applied to an accepted update, c_i in rules.py
+    clip: list[float]  # c_i in rules.py: min(1, max_norm_ratio / r_i)
     fixed: list[int]  # committed score, 1e-6 units
 
 
@@ -81,10 +81,12 @@ def score_updates(stack: torch.Tensor, reference: torch.Tensor, rule: RuleConfig
     return Scores(cosine, ratio, clip, fixed)
 
 
-def decide(score: int, rule: RuleConfig) -> Status:
-    """The decision for a valid update with committed score ``score``."""
+def decide(score: int, norm_ratio: float, rule: RuleConfig) -> Status:
+    """The decision for a valid update with committed ``score`` and (exactly recomputable) ``norm_ratio``."""
     if rule.aggregator != "median-verified-mean":
         return Status.ACCEPTED
+    if norm_ratio > rule.max_norm_ratio:
+        return Status.NORM_OUTLIER
     return Status.ACCEPTED if score >= rule.min_score_fixed else Status.LOW_SCORE
 
 
@@ -92,7 +94,6 @@ def aggregate(
     base: torch.Tensor,
     stack: torch.Tensor,
     accepted: Sequence[bool],
-    clip: Sequence[float],
     rule: RuleConfig,
     reference: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -109,13 +110,10 @@ def aggregate(
         return base + ref
     total = torch.zeros_like(base)
     k = 0
-    for u, ok, c in zip(stack, accepted, clip, strict=True):
-        if not ok:
-            continue
-        factor = 1.0 if rule.aggregator == "fedavg" else c
-        scaled = u if factor == 1.0 else u * torch.tensor(factor, dtype=torch.float32)
-        total = total + (scaled - ref)
-        k += 1
+    for u, ok in zip(stack, accepted, strict=True):
+        if ok:
+            total = total + (u - ref)
+            k += 1
     if k == 0:
         return base.clone()
     return base + (ref + total / k)
@@ -190,11 +188,11 @@ def evaluate_round(
     if vs.participants:
         reference = coordinate_median(vs.stack)
         scores = score_updates(vs.stack, reference, rule)
-        statuses = [decide(s, rule) for s in scores.fixed]
+        statuses = [decide(s, r, rule) for s, r in zip(scores.fixed, scores.norm_ratio, strict=True)]
         for i, p in enumerate(vs.participants):
             verdicts.append(Verdict(p, statuses[i], scores.fixed[i], "", scores.cosine[i], scores.norm_ratio[i]))
         accepted = [s == Status.ACCEPTED for s in statuses]
-        new_flat = aggregate(base_flat, vs.stack, accepted, scores.clip, rule, reference)
+        new_flat = aggregate(base_flat, vs.stack, accepted, rule, reference)
     else:
         new_flat = base_flat.clone()
     verdicts.sort(key=lambda v: v.participant.lower())

@@ -6,11 +6,13 @@ by address:
     m      = coordinate-wise median of u_1..u_n                       (the robust reference; exact: a selection)
     cos_i  = <u_i, m> / (|u_i| |m|)                                   (0 when a norm is 0)
     r_i    = |u_i| / median_j |u_j|                                   (norm relative to a typical update)
-    s_i    = cos_i * min(1, max_norm_ratio / r_i)                     (contribution score, in [-1, 1])
+    c_i    = min(1, max_norm_ratio / r_i)
+    s_i    = cos_i * c_i                                              (contribution score, in [-1, 1])
     score  = round(s_i * 1e6)                                         (committed on-chain as int32)
-    accept iff score >= round(min_score * 1e6)
-    c_i    = min(1, max_norm_ratio / r_i)                             (accepted updates are norm-clipped)
-    new    = base + (sum over accepted, in address order, of c_i * u_i) / k
+    status = NORM_OUTLIER  if r_i > max_norm_ratio
+             LOW_SCORE     elif score < round(min_score * 1e6)
+             ACCEPTED      otherwise
+    new    = base + m + (sum over accepted, in address order, of (u_i - m)) / k
 
 Rule "fedavg": every valid update accepted, new = base + plain mean (the undefended baseline).
 Rule "median": every valid update accepted, new = base + m.
@@ -34,6 +36,7 @@ class Status(IntEnum):
 
     ACCEPTED = 0
     LOW_SCORE = 1  # scored below the rule's threshold against the median reference
+    NORM_OUTLIER = 2  # norm more than max_norm_ratio times the median update norm
     UNAVAILABLE = 3  # the blob could not be fetched from the store
     HASH_MISMATCH = 4  # the fetched bytes do not hash to the committed content hash
     BAD_FORMAT = 5  # not safetensors, wrong dtype, missing or extra tensors
@@ -53,8 +56,8 @@ PPM = 1_000_000
 @dataclass(frozen=True)
 class RuleConfig:
     aggregator: str = "median-verified-mean"
-    min_score: float = 0.05  # reject below: sign-flipped updates score < 0, pure noise ~ 0
-    max_norm_ratio: float = 3.0  # updates longer than 3x the median norm are scaled down (score and aggregate)
+    min_score: float = -0.05  # reject updates clearly opposed to the median; near-orthogonal ones earn ~0 anyway
+    max_norm_ratio: float = 2.0  # reject updates longer than 2x the median update norm (scaled attacks)
     score_tolerance: int = 1  # auditors accept |recomputed - committed| <= this many 1e-6 units
     reward_budget: int = 100 * 10**18  # FED (18 decimals) minted per round, split by contribution
     reputation_decay_ppm: int = 800_000  # rep' = rep * 0.8 + weight * 0.2

@@ -1,0 +1,136 @@
+"""A few rounds end to end on the embedded stack (real in-process EVM, real blob store), then the audit:
+it verifies honest rounds and names the round and the reason when something was tampered with."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from fedledger.audit import Auditor, verify_command
+from fedledger.cli import main
+from fedledger.demo import Consortium, DemoConfig, play_round, run_demo, submit_updates
+from fedledger.history import ChainHistory
+from trainer.aggregation import evaluate_round
+from trainer.rules import RuleConfig, Status
+from trainer.serialization import serialize
+from fedledger.roles import fetch_params, gather_submissions
+
+SMALL = DemoConfig(participants=6, byzantine=2, rounds=3, seed=1, clean_reference=False)
+
+
+def quiet() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=200), buf
+
+
+def consortium(tmp_path: Path, rounds: int) -> Consortium:
+    world = Consortium(DemoConfig(participants=5, byzantine=1, rounds=rounds, seed=2), tmp_path)
+    world.enroll()
+    for _ in range(rounds):
+        play_round(world)
+    return world
+
+
+def test_small_demo_runs_rounds_and_verifies(tmp_path: Path) -> None:
+    console, _ = quiet()
+    result = run_demo(DemoConfig(**{**SMALL.__dict__, "state_dir": tmp_path}), console)
+    s = result.summary
+    assert s["audit_verified"] is True and result.audit.verified
+    assert [a.round_id for a in result.audit.rounds] == [1, 2, 3]
+    assert s["attacker_rejection_rate"] >= 0.8 and s["honest_rejection_rate"] == 0.0
+    assert s["attacker_reward_share"] < 0.05
+    assert s["final_accuracy"] > 0.7
+    # the whole budget is split, less integer-division dust of at most one wei per participant
+    assert all(100 * 10**18 - 6 <= r.minted <= 100 * 10**18 for r in result.rows)
+    # both commitment paths were used: own transaction and relayed EIP-712 signature
+    history = ChainHistory(result.deployment)
+    commits = history.round(1).commitments
+    relayers = {c.relayer == c.participant for c in commits}
+    assert relayers == {True, False}
+    assert json.loads((tmp_path / "manifest.json").read_text())["contracts"]["FederatedRounds"] == result.deployment.rounds.address
+
+
+def test_audit_names_the_round_and_reason_when_a_stored_update_is_altered(tmp_path: Path) -> None:
+    world = consortium(tmp_path, rounds=2)
+    victim = next(c for c in ChainHistory(world.deployment).round(2).commitments)
+    path = world.store.path_for(victim.cid)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    console, out = quiet()
+    assert verify_command(Auditor(world.deployment, world.store), console) == 1
+    text = out.getvalue()
+    assert f"round 2: blobs: {victim.participant}: hash mismatch" in text
+    assert "round 1: " not in text
+    assert "audit FAILED" in text
+
+
+def test_audit_catches_a_global_model_that_is_not_the_rules_output(tmp_path: Path) -> None:
+    world = consortium(tmp_path, rounds=1)
+    round_id, _ = world.operator.open_round(world.rule)
+    submit_updates(world, round_id)
+    world.operator.close_round(round_id)
+    # A rogue aggregator: honest-looking verdicts, but the model it commits is plain FedAvg over everyone.
+    record = ChainHistory(world.deployment).round(round_id)
+    base = fetch_params(world.store, record.base_model_cid, record.base_model_hash)
+    submissions = gather_submissions(world.store, record)
+    honest = evaluate_round(base, submissions, world.rule)
+    rogue_model = evaluate_round(base, submissions, RuleConfig(aggregator="fedavg")).new_params
+    ref = world.store.put(serialize(rogue_model))
+    world.deployment.rounds.finalize_round(
+        round_id, ref.content_hash, ref.uri,
+        [v.participant for v in honest.verdicts], [v.score for v in honest.verdicts],
+        [int(v.status) for v in honest.verdicts], sender=world.aggregator.address,
+    )
+    console, out = quiet()
+    assert verify_command(Auditor(world.deployment, world.store), console) == 1
+    text = out.getvalue()
+    assert "round 2: aggregate: recomputed global model 0x" in text and "differs from committed" in text
+    report = Auditor(world.deployment, world.store).verify()
+    assert [r.round_id for r in report.rounds if not r.ok] == [2]
+
+
+def test_audit_catches_decisions_that_do_not_follow_the_rule(tmp_path: Path) -> None:
+    world = consortium(tmp_path, rounds=1)
+    round_id, _ = world.operator.open_round(world.rule)
+    submit_updates(world, round_id)
+    world.operator.close_round(round_id)
+    record = ChainHistory(world.deployment).round(round_id)
+    base = fetch_params(world.store, record.base_model_cid, record.base_model_hash)
+    honest = evaluate_round(base, gather_submissions(world.store, record), world.rule)
+    attacker = next(v for v in honest.verdicts if v.status == Status.LOW_SCORE)
+    ref = world.store.put(serialize(honest.new_params))
+    world.deployment.rounds.finalize_round(
+        round_id, ref.content_hash, ref.uri,
+        [v.participant for v in honest.verdicts], [v.score for v in honest.verdicts],
+        [0 if v.participant == attacker.participant else int(v.status) for v in honest.verdicts],
+        sender=world.aggregator.address,
+    )
+    report = Auditor(world.deployment, world.store).verify(round_id)
+    lines = report.failure_lines()
+    assert any(
+        line.startswith(f"round 2: decisions: {attacker.participant}: committed ACCEPTED with score {attacker.score}")
+        for line in lines
+    ), lines
+
+
+def test_cli_demo_writes_the_json_summary_and_exits_zero(tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    rc = main(["demo", "--participants", "4", "--byzantine", "1", "--rounds", "2", "--seed", "3",
+               "--state-dir", str(tmp_path / "state"), "--json", str(out)])
+    assert rc == 0
+    summary = json.loads(out.read_text())
+    for key in ("final_accuracy", "clean_reference_accuracy", "attacker_reward_share", "attacker_rejection_rate",
+                "honest_rejection_rate", "audit_verified", "rounds", "participants", "gas_used_total", "wall_seconds"):
+        assert key in summary, key
+    assert summary["audit_verified"] is True and summary["rounds"] == 2 and summary["gas_used_total"] > 0
+
+
+def test_cli_rejects_impossible_configurations_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--participants", "3", "--byzantine", "5"]) == 2
+    assert "--byzantine must be in [0, 3], got 5" in capsys.readouterr().err
