@@ -103,7 +103,7 @@ def test_audit_catches_decisions_that_do_not_follow_the_rule(tmp_path: Path) -> 
     record = ChainHistory(world.deployment).round(round_id)
     base = fetch_params(world.store, record.base_model_cid, record.base_model_hash)
     honest = evaluate_round(base, gather_submissions(world.store, record), world.rule)
-    attacker = next(v for v in honest.verdicts if v.status == Status.LOW_SCORE)
+    attacker = next(v for v in honest.verdicts if v.status in (Status.LOW_SCORE, Status.NORM_OUTLIER))
     ref = world.store.put(serialize(honest.new_params))
     world.deployment.rounds.finalize_round(
         round_id, ref.content_hash, ref.uri,
@@ -115,6 +115,7 @@ def test_audit_catches_decisions_that_do_not_follow_the_rule(tmp_path: Path) -> 
     lines = report.failure_lines()
     assert any(
         line.startswith(f"round 2: decisions: {attacker.participant}: committed ACCEPTED with score {attacker.score}")
+        and line.endswith(f"rule says {attacker.status.name}")
         for line in lines
     ), lines
 
