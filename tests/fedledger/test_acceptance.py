@@ -1,0 +1,34 @@
+"""The spine's acceptance figures, on the default demo configuration (digits, 10 participants, 3 sign-flippers
+scaling by -4, Dirichlet 0.5, 10 rounds, seed 0). Behaviour, not timing: wall time is reported by the demo."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from fedledger.demo import DemoConfig, run_demo
+
+
+def run(tmp_path: Path, **overrides: object) -> dict:
+    cfg = DemoConfig(state_dir=tmp_path, clean_reference=False, **overrides)  # type: ignore[arg-type]
+    return run_demo(cfg, Console(file=io.StringIO())).summary
+
+
+@pytest.mark.slow
+def test_default_demo_meets_the_robustness_and_incentive_targets(tmp_path: Path) -> None:
+    s = run(tmp_path)
+    assert s["final_accuracy"] >= 0.85
+    assert s["attacker_reward_share"] <= 0.05
+    assert s["attacker_rejection_rate"] >= 0.9
+    assert s["honest_rejection_rate"] <= 0.1
+    assert s["audit_verified"] is True
+
+
+@pytest.mark.slow
+def test_the_attack_is_real_plain_fedavg_collapses(tmp_path: Path) -> None:
+    s = run(tmp_path, aggregator="fedavg")
+    assert s["final_accuracy"] <= 0.2
+    assert s["audit_verified"] is True  # the audit proves the rule was followed, not that the rule is good
