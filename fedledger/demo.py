@@ -29,13 +29,13 @@ from chain.embedded import embedded_transactor, embedded_web3
 from fedledger.audit import AuditReport, Auditor, print_audit
 from fedledger.roles import Aggregator, Operator, ParticipantClient
 from storage import LocalBlobStore
-from trainer.aggregation import Submission, Verdict, evaluate_round
+from trainer.aggregation import Verdict
 from trainer.attacks import apply_attack
 from trainer.data import Dataset, dirichlet_partition, load_dataset
 from trainer.local import LocalConfig, train_local
 from trainer.model import ModelSpec, Params, accuracy, init_params
 from trainer.rules import RuleConfig, Status
-from trainer.serialization import serialize
+from trainer.simulation import FederationConfig, local_seed, simulate
 
 TOKEN_UNIT = 10**18
 
@@ -119,7 +119,7 @@ class Consortium:
 
     def local_update(self, i: int, base: Params, round_id: int) -> Params:
         idx = torch.from_numpy(self.parts[i])
-        seed = self.cfg.seed * 1_000_003 + round_id * 1_009 + i
+        seed = local_seed(self.cfg.seed, round_id, i)
         update = train_local(self.spec, base, self.data.x_train[idx], self.data.y_train[idx], self.local, seed=seed)
         if self.clients[i].address in self.byzantine:
             update = apply_attack(self.cfg.attack, update, seed=seed)
@@ -186,7 +186,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "manifest": str(state_dir / "manifest.json"),
     }
     if cfg.clean_reference:
-        summary["clean_reference_accuracy"] = clean_reference_accuracy(world)
+        summary["clean_reference_accuracy"] = clean_reference_accuracy(cfg)
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     _print_summary(console, summary)
     return DemoResult(summary, rows, report, d, world.store, world.spec)
@@ -231,19 +231,10 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
     return row, outcome.verdicts
 
 
-def clean_reference_accuracy(world: Consortium) -> float:
+def clean_reference_accuracy(cfg: DemoConfig) -> float:
     """Same data, partition, model and seeds with no attackers and plain FedAvg, off-chain: the yardstick."""
-    params = init_params(world.spec, world.cfg.seed)
-    rule = RuleConfig(aggregator="fedavg")
-    for r in range(1, world.cfg.rounds + 1):
-        subs = []
-        for i, client in enumerate(world.clients):
-            idx = torch.from_numpy(world.parts[i])
-            seed = world.cfg.seed * 1_000_003 + r * 1_009 + i
-            upd = train_local(world.spec, params, world.data.x_train[idx], world.data.y_train[idx], world.local, seed=seed)
-            subs.append(Submission(client.address, serialize(upd)))
-        params = evaluate_round(params, subs, rule).new_params
-    return accuracy(world.spec, params, world.data.x_test, world.data.y_test)
+    fed = FederationConfig(cfg.participants, 0, cfg.attack, cfg.rounds, cfg.dataset, cfg.alpha, cfg.seed)
+    return simulate(fed, RuleConfig(aggregator="fedavg")).final_accuracy
 
 
 def _print_rounds(console: Console, rows: list[RoundRow]) -> None:
