@@ -213,26 +213,27 @@ def test_open_round_before_genesis_reverts(env, reverts) -> None:
     assert env.deployment.rounds.round_count() == 0
 
 
-@pytest.mark.parametrize("role", ["admin", "aggregator", "outsider"])
-def test_open_round_by_a_non_operator_is_unauthorized(env, reverts, role) -> None:
+def test_open_round_by_a_non_operator_is_unauthorized(env, reverts) -> None:
     publish_genesis(env)
-    sender = getattr(env, role)
-    with reverts("AccessControlUnauthorizedAccount", account=sender, neededRole=OPERATOR_ROLE):
-        env.deployment.rounds.open_round(now(env) + DAY, *RULE, BUDGET, DECAY, sender=sender)
+    for sender in (env.admin, env.aggregator, env.outsider):
+        with reverts("AccessControlUnauthorizedAccount", account=sender, neededRole=OPERATOR_ROLE):
+            env.deployment.rounds.open_round(now(env) + DAY, *RULE, BUDGET, DECAY, sender=sender)
+    assert env.deployment.rounds.round_count() == 0
 
 
-@pytest.mark.parametrize("offset", [-100, 0, 1], ids=["past", "latest-block", "this-block"])
-def test_open_round_requires_a_deadline_after_the_current_block(env, reverts, offset) -> None:
+def test_open_round_requires_a_deadline_after_the_current_block(env, reverts) -> None:
     publish_genesis(env)
-    deadline = now(env) + offset
-    with reverts("RoundsDeadlineNotInFuture", deadline=deadline, timestamp=next_block_time(env)):
-        open_round(env, deadline=deadline)
+    for deadline in (now(env) - 100, now(env), next_block_time(env)):  # past, the latest block's time, this block's
+        with reverts("RoundsDeadlineNotInFuture", deadline=deadline, timestamp=next_block_time(env)):
+            open_round(env, deadline=deadline)
+    assert open_round(env, deadline=next_block_time(env) + 1).round_id == 1
 
 
 def test_open_round_rejects_decay_above_one(env, reverts) -> None:
     publish_genesis(env)
     with reverts("RoundsDecayOutOfRange", decay=PPM + 1):
         open_round(env, decay=PPM + 1)
+    assert open_round(env, decay=PPM).reputation_decay == PPM
 
 
 def test_round_opened_event_and_state(env) -> None:
@@ -253,11 +254,11 @@ def test_round_opened_event_and_state(env) -> None:
     assert env.deployment.rounds.round_count() == 1
 
 
-@pytest.mark.parametrize("close", [False, True], ids=["open", "closed"])
-def test_a_round_cannot_open_before_the_previous_one_is_finalized(env, reverts, round1, close) -> None:
-    if close:
-        env.deployment.rounds.close_round(1, sender=env.operator)
-    with reverts("RoundsPreviousRoundNotFinalized", roundId=1, state=CLOSED if close else OPEN):
+def test_a_round_cannot_open_before_the_previous_one_is_finalized(env, reverts, round1) -> None:
+    with reverts("RoundsPreviousRoundNotFinalized", roundId=1, state=OPEN):
+        open_round(env)
+    env.deployment.rounds.close_round(1, sender=env.operator)
+    with reverts("RoundsPreviousRoundNotFinalized", roundId=1, state=CLOSED):
         open_round(env)
     assert env.deployment.rounds.round_count() == 1
 
@@ -287,10 +288,10 @@ def test_a_second_commitment_in_the_same_round_reverts(env, ps, reverts, round1)
     assert env.deployment.rounds.get_round(1).submissions == 1
 
 
-@pytest.mark.parametrize("round_id", [0, 2])
-def test_commit_to_an_unknown_round_reverts(env, ps, reverts, round1, round_id) -> None:
-    with reverts("RoundsUnknownRound", roundId=round_id, roundCount=1):
-        commit(env, round_id, ps[0])
+def test_commit_to_an_unknown_round_reverts(env, ps, reverts, round1) -> None:
+    for round_id in (0, 2):
+        with reverts("RoundsUnknownRound", roundId=round_id, roundCount=1):
+            commit(env, round_id, ps[0])
 
 
 def test_commit_to_a_closed_round_reverts(env, ps, reverts, closed1) -> None:
@@ -326,14 +327,11 @@ def test_a_suspended_participant_cannot_commit(env, ps, reverts, round1) -> None
         commit(env, 1, ps[0])
 
 
-@pytest.mark.parametrize(
-    ("content_hash", "cid", "error"),
-    [(ZERO_HASH, "cid-x", "RoundsEmptyHash"), (keccak(text="x"), "", "RoundsEmptyCid")],
-    ids=["empty-hash", "empty-cid"],
-)
-def test_commit_requires_a_hash_and_a_cid(env, ps, reverts, round1, content_hash, cid, error) -> None:
-    with reverts(error):
-        env.deployment.rounds.commit_update(1, content_hash, cid, sender=ps[0])
+def test_commit_requires_a_hash_and_a_cid(env, ps, reverts, round1) -> None:
+    with reverts("RoundsEmptyHash"):
+        env.deployment.rounds.commit_update(1, ZERO_HASH, "cid-x", sender=ps[0])
+    with reverts("RoundsEmptyCid"):
+        env.deployment.rounds.commit_update(1, keccak(text="x"), "", sender=ps[0])
     assert env.deployment.rounds.commitment_of(1, ps[0]) == (ZERO_HASH, 0)
 
 
@@ -413,31 +411,29 @@ def high_s(signature: bytes) -> bytes:
     return r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])
 
 
-@pytest.mark.parametrize("malformed", ["high-s", "short", "all-zero"])
-def test_a_malformed_signature_recovers_no_one(env, ps, reverts, round1, malformed) -> None:
+def test_a_malformed_signature_recovers_no_one(env, ps, reverts, round1) -> None:
     p = ps[1]
     content_hash, cid = update_ref(1, p)
     valid = sign(env, p, 1, content_hash, cid)
-    signature = {"high-s": high_s(valid), "short": valid[:64], "all-zero": b"\0" * 65}[malformed]
-    if malformed == "high-s":  # the twin is a valid ECDSA signature by p: only the contract's low-s rule rejects it
-        assert recovered_by_contract(env, 1, content_hash, cid, signature) == p
-    with reverts("RoundsInvalidSignature", participant=p, recovered=ZERO_ADDRESS):
-        relay(env, p, 1, content_hash, cid, signature)
-
-
-def test_a_signature_that_recovers_nothing_cannot_commit_for_the_zero_address(env, reverts, round1) -> None:
+    # The high-s twin is a valid ECDSA signature by p: only the contract's low-s rule rejects it.
+    assert recovered_by_contract(env, 1, content_hash, cid, high_s(valid)) == p
+    for signature in (high_s(valid), valid[:64], b"\0" * 65):
+        with reverts("RoundsInvalidSignature", participant=p, recovered=ZERO_ADDRESS):
+            relay(env, p, 1, content_hash, cid, signature)
+    # ... and a signature that recovers no one does not commit for the zero address either.
     with reverts("RoundsInvalidSignature", participant=ZERO_ADDRESS, recovered=ZERO_ADDRESS):
         relay(env, ZERO_ADDRESS, 1, *update_ref(1, ZERO_ADDRESS), b"\0" * 65)
+    assert env.deployment.rounds.get_round(1).submissions == 0
 
 
 # -------------------------------------------------------------------------------------------------- finalizing
 
 
-@pytest.mark.parametrize("role", ["operator", "admin", "outsider"])
-def test_finalize_by_a_non_aggregator_is_unauthorized(env, reverts, closed1, role) -> None:
-    sender = getattr(env, role)
-    with reverts("AccessControlUnauthorizedAccount", account=sender, neededRole=AGGREGATOR_ROLE):
-        env.deployment.rounds.finalize_round(1, *MODEL, [], [], [], sender=sender)
+def test_finalize_by_a_non_aggregator_is_unauthorized(env, reverts, closed1) -> None:
+    for sender in (env.operator, env.admin, env.outsider):
+        with reverts("AccessControlUnauthorizedAccount", account=sender, neededRole=AGGREGATOR_ROLE):
+            env.deployment.rounds.finalize_round(1, *MODEL, [], [], [], sender=sender)
+    assert env.deployment.rounds.get_round(1).state == CLOSED
 
 
 def test_finalize_while_submissions_are_open_reverts(env, ps, reverts, round1) -> None:
@@ -455,44 +451,38 @@ def test_finalize_at_the_deadline_second_is_still_early(env, ps, reverts) -> Non
         finalize(env, 1, {ps[0]: (ACCEPTED, 1)})
 
 
-def test_finalize_with_a_missing_committer_reverts(env, ps, reverts, closed1) -> None:
+def test_finalize_requires_the_exact_committers_in_strictly_ascending_order(env, ps, reverts, closed1) -> None:
+    a, b, c, outsider = ps
+    zeros = [0, 0, 0]
     with reverts("RoundsSubmissionCountMismatch", roundId=1, committed=3, given=2):
-        finalize(env, 1, {p: closed1[p] for p in ps[:2]})
+        finalize_lists(env, 1, [a, b], [0, 0], [0, 0])
+    with reverts("RoundsParticipantsNotSorted", index=1, previous=b, current=a):
+        finalize_lists(env, 1, [b, a, c], zeros, zeros)
+    with reverts("RoundsParticipantsNotSorted", index=1, previous=a, current=a):
+        finalize_lists(env, 1, [a, a, c], zeros, zeros)
+    with reverts("RoundsNotCommitted", roundId=1, participant=outsider):
+        finalize_lists(env, 1, [a, b, outsider], zeros, zeros)
+    for scores, statuses in ((2, 3), (3, 2), (4, 3)):
+        with reverts("RoundsLengthMismatch", participants=3, scores=scores, statuses=statuses):
+            finalize_lists(env, 1, [a, b, c], [0] * scores, [0] * statuses)
+    assert env.deployment.rounds.get_round(1).state == CLOSED
 
 
-@pytest.mark.parametrize("order", [(1, 0, 2), (0, 0, 2)], ids=["swapped", "repeated"])
-def test_finalize_requires_strictly_ascending_participants(env, ps, reverts, closed1, order) -> None:
-    listed = [ps[i] for i in order]
-    with reverts("RoundsParticipantsNotSorted", index=1, previous=listed[0], current=listed[1]):
-        finalize_lists(env, 1, listed, [0, 0, 0], [0, 0, 0])
+def test_finalize_rejects_scores_and_statuses_out_of_range(env, ps, reverts, closed1) -> None:
+    a, b, c = ps[:3]
+    for score in (PPM + 1, -PPM - 1):
+        with reverts("RoundsScoreOutOfRange", participant=b, score=score):
+            finalize_lists(env, 1, [a, b, c], [0, score, 0], [0, 0, 0])
+    with reverts("RoundsStatusOutOfRange", participant=c, status=16):
+        finalize_lists(env, 1, [a, b, c], [0, 0, 0], [0, 0, 16])
 
 
-def test_finalize_with_a_non_committer_reverts(env, ps, reverts, closed1) -> None:
-    with reverts("RoundsNotCommitted", roundId=1, participant=ps[3]):
-        finalize_lists(env, 1, [ps[0], ps[1], ps[3]], [0, 0, 0], [0, 0, 0])
-
-
-@pytest.mark.parametrize(("scores", "statuses"), [(2, 3), (3, 2), (4, 3)])
-def test_finalize_with_mismatched_lengths_reverts(env, ps, reverts, closed1, scores, statuses) -> None:
-    with reverts("RoundsLengthMismatch", participants=3, scores=scores, statuses=statuses):
-        finalize_lists(env, 1, ps[:3], [0] * scores, [0] * statuses)
-
-
-@pytest.mark.parametrize("score", [PPM + 1, -PPM - 1])
-def test_finalize_with_a_score_out_of_range_reverts(env, ps, reverts, closed1, score) -> None:
-    with reverts("RoundsScoreOutOfRange", participant=ps[1], score=score):
-        finalize_lists(env, 1, ps[:3], [0, score, 0], [0, 0, 0])
-
-
-def test_finalize_with_a_status_out_of_range_reverts(env, ps, reverts, closed1) -> None:
-    with reverts("RoundsStatusOutOfRange", participant=ps[2], status=16):
-        finalize_lists(env, 1, ps[:3], [0, 0, 0], [0, 0, 16])
-
-
-@pytest.mark.parametrize(("model", "error"), [((ZERO_HASH, "cid-m"), "RoundsEmptyHash"), ((b"\1" * 32, ""), "RoundsEmptyCid")])
-def test_finalize_requires_a_new_model_reference(env, ps, reverts, closed1, model, error) -> None:
-    with reverts(error):
-        finalize(env, 1, closed1, model=model)
+def test_finalize_requires_a_new_model_reference(env, reverts, closed1) -> None:
+    with reverts("RoundsEmptyHash"):
+        finalize(env, 1, closed1, model=(ZERO_HASH, "cid-m"))
+    with reverts("RoundsEmptyCid"):
+        finalize(env, 1, closed1, model=(b"\1" * 32, ""))
+    assert env.deployment.rounds.global_model() == GENESIS
 
 
 def test_finalize_scores_rewards_and_reputation_by_the_published_formulas(env, ps, closed1) -> None:
