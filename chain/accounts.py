@@ -10,11 +10,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
+from web3.exceptions import Web3RPCError
 
 from chain.errors import ChainError
 from chain.transactor import Transactor
 
-DEVNET_FUNDING_WEI = 10**21  # 1,000 ETH of devnet money per wallet
+DEVNET_FUNDING_WEI = 10 * 10**18  # 10 devnet ETH per wallet: thousands of rounds of gas at devnet prices
 
 
 def derive_devnet_account(seed: int, label: str) -> LocalAccount:
@@ -28,9 +29,16 @@ def fund_from_node(w3: Web3, addresses: list[str], amount: int = DEVNET_FUNDING_
     if not accounts:
         raise ChainError("the node exposes no unlocked account to fund devnet wallets from")
     source = accounts[0]
-    hashes = [w3.eth.send_transaction({"from": source, "to": to_checksum_address(a), "value": amount}) for a in addresses]
-    for tx_hash in hashes:
-        w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    hashes = []
+    try:
+        for a in addresses:
+            if w3.eth.get_balance(to_checksum_address(a)) >= amount // 2:
+                continue  # already funded (a devnet deployment outlives one demo run)
+            hashes.append(w3.eth.send_transaction({"from": source, "to": to_checksum_address(a), "value": amount}))
+        for tx_hash in hashes:
+            w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    except Web3RPCError as exc:
+        raise ChainError(f"funding devnet wallets from {source} failed: {exc}") from exc
 
 
 def devnet_wallets(transactor: Transactor, seed: int, labels: list[str], *, fund: bool = True) -> dict[str, str]:

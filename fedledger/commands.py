@@ -25,6 +25,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         state_dir=args.state_dir,
         clean_reference=not args.no_clean_reference,
+        stack=args.stack,
+        devnet=_devnet_config(args),
     )
     result = run_demo(cfg)
     if args.json:
@@ -39,9 +41,54 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from fedledger.wiring import attach, open_blob_store
 
     deployment = attach(args.rpc, args.manifest)
-    return verify_command(
-        Auditor(deployment, open_blob_store(args.blobs)), Console(), round_id=args.round, json_out=args.json
+    store = open_blob_store(blobs=args.blobs, ipfs=args.ipfs or deployment.manifest.endpoints.get("ipfs_api"))
+    return verify_command(Auditor(deployment, store), Console(), round_id=args.round, json_out=args.json)
+
+
+def _devnet_config(args: argparse.Namespace) -> Any:
+    from fedledger.devnet import DevnetConfig
+
+    return DevnetConfig(
+        dir=args.devnet_dir,
+        rpc_port=args.rpc_port,
+        ipfs_api_port=args.ipfs_api_port,
+        ipfs_gateway_port=args.ipfs_gateway_port,
+        seed=args.devnet_seed,
     )
+
+
+def _add_devnet_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("devnet")
+    g.add_argument("--devnet-dir", type=Path, default=Path(".fedledger/devnet"), help="devnet state, logs, manifest")
+    g.add_argument("--rpc-port", type=int, default=8545)
+    g.add_argument("--ipfs-api-port", type=int, default=5001)
+    g.add_argument("--ipfs-gateway-port", type=int, default=8080)
+    g.add_argument("--devnet-seed", type=int, default=0, help="derives the devnet admin/operator/aggregator keys")
+
+
+def _cmd_devnet(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from fedledger.devnet import Devnet, DevnetError
+
+    console = Console()
+    devnet = Devnet(_devnet_config(args))
+    try:
+        if args.devnet_command == "up":
+            manifest = devnet.up()
+            console.print(f"devnet up: chain {manifest.chain_id} at {manifest.endpoints['rpc']}, "
+                          f"Kubo at {manifest.endpoints['ipfs_api']}")
+            console.print(f"manifest: {devnet.cfg.manifest_path}; logs: {devnet.logs}")
+        elif args.devnet_command == "status":
+            console.print_json(data=devnet.status())
+        else:
+            stopped = devnet.down(wipe=args.wipe)
+            console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}"
+                          + ("; data wiped" if args.wipe else ""))
+    except DevnetError as exc:
+        console.print(f"[red]devnet {args.devnet_command}: {exc}[/]")
+        return 2
+    return 0
 
 
 def register(sub: Any) -> None:
@@ -57,14 +104,29 @@ def register(sub: Any) -> None:
     p.add_argument("--state-dir", type=Path, default=None, help="where blobs and the manifest go (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
     p.add_argument("--no-clean-reference", action="store_true", help="skip the off-chain clean FedAvg yardstick")
+    p.add_argument("--stack", choices=("embedded", "devnet"), default="embedded",
+                   help="embedded: in-process EVM + blob directory; devnet: the stack `fedledger devnet up` runs")
+    _add_devnet_options(p)
     p.set_defaults(func=_cmd_demo)
+
+    devnet = sub.add_parser("devnet", help="operators: run the Hardhat node + Kubo daemon, deploy, write the manifest")
+    devnet_sub = devnet.add_subparsers(dest="devnet_command", required=True)
+    for name, text in (("up", "start (or reuse) the stack and deploy"), ("status", "what runs where"),
+                       ("down", "stop what up started")):
+        p = devnet_sub.add_parser(name, help=text)
+        _add_devnet_options(p)
+        if name == "down":
+            p.add_argument("--wipe", action="store_true", help="also delete chain/IPFS data, logs and the manifest")
+        p.set_defaults(func=_cmd_devnet)
 
     audit = sub.add_parser("audit", help="read-only: re-derive rounds from the chain and the blob store")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     p = audit_sub.add_parser("verify", help="verify every finalized round (or one) and exit 1 on any failure")
-    p.add_argument("--rpc", default="http://127.0.0.1:8545", help="JSON-RPC URL of the chain node")
-    p.add_argument("--manifest", type=Path, required=True, help="deployment manifest (addresses, chain id)")
-    p.add_argument("--blobs", type=Path, required=True, help="blob store directory")
+    p.add_argument("--manifest", type=Path, default=Path(".fedledger/devnet/manifest.json"),
+                   help="deployment manifest (chain id, addresses, endpoints)")
+    p.add_argument("--rpc", default=None, help="JSON-RPC URL of a node (default: the manifest's)")
+    p.add_argument("--ipfs", default=None, help="Kubo RPC multiaddr (default: the manifest's)")
+    p.add_argument("--blobs", type=Path, default=None, help="a local blob directory instead of IPFS")
     p.add_argument("--round", type=int, default=None)
     p.add_argument("--json", type=Path, default=None, help="write the per-check report as JSON")
     p.set_defaults(func=_cmd_audit_verify)

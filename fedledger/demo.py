@@ -24,11 +24,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from chain.accounts import devnet_wallets
-from chain.deploy import Deployment, deploy_all
-from chain.embedded import embedded_transactor, embedded_web3
+from chain.deploy import Deployment
+from fedledger.devnet import DevnetConfig
+from fedledger.stack import Stack, devnet_stack, embedded_stack
 from fedledger.audit import AuditReport, Auditor, print_audit
-from fedledger.roles import Aggregator, Operator, ParticipantClient
-from storage import LocalBlobStore
+from fedledger.roles import Aggregator, Operator, ParticipantClient, fetch_params
+from storage import BlobStore
 from trainer.aggregation import Verdict
 from trainer.attacks import apply_attack
 from trainer.data import Dataset, dirichlet_partition, load_dataset
@@ -52,12 +53,16 @@ class DemoConfig:
     seed: int = 0
     state_dir: Path | None = None
     clean_reference: bool = True
+    stack: str = "embedded"  # or "devnet": the running `fedledger devnet up` stack
+    devnet: DevnetConfig = field(default_factory=DevnetConfig)
 
     def __post_init__(self) -> None:
         if self.participants < 1:
             raise ValueError(f"--participants must be >= 1, got {self.participants}")
         if not 0 <= self.byzantine <= self.participants:
             raise ValueError(f"--byzantine must be in [0, {self.participants}], got {self.byzantine}")
+        if self.stack not in ("embedded", "devnet"):
+            raise ValueError(f"--stack must be embedded or devnet, got {self.stack!r}")
         if self.rounds < 1:
             raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
 
@@ -79,29 +84,25 @@ class DemoResult:
     rows: list[RoundRow]
     audit: AuditReport
     deployment: Deployment = field(repr=False)
-    store: LocalBlobStore = field(repr=False)
+    store: BlobStore = field(repr=False)
     spec: ModelSpec = field(repr=False)
 
 
 class Consortium:
     """The simulated consortium: one chain, one blob store, an operator, an aggregator, N participants."""
 
-    def __init__(self, cfg: DemoConfig, state_dir: Path) -> None:
+    def __init__(self, cfg: DemoConfig, stack: Stack) -> None:
         self.cfg = cfg
-        self.w3 = embedded_web3()
-        self.tx = embedded_transactor(self.w3)
-        labels = ["admin", "operator", "aggregator"] + [f"participant/{i}" for i in range(cfg.participants)]
-        wallets = devnet_wallets(self.tx, cfg.seed, labels)
-        self.deployment = deploy_all(
-            self.tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"]
-        )
-        self.deployment.manifest.write(state_dir / "manifest.json")
-        self.store = LocalBlobStore(state_dir / "blobs")
+        self.stack = stack
+        self.deployment = stack.deployment
+        self.store = stack.store
+        labels = [f"participant/{i}" for i in range(cfg.participants)]
+        wallets = devnet_wallets(stack.transactor, cfg.seed, labels)
         self.data: Dataset = load_dataset(cfg.dataset, seed=cfg.seed)
         self.spec = ModelSpec(self.data.num_features, self.data.num_classes)
         self.parts = dirichlet_partition(self.data.y_train.numpy(), cfg.participants, cfg.alpha, seed=cfg.seed)
-        self.operator = Operator(self.deployment, self.store, wallets["operator"])
-        self.aggregator = Aggregator(self.deployment, self.store, wallets["aggregator"])
+        self.operator = Operator(self.deployment, self.store, stack.operator)
+        self.aggregator = Aggregator(self.deployment, self.store, stack.aggregator)
         self.clients = [
             ParticipantClient(self.deployment, self.store, wallets[f"participant/{i}"], self.spec)
             for i in range(cfg.participants)
@@ -112,10 +113,35 @@ class Consortium:
         self.local = LocalConfig()
 
     def enroll(self) -> int:
-        """Every participant registers its wallet; the operator publishes the genesis model. Returns gas used."""
-        gas = sum(c.register().gas_used for c in self.clients)
-        _, genesis_tx = self.operator.publish_genesis(init_params(self.spec, self.cfg.seed))
-        return gas + genesis_tx.gas_used
+        """Participants register their wallets (unless already registered: a devnet deployment outlives a demo);
+        the operator publishes the genesis model unless the deployment has one, which must fit this model.
+        Returns the gas used."""
+        registry = self.deployment.registry
+        self._finish_interrupted_round()
+        gas = sum(c.register().gas_used for c in self.clients if registry.status_of(c.address) == 0)
+        current = self.deployment.rounds.global_model()
+        if current.model_hash == bytes(32):
+            _, genesis_tx = self.operator.publish_genesis(init_params(self.spec, self.cfg.seed))
+            return gas + genesis_tx.gas_used
+        existing = fetch_params(self.store, current.cid, current.model_hash)
+        if {k: tuple(v.shape) for k, v in existing.items()} != self.spec.shapes():
+            raise ValueError(
+                f"this deployment's global model does not fit the {self.cfg.dataset} model: "
+                "use a fresh deployment (fedledger devnet down --wipe; fedledger devnet up)"
+            )
+        return gas
+
+    def _finish_interrupted_round(self) -> None:
+        """A devnet deployment may hold a round an earlier run left open: close and finalize it first."""
+        rounds = self.deployment.rounds
+        count = rounds.round_count()
+        if count == 0:
+            return
+        state = rounds.get_round(count).state
+        if state == 1:
+            self.operator.close_round(count)
+        if state in (1, 2):
+            self.aggregator.finalize(count)
 
     def local_update(self, i: int, base: Params, round_id: int) -> Params:
         idx = torch.from_numpy(self.parts[i])
@@ -131,13 +157,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
     started = time.perf_counter()
     state_dir = cfg.state_dir or Path(tempfile.mkdtemp(prefix="fedledger-demo-"))
     state_dir.mkdir(parents=True, exist_ok=True)
-    with console.status("deploying contracts on the in-process EVM"):
-        world = Consortium(cfg, state_dir)
+    with console.status(f"connecting the {cfg.stack} stack"):
+        stack = devnet_stack(cfg.devnet) if cfg.stack == "devnet" else embedded_stack(state_dir, seed=cfg.seed)
+        world = Consortium(cfg, stack)
     d = world.deployment
     gas_total = d.gas_used
     console.print(
-        f"[bold]fedledger demo[/] on the embedded stack: chain id {d.manifest.chain_id}, "
-        f"FederatedRounds at {d.rounds.address}, state in {state_dir}"
+        f"[bold]fedledger demo[/] on the {stack.name} stack: chain id {d.manifest.chain_id}, "
+        f"FederatedRounds at {d.rounds.address}, blobs in {stack.store.location}"
     )
     gas_total += world.enroll()
 
@@ -182,8 +209,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "seed": cfg.seed,
         "tokens_minted": minted / TOKEN_UNIT,
         "gas_used_total": gas_total,
-        "state_dir": str(state_dir),
-        "manifest": str(state_dir / "manifest.json"),
+        "stack": stack.name,
+        "manifest": str(cfg.devnet.manifest_path if cfg.stack == "devnet" else state_dir / "manifest.json"),
     }
     if cfg.clean_reference:
         summary["clean_reference_accuracy"] = clean_reference_accuracy(cfg)

@@ -7,14 +7,16 @@ from pathlib import Path
 from web3 import HTTPProvider, Web3
 
 from chain.deploy import Deployment, Manifest
-from chain.errors import ChainUnavailable
+from chain.errors import ChainUnavailable, ManifestError
 from chain.transactor import Transactor
-from storage import LocalBlobStore
+from storage import BlobStore, LocalBlobStore
+from storage.kubo import KuboBlobStore
 
 
-def connect_rpc(rpc_url: str, *, timeout: float = 30.0) -> Transactor:
-    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
-    transactor = Transactor(w3)
+def connect_rpc(rpc_url: str, *, timeout: float = 30.0, retries: int = 3) -> Transactor:
+    """A Transactor on the node at ``rpc_url``; fails with ChainUnavailable after ``retries`` bounded retries."""
+    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    transactor = Transactor(Web3(provider), retries=retries)
     try:
         transactor.chain_id  # noqa: B018 - first contact, with bounded retries
     except ChainUnavailable as exc:
@@ -22,9 +24,18 @@ def connect_rpc(rpc_url: str, *, timeout: float = 30.0) -> Transactor:
     return transactor
 
 
-def attach(rpc_url: str, manifest_path: Path) -> Deployment:
-    return Deployment.attach(connect_rpc(rpc_url), Manifest.read(manifest_path))
+def attach(rpc_url: str | None, manifest_path: Path) -> Deployment:
+    """The deployment a manifest describes, on ``rpc_url`` or the manifest's own RPC endpoint."""
+    manifest = Manifest.read(manifest_path)
+    url = rpc_url or manifest.endpoints.get("rpc")
+    if not url:
+        raise ManifestError(f"{manifest_path} names no RPC endpoint (an embedded deployment?): pass --rpc")
+    return Deployment.attach(connect_rpc(url), manifest)
 
 
-def open_blob_store(path: Path) -> LocalBlobStore:
-    return LocalBlobStore(path)
+def open_blob_store(*, blobs: Path | None, ipfs: str | None) -> BlobStore:
+    if blobs is not None:
+        return LocalBlobStore(blobs)
+    if ipfs:
+        return KuboBlobStore(ipfs)
+    raise ManifestError("no blob store: pass --blobs DIR or --ipfs ADDR (or use a manifest with an ipfs_api endpoint)")

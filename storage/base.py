@@ -40,6 +40,11 @@ class BlobRef:
 
 
 class BlobStore(Protocol):
+    @property
+    def location(self) -> str:
+        """Where blobs live, for people (a directory, a Kubo API address)."""
+        ...
+
     def put(self, data: bytes) -> BlobRef: ...
 
     def get(self, uri: str, expected_hash: bytes) -> bytes:

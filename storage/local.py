@@ -28,6 +28,10 @@ class LocalBlobStore:
         digest = uri[len(URI_PREFIX) :]
         return self.root / "sha256" / digest[:2] / digest
 
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     def put(self, data: bytes) -> BlobRef:
         digest = sha256(data)
         uri = URI_PREFIX + digest.hex()

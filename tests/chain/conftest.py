@@ -8,19 +8,9 @@ from typing import Any
 
 import pytest
 
-from chain.embedded import EMBEDDED_TX_GAS_LIMIT
 from chain.errors import ContractRevert
 
 Reverts = Callable[..., AbstractContextManager[pytest.ExceptionInfo[ContractRevert]]]
-
-
-@pytest.fixture
-def chain_env(chain_env):
-    """tests/conftest.py's deployment, sending the way the embedded stack does (embedded_transactor): a dry-run
-    eth_call preflight with a fixed gas limit instead of py-evm's slow binary-search gas estimate. Reverts are
-    decoded from that preflight call."""
-    chain_env.transactor.preflight_gas_limit = EMBEDDED_TX_GAS_LIMIT
-    return chain_env
 
 
 @contextmanager

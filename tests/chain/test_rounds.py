@@ -22,7 +22,7 @@ from chain.gateways.federated_rounds import (
 from chain.gateways.participant_registry import ReputationUpdated
 from chain.transactor import TxResult
 
-NONE, OPEN, CLOSED, FINALIZED = 0, 1, 2, 3  # RoundState
+OPEN, CLOSED, FINALIZED = 1, 2, 3  # RoundState (0 is None)
 UNREGISTERED, SUSPENDED = 0, 2  # ParticipantRegistry.Status
 ACCEPTED, REJECTED = 0, 1
 PPM = 1_000_000
@@ -197,20 +197,17 @@ def closed1(env, ps, round1) -> dict[str, tuple[int, int]]:
 # ------------------------------------------------------------------------------------------- genesis and opening
 
 
-def test_genesis_is_published_once(env, reverts) -> None:
+def test_genesis_is_published_once_and_rounds_need_it(env, reverts) -> None:
     rounds = env.deployment.rounds
     assert rounds.global_model() == (ZERO_HASH, "")
+    with reverts("RoundsNoGenesisModel"):
+        open_round(env)
     assert rounds.genesis_model_published_in(publish_genesis(env)) == [GenesisModelPublished(*GENESIS)]
     assert rounds.global_model() == GENESIS
     with reverts("RoundsGenesisAlreadyPublished", modelHash=GENESIS[0]):
         rounds.publish_genesis(*ref("another genesis"), sender=env.operator)
     assert rounds.global_model() == GENESIS
-
-
-def test_open_round_before_genesis_reverts(env, reverts) -> None:
-    with reverts("RoundsNoGenesisModel"):
-        open_round(env)
-    assert env.deployment.rounds.round_count() == 0
+    assert rounds.round_count() == 0
 
 
 def test_open_round_by_a_non_operator_is_unauthorized(env, reverts) -> None:
@@ -221,19 +218,20 @@ def test_open_round_by_a_non_operator_is_unauthorized(env, reverts) -> None:
     assert env.deployment.rounds.round_count() == 0
 
 
-def test_open_round_requires_a_deadline_after_the_current_block(env, reverts) -> None:
+def test_open_round_validates_deadline_decay_and_rule(env, reverts) -> None:
     publish_genesis(env)
     for deadline in (now(env) - 100, now(env), next_block_time(env)):  # past, the latest block's time, this block's
         with reverts("RoundsDeadlineNotInFuture", deadline=deadline, timestamp=next_block_time(env)):
             open_round(env, deadline=deadline)
-    assert open_round(env, deadline=next_block_time(env) + 1).round_id == 1
-
-
-def test_open_round_rejects_decay_above_one(env, reverts) -> None:
-    publish_genesis(env)
     with reverts("RoundsDecayOutOfRange", decay=PPM + 1):
         open_round(env, decay=PPM + 1)
-    assert open_round(env, decay=PPM).reputation_decay == PPM
+    rounds, deadline = env.deployment.rounds, now(env) + DAY
+    with reverts("RoundsEmptyHash"):
+        rounds.open_round(deadline, ZERO_HASH, RULE[1], BUDGET, DECAY, sender=env.operator)
+    with reverts("RoundsEmptyCid"):
+        rounds.open_round(deadline, RULE[0], "", BUDGET, DECAY, sender=env.operator)
+    assert rounds.round_count() == 0
+    assert open_round(env, deadline=next_block_time(env) + 1, decay=PPM).round_id == 1  # both limits are inclusive
 
 
 def test_round_opened_event_and_state(env) -> None:
@@ -307,24 +305,19 @@ def test_commits_are_accepted_up_to_the_deadline_second_and_not_after(env, ps, r
     assert env.deployment.rounds.commitment_of(1, ps[0]).committed_at == deadline
     with reverts("RoundsDeadlinePassed", roundId=1, deadline=deadline, timestamp=deadline + 1):
         commit(env, 1, ps[1])
-
-
-def test_commit_after_the_deadline_reverts(env, ps, reverts, round1) -> None:
     advance_time(env.w3, DAY)
-    with reverts("RoundsDeadlinePassed", roundId=1, deadline=round1.deadline, timestamp=next_block_time(env)):
-        commit(env, 1, ps[0])
-    assert env.deployment.rounds.get_round(1).submissions == 0
+    with reverts("RoundsDeadlinePassed", roundId=1, deadline=deadline, timestamp=next_block_time(env)):
+        commit(env, 1, ps[1])
+    assert env.deployment.rounds.get_round(1).submissions == 1
 
 
-def test_an_unregistered_wallet_cannot_commit(env, reverts, round1) -> None:
+def test_only_active_participants_commit(env, ps, reverts, round1) -> None:
     with reverts("RoundsParticipantNotActive", participant=env.outsider, status=UNREGISTERED):
         commit(env, 1, env.outsider)
-
-
-def test_a_suspended_participant_cannot_commit(env, ps, reverts, round1) -> None:
     env.deployment.registry.suspend(ps[0], b"\x01" * 32, sender=env.operator)
     with reverts("RoundsParticipantNotActive", participant=ps[0], status=SUSPENDED):
         commit(env, 1, ps[0])
+    assert env.deployment.rounds.get_round(1).submissions == 0
 
 
 def test_commit_requires_a_hash_and_a_cid(env, ps, reverts, round1) -> None:
@@ -338,7 +331,7 @@ def test_commit_requires_a_hash_and_a_cid(env, ps, reverts, round1) -> None:
 # ---------------------------------------------------------------------------------------- EIP-712 commitments
 
 
-def test_signed_commitment_relayed_by_an_outsider(env, ps, round1) -> None:
+def test_signed_commitment_relayed_by_an_outsider_counts_once(env, ps, reverts, round1) -> None:
     rounds, p = env.deployment.rounds, ps[1]
     content_hash, cid = update_ref(1, p)
     signed = env.transactor.account(p).sign_message(typed_commitment(env, 1, content_hash, cid))
@@ -348,17 +341,11 @@ def test_signed_commitment_relayed_by_an_outsider(env, ps, round1) -> None:
     result = relay(env, p, 1, content_hash, cid, bytes(signed.signature))
 
     assert rounds.update_committed_in(result) == [UpdateCommitted(1, p, content_hash, cid, env.outsider)]
-    assert rounds.commitment_of(1, p).content_hash == content_hash
     assert env.w3.eth.get_transaction(result.tx_hash)["from"] == env.outsider
-
-
-def test_a_signature_replayed_in_the_same_round_is_a_duplicate(env, ps, reverts, round1) -> None:
-    p = ps[1]
-    content_hash, cid = update_ref(1, p)
-    signature = sign(env, p, 1, content_hash, cid)
-    relay(env, p, 1, content_hash, cid, signature)
+    assert rounds.commitment_of(1, p).content_hash == content_hash
     with reverts("RoundsDuplicateCommitment", roundId=1, participant=p, committedHash=content_hash):
-        relay(env, p, 1, content_hash, cid, signature)
+        relay(env, p, 1, content_hash, cid, bytes(signed.signature))
+    assert rounds.get_round(1).submissions == 1
 
 
 def test_a_signature_replayed_in_the_next_round_is_invalid(env, ps, reverts, round1) -> None:
@@ -436,23 +423,28 @@ def test_finalize_by_a_non_aggregator_is_unauthorized(env, reverts, closed1) -> 
     assert env.deployment.rounds.get_round(1).state == CLOSED
 
 
-def test_finalize_while_submissions_are_open_reverts(env, ps, reverts, round1) -> None:
-    commit(env, 1, ps[0])
-    with reverts("RoundsSubmissionsStillOpen", roundId=1, deadline=round1.deadline, timestamp=next_block_time(env)):
-        finalize(env, 1, {ps[0]: (ACCEPTED, 1)})
-
-
-def test_finalize_at_the_deadline_second_is_still_early(env, ps, reverts) -> None:
+def test_finalize_without_close_waits_until_after_the_deadline(env, ps, reverts) -> None:
     publish_genesis(env)
-    deadline = now(env) + 3  # open at now + 1, commit at now + 2, finalize attempted at now + 3
+    deadline = now(env) + 4  # open at now + 1, one commit per block from now + 2; every block is one second
     open_round(env, deadline=deadline)
-    commit(env, 1, ps[0])
-    with reverts("RoundsSubmissionsStillOpen", roundId=1, deadline=deadline, timestamp=deadline):
-        finalize(env, 1, {ps[0]: (ACCEPTED, 1)})
+    verdicts = {}
+    for p in ps[:2]:
+        commit(env, 1, p)
+        verdicts[p] = (ACCEPTED, PPM // 2)
+        with reverts("RoundsSubmissionsStillOpen", roundId=1, deadline=deadline, timestamp=next_block_time(env)):
+            finalize(env, 1, verdicts)
+    assert next_block_time(env) == deadline  # so the second attempt above was at the deadline second itself
+    advance_time(env.w3, 60)
+    assert env.deployment.rounds.get_round(1).state == OPEN  # nobody closed it
+
+    result = finalize(env, 1, verdicts)
+
+    assert env.deployment.rounds.round_finalized_in(result)[0].minted == BUDGET
+    assert env.deployment.rounds.get_round(1).state == FINALIZED
 
 
 def test_finalize_requires_the_exact_committers_in_strictly_ascending_order(env, ps, reverts, closed1) -> None:
-    a, b, c, outsider = ps
+    a, b, c, idle = ps  # idle is registered but did not commit
     zeros = [0, 0, 0]
     with reverts("RoundsSubmissionCountMismatch", roundId=1, committed=3, given=2):
         finalize_lists(env, 1, [a, b], [0, 0], [0, 0])
@@ -460,8 +452,8 @@ def test_finalize_requires_the_exact_committers_in_strictly_ascending_order(env,
         finalize_lists(env, 1, [b, a, c], zeros, zeros)
     with reverts("RoundsParticipantsNotSorted", index=1, previous=a, current=a):
         finalize_lists(env, 1, [a, a, c], zeros, zeros)
-    with reverts("RoundsNotCommitted", roundId=1, participant=outsider):
-        finalize_lists(env, 1, [a, b, outsider], zeros, zeros)
+    with reverts("RoundsNotCommitted", roundId=1, participant=idle):
+        finalize_lists(env, 1, [a, b, idle], zeros, zeros)
     for scores, statuses in ((2, 3), (3, 2), (4, 3)):
         with reverts("RoundsLengthMismatch", participants=3, scores=scores, statuses=statuses):
             finalize_lists(env, 1, [a, b, c], [0] * scores, [0] * statuses)
@@ -544,20 +536,6 @@ def test_the_next_round_trains_on_the_previous_output(env, ps, closed1) -> None:
     assert d.registry.reputation_of(ps[0]) == reputations[ps[0]]
     assert d.token.balance_of(ps[0]) - balance_before == rewards[ps[0]]
     assert d.rounds.global_model() == ref("model-2")
-
-
-def test_finalize_after_the_deadline_without_closing(env, ps) -> None:
-    publish_genesis(env)
-    opened = open_round(env, deadline=now(env) + 60)
-    commit(env, 1, ps[0])
-    advance_time(env.w3, 60)
-    assert next_block_time(env) > opened.deadline
-    assert env.deployment.rounds.get_round(1).state == OPEN  # nobody closed it
-
-    result = finalize(env, 1, {ps[0]: (ACCEPTED, 1)})
-
-    assert env.deployment.rounds.round_finalized_in(result)[0].minted == BUDGET
-    assert env.deployment.rounds.get_round(1).state == FINALIZED
 
 
 def test_boundary_scores_and_statuses_are_accepted(env, ps, closed1) -> None:

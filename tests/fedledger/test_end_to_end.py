@@ -14,6 +14,7 @@ from fedledger.audit import Auditor, verify_command
 from fedledger.cli import main
 from fedledger.demo import Consortium, DemoConfig, play_round, run_demo, submit_updates
 from fedledger.history import ChainHistory
+from fedledger.stack import embedded_stack
 from trainer.aggregation import evaluate_round
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import serialize
@@ -28,7 +29,7 @@ def quiet() -> tuple[Console, io.StringIO]:
 
 
 def consortium(tmp_path: Path, rounds: int) -> Consortium:
-    world = Consortium(DemoConfig(participants=5, byzantine=1, rounds=rounds, seed=2), tmp_path)
+    world = Consortium(DemoConfig(participants=5, byzantine=1, rounds=rounds, seed=2), embedded_stack(tmp_path, seed=2))
     world.enroll()
     for _ in range(rounds):
         play_round(world)

@@ -1,0 +1,308 @@
+"""The devnet stack for operators: a Hardhat node and a Kubo daemon on loopback, contracts deployed, a manifest.
+
+    fedledger devnet up [--dir .fedledger/devnet --rpc-port 8545 --ipfs-api-port 5001]   # start + deploy
+    fedledger devnet status
+    fedledger devnet down [--wipe]
+
+Processes are started in their own sessions and tracked by process id in ``<dir>/pids.json``; ``down`` stops
+exactly those. Logs: ``<dir>/logs/hardhat.log`` and ``<dir>/logs/kubo.log``. ``up`` is idempotent: running
+processes are reused and the deployment is kept while its contracts are still on the chain; after a node restart
+(Hardhat keeps no state) it redeploys and rewrites ``<dir>/manifest.json``.
+
+DEVNET ONLY: the admin, operator and aggregator keys are derived from ``--seed`` (chain/accounts.py) and funded
+from Hardhat's unlocked account.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chain.accounts import devnet_wallets, fund_from_node
+from chain.deploy import Deployment, Manifest, deploy_all
+from chain.errors import ChainError, ChainUnavailable
+from chain.transactor import Transactor
+from fedledger.wiring import connect_rpc
+from storage.kubo import KuboBlobStore
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HARDHAT_DIR = PROJECT_ROOT / "hardhat"
+KUBO_VERSION = "v0.39.0"
+ROLE_LABELS = ("admin", "operator", "aggregator")
+
+
+class DevnetError(Exception):
+    """The devnet cannot be started or reached; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FEDLEDGER_CACHE", Path.home() / ".cache" / "fedledger"))
+
+
+def find_kubo() -> Path:
+    """The Kubo binary: $FEDLEDGER_KUBO, the project's cached build, or ``ipfs`` on PATH."""
+    candidates = [os.environ.get("FEDLEDGER_KUBO"), str(cache_dir() / f"kubo-{KUBO_VERSION}" / "bin" / "ipfs")]
+    candidates.append(shutil.which("ipfs"))
+    for c in candidates:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return Path(c)
+    raise DevnetError(f"Kubo (ipfs) not found: run scripts/install-kubo (builds {KUBO_VERSION} into {cache_dir()})")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class DevnetConfig:
+    dir: Path = field(default_factory=lambda: Path(".fedledger/devnet"))
+    host: str = "127.0.0.1"
+    rpc_port: int = 8545
+    ipfs_api_port: int = 5001
+    ipfs_gateway_port: int = 8080
+    seed: int = 0
+    start_timeout: float = 90.0
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.host}:{self.rpc_port}"
+
+    @property
+    def ipfs_api(self) -> str:
+        return f"/ip4/{self.host}/tcp/{self.ipfs_api_port}/http"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / "manifest.json"
+
+
+class Devnet:
+    def __init__(self, cfg: DevnetConfig) -> None:
+        if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+            raise DevnetError(f"the devnet binds loopback only, not {cfg.host}")
+        self.cfg = cfg
+        self.pid_file = cfg.dir / "pids.json"
+        self.logs = cfg.dir / "logs"
+
+    # ------------------------------------------------------------------ processes
+
+    def _pids(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.pid_file.read_text()))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_pids(self, pids: dict[str, Any]) -> None:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(json.dumps(pids, indent=2) + "\n")
+
+    def _running(self, name: str) -> int | None:
+        entry = self._pids().get(name)
+        if entry and pid_alive(int(entry["pid"])):
+            return int(entry["pid"])
+        return None
+
+    def _spawn(self, name: str, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> int:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+        log.close()
+        pids = self._pids()
+        pids[name] = {"pid": proc.pid, "argv": argv}
+        self._save_pids(pids)
+        return proc.pid
+
+    def _require_port(self, port: int, what: str) -> None:
+        if not port_is_free(self.cfg.host, port):
+            raise DevnetError(
+                f"port {port} on {self.cfg.host} (for {what}) is in use by another process: stop it or choose "
+                f"another port (fedledger devnet up --help)"
+            )
+
+    def _wait(self, what: str, probe: Any, pid: int) -> None:
+        deadline = time.monotonic() + self.cfg.start_timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                raise DevnetError(f"{what} exited during start-up: see {self.logs / (what + '.log')}")
+            try:
+                probe()
+                return
+            except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+                time.sleep(0.3)
+        raise DevnetError(f"{what} did not become ready in {self.cfg.start_timeout:.0f}s: see {self.logs}")
+
+    def start_hardhat(self) -> int:
+        pid = self._running("hardhat")
+        if pid is not None:
+            return pid
+        cli = HARDHAT_DIR / "node_modules" / "hardhat" / "internal" / "cli" / "cli.js"
+        if not cli.is_file():
+            raise DevnetError("Hardhat is not installed in hardhat/node_modules: run scripts/bootstrap")
+        node = shutil.which("node")
+        if node is None:
+            raise DevnetError("node is not on PATH (Node 20 is needed for the Hardhat node)")
+        self._require_port(self.cfg.rpc_port, "the Hardhat JSON-RPC")
+        argv = [node, str(cli), "node", "--hostname", self.cfg.host, "--port", str(self.cfg.rpc_port)]
+        pid = self._spawn("hardhat", argv, cwd=HARDHAT_DIR)
+        self._wait("hardhat", lambda: connect_rpc(self.cfg.rpc_url, timeout=2, retries=0).chain_id, pid)
+        return pid
+
+    def start_kubo(self) -> int:
+        pid = self._running("kubo")
+        if pid is not None:
+            return pid
+        ipfs = find_kubo()
+        repo = self.cfg.dir / "ipfs"
+        env = {"IPFS_PATH": str(repo)}
+        if not (repo / "config").is_file():
+            repo.mkdir(parents=True, exist_ok=True)
+            self._run([str(ipfs), "init", "--profile", "test"], env)
+        for key, value in (
+            ("Addresses.API", json.dumps(f"/ip4/{self.cfg.host}/tcp/{self.cfg.ipfs_api_port}")),
+            ("Addresses.Gateway", json.dumps(f"/ip4/{self.cfg.host}/tcp/{self.cfg.ipfs_gateway_port}")),
+            ("Addresses.Swarm", "[]"),
+        ):
+            self._run([str(ipfs), "config", "--json", key, value], env)
+        self._require_port(self.cfg.ipfs_api_port, "the Kubo RPC API")
+        self._require_port(self.cfg.ipfs_gateway_port, "the Kubo gateway")
+        pid = self._spawn("kubo", [str(ipfs), "daemon", "--offline"], cwd=self.cfg.dir, env=env)
+        self._wait("kubo", lambda: KuboBlobStore(self.cfg.ipfs_api, timeout=2).version(), pid)
+        return pid
+
+    @staticmethod
+    def _run(argv: list[str], env: dict[str, str]) -> None:
+        result = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise DevnetError(f"{' '.join(argv)} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    # ------------------------------------------------------------------- commands
+
+    def up(self) -> Manifest:
+        self.cfg.dir.mkdir(parents=True, exist_ok=True)
+        self.start_kubo()
+        self.start_hardhat()
+        transactor = connect_rpc(self.cfg.rpc_url)
+        wallets = devnet_wallets(transactor, self.cfg.seed, list(ROLE_LABELS), fund=False)
+        current = self._current_manifest(transactor)
+        if current is not None:
+            return current
+        fund_from_node(transactor.w3, list(wallets.values()))
+        deployment = deploy_all(
+            transactor,
+            admin=wallets["admin"],
+            operator=wallets["operator"],
+            aggregator=wallets["aggregator"],
+            network="hardhat-devnet",
+            endpoints={
+                "rpc": self.cfg.rpc_url,
+                "ipfs_api": self.cfg.ipfs_api,
+                "ipfs_gateway": f"http://{self.cfg.host}:{self.cfg.ipfs_gateway_port}",
+            },
+        )
+        deployment.manifest.write(self.cfg.manifest_path)
+        return deployment.manifest
+
+    def _current_manifest(self, transactor: Transactor) -> Manifest | None:
+        """The existing manifest if its contracts are still deployed on this node, else None."""
+        try:
+            manifest = Manifest.read(self.cfg.manifest_path)
+            manifest.check_chain(transactor.w3)
+        except ChainError:
+            return None
+        if manifest.endpoints.get("rpc") != self.cfg.rpc_url:
+            return None
+        for address in manifest.contracts.values():
+            if len(transactor.w3.eth.get_code(address)) == 0:
+                return None
+        return manifest
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dir": str(self.cfg.dir), "logs": str(self.logs)}
+        for name, entry in self._pids().items():
+            out[name] = {"pid": entry["pid"], "running": pid_alive(int(entry["pid"]))}
+        try:
+            manifest = Manifest.read(self.cfg.manifest_path)
+            out["manifest"] = str(self.cfg.manifest_path)
+            out["endpoints"] = manifest.endpoints
+            out["contracts"] = manifest.contracts
+        except ChainError:
+            out["manifest"] = None
+        try:
+            out["chain_id"] = connect_rpc(self.cfg.rpc_url, timeout=2, retries=0).chain_id
+        except ChainUnavailable:
+            out["chain_id"] = None
+        return out
+
+    def down(self, *, wipe: bool = False) -> list[str]:
+        stopped = []
+        for name, entry in self._pids().items():
+            pid = int(entry["pid"])
+            if pid_alive(pid):
+                _terminate(pid)
+                stopped.append(f"{name} (pid {pid})")
+        self.pid_file.unlink(missing_ok=True)
+        if wipe and self.cfg.dir.exists():
+            shutil.rmtree(self.cfg.dir)
+        return stopped
+
+    def attach(self) -> tuple[Deployment, KuboBlobStore]:
+        manifest = Manifest.read(self.cfg.manifest_path)
+        transactor = connect_rpc(manifest.endpoints["rpc"])
+        return Deployment.attach(transactor, manifest), KuboBlobStore(manifest.endpoints["ipfs_api"])
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.1)
+    if pid_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+    try:  # reap if it was our child
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
