@@ -74,6 +74,15 @@ class _Module:
             return f"[{self.convert_expr(inner, 'x')} for x in {expr}]"
         return expr
 
+    @staticmethod
+    def input_expr(spec: dict[str, Any], name: str) -> str:
+        """Addresses are accepted in any case and checksummed before they reach web3."""
+        if spec["type"] == "address":
+            return f"to_checksum_address({name})"
+        if spec["type"] == "address[]":
+            return f"[to_checksum_address(a) for a in {name}]"
+        return name
+
     def render(self) -> str:
         name = self.artifact.contract_name
         abi = self.artifact.abi
@@ -85,7 +94,7 @@ class _Module:
             raise ValueError(f"{name}: overloaded functions are not supported: {sorted(dupes)}")
         ctor = next((i for i in abi if i["type"] == "constructor"), {"inputs": []})
         params = self._params(ctor["inputs"])
-        args = ", ".join(snake(p["name"]) for p in ctor["inputs"])
+        args = ", ".join(self.input_expr(p, snake(p["name"])) for p in ctor["inputs"])
         body += [
             "    @classmethod",
             f"    def deploy(cls{params}, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[{name}Gateway, TxResult]:",
@@ -139,7 +148,7 @@ class _Module:
         method = snake(fn["name"])
         inputs = fn["inputs"]
         params = self._params(inputs)
-        call_args = ", ".join(snake(p["name"] or f"arg{i}") for i, p in enumerate(inputs))
+        call_args = ", ".join(self.input_expr(p, snake(p["name"] or f"arg{i}")) for i, p in enumerate(inputs))
         tuple_args = f"({call_args}{',' if len(inputs) == 1 else ''})"
         if fn["stateMutability"] in ("view", "pure"):
             outs = fn["outputs"]

@@ -35,6 +35,8 @@ REVERT_ERRORS: tuple[type[BaseException], ...] = (ContractCustomError, ContractL
 def revert_data(exc: BaseException) -> bytes | None:
     """The raw revert payload of a failed call, from web3's or eth-tester's exception."""
     data = getattr(exc, "data", None)
+    if isinstance(data, dict):  # Hardhat: {"message": ..., "data": "0x<selector><args>"}
+        data = data.get("data")
     if isinstance(data, (str, bytes)) and data:
         return bytes(HexBytes(data))
     seen: BaseException | None = exc

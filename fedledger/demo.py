@@ -227,10 +227,11 @@ def submit_updates(world: Consortium, round_id: int, on_stage: Callable[[str], N
     on_stage(f"round {round_id}: training")
     for i, client in enumerate(world.clients):
         base = client.fetch_global_model()
-        ref = client.upload(world.local_update(i, base, round_id))
+        update = world.local_update(i, base, round_id)
         if i % 2 == 0:
-            gas += client.commit(round_id, ref).gas_used
+            gas += client.submit(round_id, update)[1].gas_used
         else:
+            ref = client.upload(update)
             gas += world.operator.relay(client.address, round_id, ref, client.sign(round_id, ref)).gas_used
     return gas
 

@@ -149,7 +149,10 @@ class Devnet:
         self._save_pids(pids)
         return proc.pid
 
-    def _require_port(self, port: int, what: str) -> None:
+    def _require_port(self, port: int, what: str, grace: float = 5.0) -> None:
+        deadline = time.monotonic() + grace  # a process we just stopped may take a moment to release it
+        while not port_is_free(self.cfg.host, port) and time.monotonic() < deadline:
+            time.sleep(0.2)
         if not port_is_free(self.cfg.host, port):
             raise DevnetError(
                 f"port {port} on {self.cfg.host} (for {what}) is in use by another process: stop it or choose "

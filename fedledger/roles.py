@@ -112,6 +112,12 @@ class ParticipantClient:
     def commit(self, round_id: int, ref: BlobRef) -> TxResult:
         return self.deployment.rounds.commit_update(round_id, ref.content_hash, ref.uri, sender=self.address)
 
+    def submit(self, round_id: int, update: Params) -> tuple[BlobRef, TxResult]:
+        """Store the update, then commit it by own transaction. If storing fails nothing is committed: a
+        commitment to bytes nobody can fetch would only cost the participant its reputation."""
+        ref = self.upload(update)
+        return ref, self.commit(round_id, ref)
+
     def sign(self, round_id: int, ref: BlobRef) -> bytes:
         t = self.deployment.rounds.transactor
         return sign_commitment(t.account(self.address), t.chain_id, self.deployment.rounds.address, round_id, ref)

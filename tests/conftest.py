@@ -1,7 +1,8 @@
-"""Shared fixtures: a real in-process EVM with the contracts deployed (no mocks)."""
+"""Shared fixtures: a real in-process EVM with the contracts deployed, and a real devnet (Hardhat + Kubo)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -11,6 +12,7 @@ from chain.accounts import devnet_wallets
 from chain.deploy import Deployment, deploy_all
 from chain.embedded import embedded_web3
 from chain.transactor import Transactor
+from fedledger.devnet import Devnet, DevnetConfig, free_port, pid_alive
 
 
 @dataclass
@@ -42,3 +44,22 @@ def chain_env() -> ChainEnv:
         participants=sorted(wallets[f"participant/{i}"] for i in range(4)),
         outsider=wallets["outsider"],
     )
+
+
+@pytest.fixture(scope="session")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """A real Hardhat node and a real Kubo daemon on free loopback ports, contracts deployed; stopped by pid."""
+    cfg = DevnetConfig(
+        dir=tmp_path_factory.mktemp("devnet"),
+        rpc_port=free_port(),
+        ipfs_api_port=free_port(),
+        ipfs_gateway_port=free_port(),
+    )
+    net = Devnet(cfg)
+    try:
+        net.up()
+        yield net
+    finally:
+        pids = [int(e["pid"]) for e in net._pids().values()]
+        net.down()
+        assert not [p for p in pids if pid_alive(p)], "devnet processes survived down()"

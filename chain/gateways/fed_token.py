@@ -60,17 +60,17 @@ class FedTokenGateway(ContractGateway):
     @classmethod
     def deploy(cls, transactor: Transactor, admin: str, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[FedTokenGateway, TxResult]:
         """Deploy a new FedToken from ``sender``."""
-        return cls._deploy(transactor, (admin,), sender, artifacts_dir)
+        return cls._deploy(transactor, (to_checksum_address(admin),), sender, artifacts_dir)
 
     def allowance(self, owner: str, spender: str, *, block: Any = "latest") -> int:
-        raw = self._call("allowance", (owner, spender), block)
+        raw = self._call("allowance", (to_checksum_address(owner), to_checksum_address(spender)), block)
         return raw
 
     def approve(self, spender: str, value: int, *, sender: str) -> TxResult:
-        return self._transact("approve", (spender, value), sender)
+        return self._transact("approve", (to_checksum_address(spender), value), sender)
 
     def balance_of(self, account: str, *, block: Any = "latest") -> int:
-        raw = self._call("balanceOf", (account,), block)
+        raw = self._call("balanceOf", (to_checksum_address(account),), block)
         return raw
 
     def decimals(self, *, block: Any = "latest") -> int:
@@ -86,14 +86,14 @@ class FedTokenGateway(ContractGateway):
         return bytes(raw)
 
     def grant_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
-        return self._transact("grantRole", (role, account), sender)
+        return self._transact("grantRole", (role, to_checksum_address(account)), sender)
 
     def has_role(self, role: bytes, account: str, *, block: Any = "latest") -> bool:
-        raw = self._call("hasRole", (role, account), block)
+        raw = self._call("hasRole", (role, to_checksum_address(account)), block)
         return raw
 
     def mint(self, to: str, amount: int, *, sender: str) -> TxResult:
-        return self._transact("mint", (to, amount), sender)
+        return self._transact("mint", (to_checksum_address(to), amount), sender)
 
     def minter_role(self, *, block: Any = "latest") -> bytes:
         raw = self._call("MINTER_ROLE", (), block)
@@ -104,10 +104,10 @@ class FedTokenGateway(ContractGateway):
         return raw
 
     def renounce_role(self, role: bytes, caller_confirmation: str, *, sender: str) -> TxResult:
-        return self._transact("renounceRole", (role, caller_confirmation), sender)
+        return self._transact("renounceRole", (role, to_checksum_address(caller_confirmation)), sender)
 
     def revoke_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
-        return self._transact("revokeRole", (role, account), sender)
+        return self._transact("revokeRole", (role, to_checksum_address(account)), sender)
 
     def supports_interface(self, interface_id: bytes, *, block: Any = "latest") -> bool:
         raw = self._call("supportsInterface", (interface_id,), block)
@@ -122,10 +122,10 @@ class FedTokenGateway(ContractGateway):
         return raw
 
     def transfer(self, to: str, value: int, *, sender: str) -> TxResult:
-        return self._transact("transfer", (to, value), sender)
+        return self._transact("transfer", (to_checksum_address(to), value), sender)
 
     def transfer_from(self, from_: str, to: str, value: int, *, sender: str) -> TxResult:
-        return self._transact("transferFrom", (from_, to, value), sender)
+        return self._transact("transferFrom", (to_checksum_address(from_), to_checksum_address(to), value), sender)
 
     @staticmethod
     def _to_approval(a: dict[str, Any]) -> Approval:

@@ -138,7 +138,7 @@ class FederatedRoundsGateway(ContractGateway):
     @classmethod
     def deploy(cls, transactor: Transactor, admin: str, registry: str, token: str, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[FederatedRoundsGateway, TxResult]:
         """Deploy a new FederatedRounds from ``sender``."""
-        return cls._deploy(transactor, (admin, registry, token), sender, artifacts_dir)
+        return cls._deploy(transactor, (to_checksum_address(admin), to_checksum_address(registry), to_checksum_address(token)), sender, artifacts_dir)
 
     def aggregator_role(self, *, block: Any = "latest") -> bytes:
         raw = self._call("AGGREGATOR_ROLE", (), block)
@@ -151,14 +151,14 @@ class FederatedRoundsGateway(ContractGateway):
         return self._transact("commitUpdate", (round_id, content_hash, cid), sender)
 
     def commit_update_signed(self, participant: str, round_id: int, content_hash: bytes, cid: str, signature: bytes, *, sender: str) -> TxResult:
-        return self._transact("commitUpdateSigned", (participant, round_id, content_hash, cid, signature), sender)
+        return self._transact("commitUpdateSigned", (to_checksum_address(participant), round_id, content_hash, cid, signature), sender)
 
     def commitment_digest(self, round_id: int, content_hash: bytes, cid: str, *, block: Any = "latest") -> bytes:
         raw = self._call("commitmentDigest", (round_id, content_hash, cid), block)
         return bytes(raw)
 
     def commitment_of(self, round_id: int, participant: str, *, block: Any = "latest") -> Commitment:
-        raw = self._call("commitmentOf", (round_id, participant), block)
+        raw = self._call("commitmentOf", (round_id, to_checksum_address(participant)), block)
         return Commitment(*raw)
 
     def commitment_typehash(self, *, block: Any = "latest") -> bytes:
@@ -174,7 +174,7 @@ class FederatedRoundsGateway(ContractGateway):
         return Eip712DomainResult(*raw)
 
     def finalize_round(self, round_id: int, new_model_hash: bytes, new_model_cid: str, participants: Sequence[str], scores: Sequence[int], statuses: Sequence[int], *, sender: str) -> TxResult:
-        return self._transact("finalizeRound", (round_id, new_model_hash, new_model_cid, participants, scores, statuses), sender)
+        return self._transact("finalizeRound", (round_id, new_model_hash, new_model_cid, [to_checksum_address(a) for a in participants], scores, statuses), sender)
 
     def get_role_admin(self, role: bytes, *, block: Any = "latest") -> bytes:
         raw = self._call("getRoleAdmin", (role,), block)
@@ -189,10 +189,10 @@ class FederatedRoundsGateway(ContractGateway):
         return GlobalModelResult(*raw)
 
     def grant_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
-        return self._transact("grantRole", (role, account), sender)
+        return self._transact("grantRole", (role, to_checksum_address(account)), sender)
 
     def has_role(self, role: bytes, account: str, *, block: Any = "latest") -> bool:
-        raw = self._call("hasRole", (role, account), block)
+        raw = self._call("hasRole", (role, to_checksum_address(account)), block)
         return raw
 
     def max_status(self, *, block: Any = "latest") -> int:
@@ -218,10 +218,10 @@ class FederatedRoundsGateway(ContractGateway):
         return to_checksum_address(raw)
 
     def renounce_role(self, role: bytes, caller_confirmation: str, *, sender: str) -> TxResult:
-        return self._transact("renounceRole", (role, caller_confirmation), sender)
+        return self._transact("renounceRole", (role, to_checksum_address(caller_confirmation)), sender)
 
     def revoke_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
-        return self._transact("revokeRole", (role, account), sender)
+        return self._transact("revokeRole", (role, to_checksum_address(account)), sender)
 
     def round_count(self, *, block: Any = "latest") -> int:
         raw = self._call("roundCount", (), block)

@@ -79,7 +79,7 @@ class ParticipantRegistryGateway(ContractGateway):
     @classmethod
     def deploy(cls, transactor: Transactor, admin: str, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[ParticipantRegistryGateway, TxResult]:
         """Deploy a new ParticipantRegistry from ``sender``."""
-        return cls._deploy(transactor, (admin,), sender, artifacts_dir)
+        return cls._deploy(transactor, (to_checksum_address(admin),), sender, artifacts_dir)
 
     def default_admin_role(self, *, block: Any = "latest") -> bytes:
         raw = self._call("DEFAULT_ADMIN_ROLE", (), block)
@@ -90,10 +90,10 @@ class ParticipantRegistryGateway(ContractGateway):
         return bytes(raw)
 
     def grant_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
-        return self._transact("grantRole", (role, account), sender)
+        return self._transact("grantRole", (role, to_checksum_address(account)), sender)
 
     def has_role(self, role: bytes, account: str, *, block: Any = "latest") -> bool:
-        raw = self._call("hasRole", (role, account), block)
+        raw = self._call("hasRole", (role, to_checksum_address(account)), block)
         return raw
 
     def initial_reputation(self, *, block: Any = "latest") -> int:
@@ -101,7 +101,7 @@ class ParticipantRegistryGateway(ContractGateway):
         return raw
 
     def is_active(self, account: str, *, block: Any = "latest") -> bool:
-        raw = self._call("isActive", (account,), block)
+        raw = self._call("isActive", (to_checksum_address(account),), block)
         return raw
 
     def operator_role(self, *, block: Any = "latest") -> bytes:
@@ -117,20 +117,20 @@ class ParticipantRegistryGateway(ContractGateway):
         return raw
 
     def participant_of(self, account: str, *, block: Any = "latest") -> Participant:
-        raw = self._call("participantOf", (account,), block)
+        raw = self._call("participantOf", (to_checksum_address(account),), block)
         return Participant(*raw)
 
     def register(self, *, sender: str) -> TxResult:
         return self._transact("register", (), sender)
 
     def reinstate(self, account: str, *, sender: str) -> TxResult:
-        return self._transact("reinstate", (account,), sender)
+        return self._transact("reinstate", (to_checksum_address(account),), sender)
 
     def renounce_role(self, role: bytes, caller_confirmation: str, *, sender: str) -> TxResult:
-        return self._transact("renounceRole", (role, caller_confirmation), sender)
+        return self._transact("renounceRole", (role, to_checksum_address(caller_confirmation)), sender)
 
     def reputation_of(self, account: str, *, block: Any = "latest") -> int:
-        raw = self._call("reputationOf", (account,), block)
+        raw = self._call("reputationOf", (to_checksum_address(account),), block)
         return raw
 
     def reputation_one(self, *, block: Any = "latest") -> int:
@@ -142,13 +142,13 @@ class ParticipantRegistryGateway(ContractGateway):
         return bytes(raw)
 
     def revoke_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
-        return self._transact("revokeRole", (role, account), sender)
+        return self._transact("revokeRole", (role, to_checksum_address(account)), sender)
 
     def set_reputation(self, account: str, round_id: int, value: int, *, sender: str) -> TxResult:
-        return self._transact("setReputation", (account, round_id, value), sender)
+        return self._transact("setReputation", (to_checksum_address(account), round_id, value), sender)
 
     def status_of(self, account: str, *, block: Any = "latest") -> int:
-        raw = self._call("statusOf", (account,), block)
+        raw = self._call("statusOf", (to_checksum_address(account),), block)
         return raw
 
     def supports_interface(self, interface_id: bytes, *, block: Any = "latest") -> bool:
@@ -156,7 +156,7 @@ class ParticipantRegistryGateway(ContractGateway):
         return raw
 
     def suspend(self, account: str, reason: bytes, *, sender: str) -> TxResult:
-        return self._transact("suspend", (account, reason), sender)
+        return self._transact("suspend", (to_checksum_address(account), reason), sender)
 
     @staticmethod
     def _to_participant_registered(a: dict[str, Any]) -> ParticipantRegistered:

@@ -36,9 +36,17 @@ def consortium(tmp_path: Path, rounds: int) -> Consortium:
     return world
 
 
-def test_small_demo_runs_rounds_and_verifies(tmp_path: Path) -> None:
+@pytest.fixture(params=["embedded", "devnet"])
+def stack_overrides(request: pytest.FixtureRequest, tmp_path: Path) -> dict:
+    if request.param == "embedded":
+        return {"stack": "embedded", "state_dir": tmp_path}
+    devnet = request.getfixturevalue("devnet")
+    return {"stack": "devnet", "devnet": devnet.cfg, "state_dir": tmp_path}
+
+
+def test_small_demo_runs_rounds_and_verifies(stack_overrides: dict) -> None:
     console, _ = quiet()
-    result = run_demo(DemoConfig(**{**SMALL.__dict__, "state_dir": tmp_path}), console)
+    result = run_demo(DemoConfig(**{**SMALL.__dict__, **stack_overrides}), console)
     s = result.summary
     assert s["audit_verified"] is True and result.audit.verified
     assert [a.round_id for a in result.audit.rounds] == [1, 2, 3]
@@ -49,10 +57,12 @@ def test_small_demo_runs_rounds_and_verifies(tmp_path: Path) -> None:
     assert all(100 * 10**18 - 6 <= r.minted <= 100 * 10**18 for r in result.rows)
     # both commitment paths were used: own transaction and relayed EIP-712 signature
     history = ChainHistory(result.deployment)
-    commits = history.round(1).commitments
+    commits = history.round(result.rows[0].round_id).commitments
     relayers = {c.relayer == c.participant for c in commits}
     assert relayers == {True, False}
-    assert json.loads((tmp_path / "manifest.json").read_text())["contracts"]["FederatedRounds"] == result.deployment.rounds.address
+    manifest = json.loads(Path(result.summary["manifest"]).read_text())
+    assert manifest["contracts"]["FederatedRounds"] == result.deployment.rounds.address
+    assert result.summary["stack"] == stack_overrides["stack"]
 
 
 def test_audit_names_the_round_and_reason_when_a_stored_update_is_altered(tmp_path: Path) -> None:
