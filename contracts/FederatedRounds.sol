@@ -54,17 +54,13 @@ contract FederatedRounds is AccessControl, EIP712 {
         uint256 minted;
     }
 
-    struct Commitment {
-        bytes32 contentHash;
-        uint64 committedAt;
-    }
-
     ParticipantRegistry public immutable registry;
     FedToken public immutable token;
 
     uint256 private _roundCount;
     mapping(uint256 roundId => Round) private _rounds;
-    mapping(uint256 roundId => mapping(address participant => Commitment)) private _commitments;
+    /// One slot per commitment: the content hash (never zero). When and by whom is in the UpdateCommitted event.
+    mapping(uint256 roundId => mapping(address participant => bytes32 contentHash)) private _commitments;
     bytes32 private _globalModelHash;
     string private _globalModelCid;
 
@@ -254,7 +250,8 @@ contract FederatedRounds is AccessControl, EIP712 {
         return _existingRound(roundId);
     }
 
-    function commitmentOf(uint256 roundId, address participant) external view returns (Commitment memory) {
+    /// @notice The content hash `participant` committed for `roundId`, or zero.
+    function commitmentOf(uint256 roundId, address participant) external view returns (bytes32) {
         return _commitments[roundId][participant];
     }
 
@@ -275,11 +272,10 @@ contract FederatedRounds is AccessControl, EIP712 {
         if (block.timestamp > r.deadline) revert RoundsDeadlinePassed(roundId, r.deadline, block.timestamp);
         ParticipantRegistry.Status status = registry.statusOf(participant);
         if (status != ParticipantRegistry.Status.Active) revert RoundsParticipantNotActive(participant, status);
-        Commitment storage c = _commitments[roundId][participant];
-        if (c.committedAt != 0) revert RoundsDuplicateCommitment(roundId, participant, c.contentHash);
+        bytes32 existing = _commitments[roundId][participant];
+        if (existing != bytes32(0)) revert RoundsDuplicateCommitment(roundId, participant, existing);
         _requireRef(contentHash, cid);
-        c.contentHash = contentHash;
-        c.committedAt = uint64(block.timestamp);
+        _commitments[roundId][participant] = contentHash;
         r.submissions += 1;
         emit UpdateCommitted(roundId, participant, contentHash, cid, msg.sender);
     }
@@ -298,7 +294,7 @@ contract FederatedRounds is AccessControl, EIP712 {
         for (uint256 i = 0; i < n; ++i) {
             address p = participants[i];
             if (i != 0 && p <= participants[i - 1]) revert RoundsParticipantsNotSorted(i, participants[i - 1], p);
-            if (_commitments[roundId][p].committedAt == 0) revert RoundsNotCommitted(roundId, p);
+            if (_commitments[roundId][p] == bytes32(0)) revert RoundsNotCommitted(roundId, p);
             if (scores[i] < -SCORE_ONE || scores[i] > SCORE_ONE) revert RoundsScoreOutOfRange(p, scores[i]);
             if (statuses[i] > MAX_STATUS) revert RoundsStatusOutOfRange(p, statuses[i]);
             if (statuses[i] == STATUS_ACCEPTED) {

@@ -26,8 +26,10 @@ contract ParticipantRegistry is AccessControl {
         uint64 registeredAt;
     }
 
+    /// Not enumerable on-chain (an array would cost every registration ~40k gas): enumerate through the
+    /// ParticipantRegistered events.
     mapping(address account => Participant) private _participants;
-    address[] private _accounts;
+    uint256 private _count;
 
     error RegistryAlreadyRegistered(address account);
     error RegistryNotRegistered(address account);
@@ -51,7 +53,9 @@ contract ParticipantRegistry is AccessControl {
         p.status = Status.Active;
         p.reputation = INITIAL_REPUTATION;
         p.registeredAt = uint64(block.timestamp);
-        _accounts.push(msg.sender);
+        unchecked {
+            _count += 1; // cannot overflow: one per address
+        }
         emit ParticipantRegistered(msg.sender, INITIAL_REPUTATION);
     }
 
@@ -99,10 +103,6 @@ contract ParticipantRegistry is AccessControl {
     }
 
     function participantCount() external view returns (uint256) {
-        return _accounts.length;
-    }
-
-    function participantAt(uint256 index) external view returns (address) {
-        return _accounts[index];
+        return _count;
     }
 }

@@ -75,7 +75,7 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     devnet = Devnet(_devnet_config(args))
     try:
         if args.devnet_command == "up":
-            manifest = devnet.up()
+            manifest = devnet.up(external=args.external)
             console.print(f"devnet up: chain {manifest.chain_id} at {manifest.endpoints['rpc']}, "
                           f"Kubo at {manifest.endpoints['ipfs_api']}")
             console.print(f"manifest: {devnet.cfg.manifest_path}; logs: {devnet.logs}")
@@ -89,6 +89,12 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
         console.print(f"[red]devnet {args.devnet_command}: {exc}[/]")
         return 2
     return 0
+
+
+def _cmd_bench_gas(args: argparse.Namespace) -> int:
+    from fedledger.bench_gas import run
+
+    return run(sorted(args.participants), args.json)
 
 
 def register(sub: Any) -> None:
@@ -115,6 +121,9 @@ def register(sub: Any) -> None:
                        ("down", "stop what up started")):
         p = devnet_sub.add_parser(name, help=text)
         _add_devnet_options(p)
+        if name == "up":
+            p.add_argument("--external", action="store_true",
+                           help="start nothing: deploy onto a node + Kubo already on these ports (docker compose)")
         if name == "down":
             p.add_argument("--wipe", action="store_true", help="also delete chain/IPFS data, logs and the manifest")
         p.set_defaults(func=_cmd_devnet)
@@ -130,3 +139,10 @@ def register(sub: Any) -> None:
     p.add_argument("--round", type=int, default=None)
     p.add_argument("--json", type=Path, default=None, help="write the per-check report as JSON")
     p.set_defaults(func=_cmd_audit_verify)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bench_sub.add_parser("gas", help="gas per operation and per round on a throw-away Hardhat node")
+    p.add_argument("--participants", type=int, nargs="+", default=[10, 50, 100])
+    p.add_argument("--json", type=Path, default=None)
+    p.set_defaults(func=_cmd_bench_gas)

@@ -217,10 +217,16 @@ class Devnet:
 
     # ------------------------------------------------------------------- commands
 
-    def up(self) -> Manifest:
+    def up(self, *, external: bool = False) -> Manifest:
+        """Start (or reuse) the node and the daemon, then deploy unless the manifest's contracts are live.
+        ``external``: start nothing, deploy onto a node and daemon already listening on the configured ports
+        (docker compose, or anything else)."""
         self.cfg.dir.mkdir(parents=True, exist_ok=True)
-        self.start_kubo()
-        self.start_hardhat()
+        if external:
+            KuboBlobStore(self.cfg.ipfs_api, timeout=5).version()
+        else:
+            self.start_kubo()
+            self.start_hardhat()
         transactor = connect_rpc(self.cfg.rpc_url)
         wallets = devnet_wallets(transactor, self.cfg.seed, list(ROLE_LABELS), fund=False)
         current = self._current_manifest(transactor)

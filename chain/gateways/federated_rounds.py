@@ -16,11 +16,6 @@ ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAc
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
 
 
-class Commitment(NamedTuple):
-    content_hash: bytes
-    committed_at: int
-
-
 class Eip712DomainResult(NamedTuple):
     fields: bytes
     name: str
@@ -121,7 +116,7 @@ class UpdateCommitted(NamedTuple):
 
 class FederatedRoundsGateway(ContractGateway):
     CONTRACT_NAME = "FederatedRounds"
-    ABI_HASH = "97588da03b30cc5bdf9b424ee333bec9f0f4b256b2fb9f6553a1b466f817a557"
+    ABI_HASH = "7d209eecca7ddf37b65cbac38fba36f22d28a138a506897fbfde49f1ac490651"
     EVENT_CONVERTERS = {
         "ContributionScored": "_to_contribution_scored",
         "EIP712DomainChanged": "_to_eip712_domain_changed",
@@ -157,9 +152,9 @@ class FederatedRoundsGateway(ContractGateway):
         raw = self._call("commitmentDigest", (round_id, content_hash, cid), block)
         return bytes(raw)
 
-    def commitment_of(self, round_id: int, participant: str, *, block: Any = "latest") -> Commitment:
+    def commitment_of(self, round_id: int, participant: str, *, block: Any = "latest") -> bytes:
         raw = self._call("commitmentOf", (round_id, to_checksum_address(participant)), block)
-        return Commitment(*raw)
+        return bytes(raw)
 
     def commitment_typehash(self, *, block: Any = "latest") -> bytes:
         raw = self._call("COMMITMENT_TYPEHASH", (), block)

@@ -65,7 +65,7 @@ class RoleRevoked(NamedTuple):
 
 class ParticipantRegistryGateway(ContractGateway):
     CONTRACT_NAME = "ParticipantRegistry"
-    ABI_HASH = "d7da8e6bcc3911f4c012c024cc1cc03f4d67531d7f3c423f5582cdca73b5ffa5"
+    ABI_HASH = "60219046ca9d005f31d263a9a66ec73dfe4651962950b5109c8aece9eebbd2cb"
     EVENT_CONVERTERS = {
         "ParticipantRegistered": "_to_participant_registered",
         "ParticipantReinstated": "_to_participant_reinstated",
@@ -107,10 +107,6 @@ class ParticipantRegistryGateway(ContractGateway):
     def operator_role(self, *, block: Any = "latest") -> bytes:
         raw = self._call("OPERATOR_ROLE", (), block)
         return bytes(raw)
-
-    def participant_at(self, index: int, *, block: Any = "latest") -> str:
-        raw = self._call("participantAt", (index,), block)
-        return to_checksum_address(raw)
 
     def participant_count(self, *, block: Any = "latest") -> int:
         raw = self._call("participantCount", (), block)

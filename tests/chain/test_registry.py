@@ -54,7 +54,9 @@ def test_self_registration_emits_event_and_records_an_active_participant(chain_e
     block_time = chain_env.w3.eth.get_block(result.block_number)["timestamp"]
     assert registry.participant_of(p) == Participant(ACTIVE, INITIAL_REPUTATION, block_time)
     assert registry.is_active(p) is True and registry.reputation_of(p) == INITIAL_REPUTATION
-    assert (registry.participant_count(), registry.participant_at(0)) == (1, p)
+    assert registry.participant_count() == 1
+    events = registry.participant_registered_events(from_block=0)
+    assert [(e.args, e.tx_hash) for e in events] == [(ParticipantRegistered(p, INITIAL_REPUTATION), result.tx_hash)]
 
 
 def test_double_registration_reverts(env, reverts) -> None:

@@ -267,12 +267,12 @@ def test_a_round_cannot_open_before_the_previous_one_is_finalized(env, reverts, 
 def test_direct_commit_emits_update_committed_with_the_participant_as_relayer(env, ps, round1) -> None:
     p = ps[0]
     content_hash, cid = update_ref(1, p)
-    committed_at = next_block_time(env)
+    assert env.deployment.rounds.commitment_of(1, p) == ZERO_HASH
 
     result = commit(env, 1, p)
 
     assert env.deployment.rounds.update_committed_in(result) == [UpdateCommitted(1, p, content_hash, cid, p)]
-    assert env.deployment.rounds.commitment_of(1, p) == (content_hash, committed_at)
+    assert env.deployment.rounds.commitment_of(1, p) == content_hash
     assert env.deployment.rounds.get_round(1).submissions == 1
 
 
@@ -282,7 +282,7 @@ def test_a_second_commitment_in_the_same_round_reverts(env, ps, reverts, round1)
     first_hash = update_ref(1, p)[0]
     with reverts("RoundsDuplicateCommitment", roundId=1, participant=p, committedHash=first_hash):
         env.deployment.rounds.commit_update(1, *ref("a better update"), sender=p)
-    assert env.deployment.rounds.commitment_of(1, p).content_hash == first_hash
+    assert env.deployment.rounds.commitment_of(1, p) == first_hash
     assert env.deployment.rounds.get_round(1).submissions == 1
 
 
@@ -301,8 +301,7 @@ def test_commits_are_accepted_up_to_the_deadline_second_and_not_after(env, ps, r
     publish_genesis(env)
     deadline = now(env) + 2  # open_round mines at now + 1, the first commit at now + 2 == deadline
     open_round(env, deadline=deadline)
-    commit(env, 1, ps[0])
-    assert env.deployment.rounds.commitment_of(1, ps[0]).committed_at == deadline
+    assert env.w3.eth.get_block(commit(env, 1, ps[0]).block_number)["timestamp"] == deadline
     with reverts("RoundsDeadlinePassed", roundId=1, deadline=deadline, timestamp=deadline + 1):
         commit(env, 1, ps[1])
     advance_time(env.w3, DAY)
@@ -325,7 +324,7 @@ def test_commit_requires_a_hash_and_a_cid(env, ps, reverts, round1) -> None:
         env.deployment.rounds.commit_update(1, ZERO_HASH, "cid-x", sender=ps[0])
     with reverts("RoundsEmptyCid"):
         env.deployment.rounds.commit_update(1, keccak(text="x"), "", sender=ps[0])
-    assert env.deployment.rounds.commitment_of(1, ps[0]) == (ZERO_HASH, 0)
+    assert env.deployment.rounds.commitment_of(1, ps[0]) == ZERO_HASH
 
 
 # ---------------------------------------------------------------------------------------- EIP-712 commitments
@@ -342,7 +341,7 @@ def test_signed_commitment_relayed_by_an_outsider_counts_once(env, ps, reverts, 
 
     assert rounds.update_committed_in(result) == [UpdateCommitted(1, p, content_hash, cid, env.outsider)]
     assert env.w3.eth.get_transaction(result.tx_hash)["from"] == env.outsider
-    assert rounds.commitment_of(1, p).content_hash == content_hash
+    assert rounds.commitment_of(1, p) == content_hash
     with reverts("RoundsDuplicateCommitment", roundId=1, participant=p, committedHash=content_hash):
         relay(env, p, 1, content_hash, cid, bytes(signed.signature))
     assert rounds.get_round(1).submissions == 1
@@ -389,7 +388,7 @@ def test_a_forged_commitment_signature_is_invalid(env, ps, reverts, round1, forg
         assert recovered == ps[2]
     with reverts("RoundsInvalidSignature", participant=p, recovered=recovered):
         relay(env, p, 1, relayed["content_hash"], relayed["cid"], signature)
-    assert env.deployment.rounds.commitment_of(1, p) == (ZERO_HASH, 0)
+    assert env.deployment.rounds.commitment_of(1, p) == ZERO_HASH
 
 
 def high_s(signature: bytes) -> bytes:
