@@ -154,7 +154,8 @@ class ContractGateway:
 
     def _decode_receipt(self, name: str, result: TxResult, convert: Callable[[dict[str, Any]], A]) -> list[A]:
         logs = self.contract.events[name]().process_receipt(result.receipt, errors=DISCARD)
-        return [convert(dict(log["args"])) for log in logs]
+        # process_receipt matches by event signature only: another contract's RoleGranted would pass too
+        return [convert(dict(log["args"])) for log in logs if to_checksum_address(log["address"]) == self.address]
 
     @staticmethod
     def _record(name: str, log: Any, convert: Callable[[dict[str, Any]], A]) -> EventRecord[A]:

@@ -177,7 +177,8 @@ class Transactor:
             params: dict[str, Any] = {"from": address, "chainId": self.chain_id}
             try:
                 if gas is None and self.preflight_gas_limit is not None and hasattr(fn, "call"):
-                    self.with_retries(lambda: fn.call({"from": address}))
+                    # "pending": the dry run must see the next block's timestamp, as the transaction will
+                    self.with_retries(lambda: fn.call({"from": address}, block_identifier="pending"))
                     gas = self.preflight_gas_limit
                 if gas is None:
                     estimate = self.with_retries(lambda: fn.estimate_gas({"from": address}))

@@ -10,7 +10,7 @@ from web3 import Web3
 
 from chain.accounts import devnet_wallets
 from chain.deploy import Deployment, deploy_all
-from chain.embedded import embedded_web3
+from chain.embedded import embedded_transactor, embedded_web3
 from chain.transactor import Transactor
 from fedledger.devnet import Devnet, DevnetConfig, free_port, pid_alive
 
@@ -30,7 +30,7 @@ class ChainEnv:
 @pytest.fixture
 def chain_env() -> ChainEnv:
     w3 = embedded_web3()
-    tx = Transactor(w3)
+    tx = embedded_transactor(w3)
     labels = ["admin", "operator", "aggregator", "outsider"] + [f"participant/{i}" for i in range(4)]
     wallets = devnet_wallets(tx, 1234, labels)
     deployment = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"])
@@ -41,7 +41,7 @@ def chain_env() -> ChainEnv:
         admin=wallets["admin"],
         operator=wallets["operator"],
         aggregator=wallets["aggregator"],
-        participants=sorted(wallets[f"participant/{i}"] for i in range(4)),
+        participants=sorted((wallets[f"participant/{i}"] for i in range(4)), key=lambda a: int(a, 16)),
         outsider=wallets["outsider"],
     )
 
