@@ -91,6 +91,12 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)
+
+
 def _cmd_bench_gas(args: argparse.Namespace) -> int:
     from fedledger.bench_gas import run
 
@@ -146,3 +152,9 @@ def register(sub: Any) -> None:
     p.add_argument("--participants", type=int, nargs="+", default=[10, 50, 100])
     p.add_argument("--json", type=Path, default=None)
     p.set_defaults(func=_cmd_bench_gas)
+    p = bench_sub.add_parser("aggregate", help="median speed vs numpy and streamed aggregation memory")
+    _bench_module("fedledger.bench_aggregate").add_arguments(p)
+    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_aggregate").run(a))
+    p = bench_sub.add_parser("robustness", help="attacks x defenses grid: accuracy, score AUROC, reward shares")
+    _bench_module("fedledger.bench_robustness").add_arguments(p)
+    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_robustness").run(a))
