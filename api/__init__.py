@@ -1,1 +1,1 @@
-"""HTTP API (FastAPI). Arrives with the participants/auditors/operators issue."""
+"""fedledger's REST API (FastAPI): participants, auditors, operators. Create it with ``api.app.create_app``."""

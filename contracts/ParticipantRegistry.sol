@@ -2,15 +2,19 @@
 pragma solidity ^0.8.24;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 
 /// @title ParticipantRegistry
-/// @notice Wallet self-registration, operator suspension, and on-chain reputation.
+/// @notice Wallet self-registration (by own transaction, or by an EIP-712 signature that anyone may relay, so a
+///         participant needs no ether to join), operator suspension, and on-chain reputation.
 /// @dev Reputation is fixed-point with REPUTATION_ONE = 1.0. Only REPUTATION_WRITER_ROLE
 ///      (the round manager) writes it, and only while finalizing a round.
-contract ParticipantRegistry is AccessControl {
+contract ParticipantRegistry is AccessControl, EIP712 {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant REPUTATION_WRITER_ROLE = keccak256("REPUTATION_WRITER_ROLE");
 
+    bytes32 public constant REGISTRATION_TYPEHASH = keccak256("Registration(address account,uint256 deadline)");
     uint32 public constant REPUTATION_ONE = 1_000_000;
     uint32 public constant INITIAL_REPUTATION = 500_000;
 
@@ -36,27 +40,47 @@ contract ParticipantRegistry is AccessControl {
     error RegistryNotSuspended(address account, Status status);
     error RegistryAlreadySuspended(address account);
     error RegistryReputationOutOfRange(address account, uint256 reputation);
+    error RegistryInvalidSignature(address account, address recovered);
+    error RegistrySignatureExpired(address account, uint256 deadline, uint256 timestamp);
 
     event ParticipantRegistered(address indexed account, uint256 reputation);
     event ParticipantSuspended(address indexed account, address indexed operator, bytes32 indexed reason);
     event ParticipantReinstated(address indexed account, address indexed operator);
     event ReputationUpdated(address indexed account, uint256 indexed roundId, uint256 previous, uint256 current);
 
-    constructor(address admin) {
+    constructor(address admin) EIP712("FedLedger Registry", "1") {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
     /// @notice Register the calling wallet as a participant.
     function register() external {
-        Participant storage p = _participants[msg.sender];
-        if (p.status != Status.None) revert RegistryAlreadyRegistered(msg.sender);
+        _register(msg.sender);
+    }
+
+    /// @notice Register `account`, which signed `Registration(account, deadline)` (EIP-712). The signature is
+    ///         the answer to the API's registration challenge; it expires at `deadline` and cannot register twice.
+    function registerFor(address account, uint256 deadline, bytes calldata signature) external {
+        if (block.timestamp > deadline) revert RegistrySignatureExpired(account, deadline, block.timestamp);
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(registrationDigest(account, deadline), signature);
+        if (err != ECDSA.RecoverError.NoError || recovered != account) revert RegistryInvalidSignature(account, recovered);
+        _register(account);
+    }
+
+    /// @notice The EIP-712 digest `account` signs to register with a relayer.
+    function registrationDigest(address account, uint256 deadline) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(REGISTRATION_TYPEHASH, account, deadline)));
+    }
+
+    function _register(address account) private {
+        Participant storage p = _participants[account];
+        if (p.status != Status.None) revert RegistryAlreadyRegistered(account);
         p.status = Status.Active;
         p.reputation = INITIAL_REPUTATION;
         p.registeredAt = uint64(block.timestamp);
         unchecked {
             _count += 1; // cannot overflow: one per address
         }
-        emit ParticipantRegistered(msg.sender, INITIAL_REPUTATION);
+        emit ParticipantRegistered(account, INITIAL_REPUTATION);
     }
 
     /// @notice Suspend a participant: it can no longer commit updates. `reason` is a short code.

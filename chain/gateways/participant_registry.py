@@ -12,14 +12,28 @@ from chain.compiler import ARTIFACTS_DIR
 from chain.gateway import DEFAULT_LOG_WINDOW, ContractGateway, EventRecord
 from chain.transactor import Transactor, TxResult
 
-ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'RegistryAlreadyRegistered', 'RegistryAlreadySuspended', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryReputationOutOfRange'})
+ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RegistryAlreadyRegistered', 'RegistryAlreadySuspended', 'RegistryInvalidSignature', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryReputationOutOfRange', 'RegistrySignatureExpired', 'StringTooLong'})
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
+
+
+class Eip712DomainResult(NamedTuple):
+    fields: bytes
+    name: str
+    version: str
+    chain_id: int
+    verifying_contract: str
+    salt: bytes
+    extensions: list[int]
 
 
 class Participant(NamedTuple):
     status: int
     reputation: int
     registered_at: int
+
+
+class EIP712DomainChanged(NamedTuple):
+    pass
 
 
 class ParticipantRegistered(NamedTuple):
@@ -65,8 +79,9 @@ class RoleRevoked(NamedTuple):
 
 class ParticipantRegistryGateway(ContractGateway):
     CONTRACT_NAME = "ParticipantRegistry"
-    ABI_HASH = "60219046ca9d005f31d263a9a66ec73dfe4651962950b5109c8aece9eebbd2cb"
+    ABI_HASH = "ccdc452e4ee840e36ccd88284719720e8c555160aaccf2b4f1f8fd0384ff9e03"
     EVENT_CONVERTERS = {
+        "EIP712DomainChanged": "_to_eip712_domain_changed",
         "ParticipantRegistered": "_to_participant_registered",
         "ParticipantReinstated": "_to_participant_reinstated",
         "ParticipantSuspended": "_to_participant_suspended",
@@ -84,6 +99,10 @@ class ParticipantRegistryGateway(ContractGateway):
     def default_admin_role(self, *, block: Any = "latest") -> bytes:
         raw = self._call("DEFAULT_ADMIN_ROLE", (), block)
         return bytes(raw)
+
+    def eip712_domain(self, *, block: Any = "latest") -> Eip712DomainResult:
+        raw = self._call("eip712Domain", (), block)
+        return Eip712DomainResult(*raw)
 
     def get_role_admin(self, role: bytes, *, block: Any = "latest") -> bytes:
         raw = self._call("getRoleAdmin", (role,), block)
@@ -119,6 +138,17 @@ class ParticipantRegistryGateway(ContractGateway):
     def register(self, *, sender: str) -> TxResult:
         return self._transact("register", (), sender)
 
+    def register_for(self, account: str, deadline: int, signature: bytes, *, sender: str) -> TxResult:
+        return self._transact("registerFor", (to_checksum_address(account), deadline, signature), sender)
+
+    def registration_digest(self, account: str, deadline: int, *, block: Any = "latest") -> bytes:
+        raw = self._call("registrationDigest", (to_checksum_address(account), deadline), block)
+        return bytes(raw)
+
+    def registration_typehash(self, *, block: Any = "latest") -> bytes:
+        raw = self._call("REGISTRATION_TYPEHASH", (), block)
+        return bytes(raw)
+
     def reinstate(self, account: str, *, sender: str) -> TxResult:
         return self._transact("reinstate", (to_checksum_address(account),), sender)
 
@@ -153,6 +183,18 @@ class ParticipantRegistryGateway(ContractGateway):
 
     def suspend(self, account: str, reason: bytes, *, sender: str) -> TxResult:
         return self._transact("suspend", (to_checksum_address(account), reason), sender)
+
+    @staticmethod
+    def _to_eip712_domain_changed(a: dict[str, Any]) -> EIP712DomainChanged:
+        return EIP712DomainChanged()
+
+    def eip712_domain_changed_events(
+        self, *, from_block: int, to_block: int | str = "latest", window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[EIP712DomainChanged]]:
+        return self._events("EIP712DomainChanged", self._to_eip712_domain_changed, from_block, to_block, {}, window)
+
+    def eip712_domain_changed_in(self, result: TxResult) -> list[EIP712DomainChanged]:
+        return self._decode_receipt("EIP712DomainChanged", result, self._to_eip712_domain_changed)
 
     @staticmethod
     def _to_participant_registered(a: dict[str, Any]) -> ParticipantRegistered:

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from api.deps import Address, OperatorDep, PlatformDep
+from trainer.data import DATASETS
+from trainer.rules import AGGREGATORS, RuleConfig
+
+router = APIRouter(prefix="/operator", tags=["operator"], dependencies=[OperatorDep])
+
+
+class GenesisRequest(BaseModel):
+    dataset: str = Field(default="digits", description=f"one of {', '.join(DATASETS)}", examples=["digits"])
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+
+class OpenRoundRequest(BaseModel):
+    duration_s: int = Field(default=3600, ge=1, le=30 * 24 * 3600, examples=[3600])
+    aggregator: str = Field(default="median-verified-mean", description=f"one of {', '.join(AGGREGATORS)}")
+    min_score: float = Field(default=RuleConfig.min_score, ge=-1, le=1)
+    max_norm_ratio: float = Field(default=RuleConfig.max_norm_ratio, gt=0, le=1e6)
+    reward_budget: int = Field(default=RuleConfig.reward_budget, ge=0, lt=2**128)
+    reputation_decay_ppm: int = Field(default=RuleConfig.reputation_decay_ppm, ge=0, le=1_000_000)
+
+
+class SuspendRequest(BaseModel):
+    reason: str = Field(default="operator", min_length=1, max_length=32, examples=["spam"])
+
+
+@router.post("/genesis", status_code=201, summary="Publish the genesis global model (once)")
+def genesis(body: GenesisRequest, platform: PlatformDep) -> dict[str, Any]:
+    return platform.publish_genesis(dataset=body.dataset, seed=body.seed)
+
+
+@router.post("/rounds", status_code=201, summary="Open the next round on the current global model")
+def open_round(body: OpenRoundRequest, platform: PlatformDep) -> dict[str, Any]:
+    rule = RuleConfig(aggregator=body.aggregator, min_score=body.min_score, max_norm_ratio=body.max_norm_ratio,
+                      reward_budget=body.reward_budget, reputation_decay_ppm=body.reputation_decay_ppm)
+    return platform.open_round(duration_s=body.duration_s, rule=rule)
+
+
+@router.post("/rounds/{round_id}/close", summary="Stop taking submissions")
+def close_round(platform: PlatformDep, round_id: int = Path(ge=1, lt=2**63)) -> dict[str, Any]:
+    return platform.close_round(round_id=round_id)
+
+
+@router.post("/rounds/{round_id}/finalize", summary="Run the aggregator on a closed or expired round")
+def finalize_round(platform: PlatformDep, round_id: int = Path(ge=1, lt=2**63)) -> dict[str, Any]:
+    return platform.finalize_round(round_id=round_id)
+
+
+@router.post("/participants/{address}/suspend", summary="Suspend a participant")
+def suspend(address: Address, body: SuspendRequest, platform: PlatformDep) -> dict[str, Any]:
+    return platform.suspend(address=address, reason=body.reason)
