@@ -146,6 +146,10 @@ def register(sub: Any) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the per-check report as JSON")
     p.set_defaults(func=_cmd_audit_verify)
 
+    from fedledger import roles_cli
+
+    roles_cli.register(sub, audit_sub)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     p = bench_sub.add_parser("gas", help="gas per operation and per round on a throw-away Hardhat node")

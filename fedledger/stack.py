@@ -23,7 +23,7 @@ class Stack:
     name: str
     deployment: Deployment
     store: BlobStore
-    operator: str
+    operator: str  # "" for a read-only stack (auditors)
     aggregator: str
 
     @property

@@ -3,6 +3,12 @@
 Used for yardsticks (the clean FedAvg reference in the demo) and for studying rules across seeds quickly:
 
     python -m trainer.simulation --seeds 0 1 2 3 4 --max-norm-ratio 2.0 --min-score -0.05
+
+The second half is the engine of ``fedledger bench robustness``: ``run_cell`` plays every (attack, defence)
+trajectory of one grid cell (data set, partition, n, Byzantine fraction, seed) in lock-step. Local training of all
+trajectories' participants in a round is one vectorized SGD (``train_batched``: the same minibatches, seeds,
+momentum and learning rate as ``train_local``, equal to it up to float rounding), so each update is trained exactly
+once per round per trajectory; the platform's rule is the real one (``evaluate_round`` with ``RuleConfig()``).
 """
 
 from __future__ import annotations
