@@ -25,6 +25,8 @@ with warnings.catch_warnings():
     from ipfshttpclient import exceptions as ipfs_errors
 
 CHUNKER = "size-1048576"
+# ipfshttpclient passes urllib3 a `strict` argument that urllib3 2 deprecates; harmless, and not ours to fix.
+warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning)
 
 
 class KuboBlobStore:

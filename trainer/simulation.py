@@ -14,14 +14,37 @@ once per round per trajectory; the platform's rule is the real one (``evaluate_r
 from __future__ import annotations
 
 import argparse
+import functools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
-from trainer.aggregation import Submission, evaluate_round
-from trainer.attacks import apply_attack
-from trainer.data import dirichlet_partition, load_dataset
+from trainer.aggregation import Submission, evaluate_round, flatten, unflatten
+from trainer.attacks import (
+    ALIE_FIXED_Z,
+    ALL_ATTACKS,
+    BITFLIP_SCALE,
+    IPM_LARGE_EPS,
+    IPM_SMALL_EPS,
+    SIGNFLIP_SCALE,
+    alie,
+    alie_z_max,
+    apply_attack,
+    backdoor_poison,
+    flip_labels,
+    gaussian_noise,
+    ipm,
+    make_trigger,
+)
+from trainer.data import Dataset, dirichlet_partition, load_dataset
+from trainer.defenses import adaptive_tau, centered_clipping, coordinate_median, fedavg, multi_krum, trimmed_mean
+from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
 from trainer.local import LocalConfig, train_local
+from trainer.metrics import attack_success_rate, auroc, gini, min_max_ratio, share
 from trainer.model import ModelSpec, init_params, accuracy
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import serialize
@@ -78,6 +101,430 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
         honest_rejection_rate=rejected["honest"] / honest if honest else 0.0,
         attacker_rejection_rate=rejected["attacker"] / attackers if attackers else None,
     )
+
+
+
+# ------------------------------------------------------------------------------------------------ benchmark engine
+
+PARTITIONS: tuple[str, ...] = ("iid", "dir0.5", "dir0.1")
+BENCH_DEFENSES: tuple[str, ...] = ("fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform")
+CLEAN = "none"  # the attack name of the no-attack trajectories
+
+
+def partition_alpha(partition: str) -> float | None:
+    """``iid`` -> None, ``dir0.5`` -> 0.5, ..."""
+    if partition == "iid":
+        return None
+    if partition.startswith("dir"):
+        try:
+            return float(partition[3:])
+        except ValueError:
+            pass
+    raise ValueError(f"unknown partition {partition!r}: use iid or dir<alpha> (e.g. dir0.5)")
+
+
+def partition_indices(labels: np.ndarray, n: int, partition: str, seed: int) -> tuple[list[np.ndarray], str]:
+    """Client shards and how they were drawn.
+
+    ``iid``: a random permutation cut into n near-equal shards. ``dir<alpha>``: the platform's partitioner
+    (``trainer.data.dirichlet_partition``) with ``min_size = min(10, N // (2n))``; when its rejection sampling cannot
+    meet that minimum (many clients on a small data set: breast cancer with 50 clients, digits with 50 at alpha 0.1),
+    the capped variant of NIID-Bench (Li et al. 2022: a client already holding N/n samples gets no more), redrawn up to
+    100 times, and as a last resort the smallest shards are topped up with random samples of the largest one. The
+    method used is returned and recorded with the results.
+    """
+    alpha = partition_alpha(partition)
+    if alpha is None:
+        order = np.random.default_rng(seed).permutation(len(labels))
+        return [np.sort(part) for part in np.array_split(order, n)], "iid"
+    min_size = max(1, min(10, len(labels) // (2 * n)))
+    try:
+        return dirichlet_partition(labels, n, alpha, seed=seed, min_size=min_size), "dirichlet"
+    except ValueError:
+        pass
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    total = len(labels)
+    parts: list[list[int]] = []
+    for _ in range(100):
+        parts = [[] for _ in range(n)]
+        for c in classes:
+            idx = np.flatnonzero(labels == c)
+            rng.shuffle(idx)
+            shares = rng.dirichlet(np.full(n, alpha))
+            shares = shares * np.asarray([len(p) < total / n for p in parts])
+            shares = shares / shares.sum() if shares.sum() > 0 else np.full(n, 1.0 / n)
+            cuts = (np.cumsum(shares) * len(idx)).astype(int)[:-1]
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= min_size:
+            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts], "dirichlet-capped"
+    for k in range(n):
+        while len(parts[k]) < min_size:
+            donor = max(range(n), key=lambda j: len(parts[j]))
+            parts[k].append(parts[donor].pop(int(rng.integers(len(parts[donor])))))
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts], "dirichlet-capped-topped-up"
+
+
+@dataclass(frozen=True)
+class MLPLayout:
+    """Where each tensor of ``ModelSpec``'s MLP sits in the flat vector (keys sorted: 0.bias, 0.weight, 2.bias,
+    2.weight), so a batch of models is one [R, d] tensor and training works on views of it."""
+
+    features: int
+    hidden: int
+    classes: int
+
+    @property
+    def size(self) -> int:
+        f, h, c = self.features, self.hidden, self.classes
+        return h + h * f + c + c * h
+
+    def views(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        f, h, c = self.features, self.hidden, self.classes
+        r = flat.shape[0]
+        b1 = flat[:, :h]
+        w1 = flat[:, h : h + h * f].view(r, h, f)
+        o = h + h * f
+        b2 = flat[:, o : o + c]
+        w2 = flat[:, o + c : o + c + c * h].view(r, c, h)
+        return b1, w1, b2, w2
+
+
+def layout_of(spec: ModelSpec) -> MLPLayout:
+    layout = MLPLayout(spec.num_features, spec.hidden, spec.num_classes)
+    assert layout.size == spec.num_parameters()
+    return layout
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Every client's minibatches of one round: global sample indices [C, S, B] (padded), per-sample loss weights
+    [C, S, B] (1/batch size, 0 for padding) and the number of SGD steps per client [C]."""
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    steps: torch.Tensor
+
+
+def round_schedule(parts: list[np.ndarray], seeds: list[int], cfg: LocalConfig) -> Schedule:
+    """The minibatches ``train_local`` would draw: per client, ``cfg.epochs`` permutations from a generator seeded
+    with the client's ``local_seed``, cut into batches of ``cfg.batch_size``."""
+    batches: list[list[torch.Tensor]] = []
+    for part, seed in zip(parts, seeds, strict=True):
+        gen = torch.Generator().manual_seed(seed)
+        shard = torch.from_numpy(part)
+        mine: list[torch.Tensor] = []
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(part), generator=gen)
+            mine.extend(shard[order[s : s + cfg.batch_size]] for s in range(0, len(part), cfg.batch_size))
+        batches.append(mine)
+    steps = max(len(b) for b in batches)
+    index = torch.zeros((len(parts), steps, cfg.batch_size), dtype=torch.long)
+    weight = torch.zeros((len(parts), steps, cfg.batch_size), dtype=torch.float32)
+    for c, mine in enumerate(batches):
+        for s, idx in enumerate(mine):
+            index[c, s, : len(idx)] = idx
+            weight[c, s, : len(idx)] = 1.0 / len(idx)
+    return Schedule(index, weight, torch.tensor([len(b) for b in batches], dtype=torch.long))
+
+
+def train_batched(
+    layout: MLPLayout,
+    base: torch.Tensor,
+    row_client: torch.Tensor,
+    row_variant: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    schedule: Schedule,
+    cfg: LocalConfig,
+) -> torch.Tensor:
+    """Local SGD (momentum, mean cross-entropy) for R models at once; returns the updates [R, d].
+
+    Row r starts from ``base[r]`` and trains on client ``row_client[r]``'s minibatches of ``schedule``, reading
+    inputs/labels from data variant ``row_variant[r]`` (``xs`` [V, N, f], ``ys`` [V, N]: honest, label-flipped,
+    backdoored ...). Rows are processed longest schedule first, so the rows still training at step s are a prefix
+    and finished ones are left untouched. Gradients are written out by hand (two linear layers, ReLU, softmax
+    cross-entropy), the same arithmetic autograd does for ``train_local``."""
+    order = torch.argsort(schedule.steps[row_client], descending=True, stable=True)
+    clients = row_client[order]
+    variants = row_variant[order]
+    row_steps = schedule.steps[clients]
+    params = base[order].clone()
+    start = params.clone()
+    buf = torch.zeros_like(params)
+    grad = torch.zeros_like(params)
+    for s in range(int(row_steps.max()) if len(row_steps) else 0):
+        k = int((row_steps > s).sum())
+        b1, w1, b2, w2 = layout.views(params[:k])
+        gb1, gw1, gb2, gw2 = layout.views(grad[:k])
+        idx = schedule.index[clients[:k], s]
+        wt = schedule.weight[clients[:k], s]
+        x = xs[variants[:k, None], idx]
+        y = ys[variants[:k, None], idx]
+        z1 = torch.baddbmm(b1.unsqueeze(1), x, w1.transpose(1, 2))
+        a1 = z1.clamp_min(0)
+        z2 = torch.baddbmm(b2.unsqueeze(1), a1, w2.transpose(1, 2))
+        g2 = torch.softmax(z2, dim=2)
+        g2.scatter_add_(2, y.unsqueeze(2), torch.full(y.shape + (1,), -1.0))
+        g2.mul_(wt.unsqueeze(2))
+        torch.bmm(g2.transpose(1, 2), a1, out=gw2)
+        torch.sum(g2, dim=1, out=gb2)
+        ga1 = torch.bmm(g2, w2)
+        ga1.mul_(z1 > 0)
+        torch.bmm(ga1.transpose(1, 2), x, out=gw1)
+        torch.sum(ga1, dim=1, out=gb1)
+        buf[:k].mul_(cfg.momentum).add_(grad[:k])
+        params[:k].sub_(buf[:k], alpha=cfg.lr)
+    updates = torch.empty_like(params)
+    updates[order] = params - start
+    return updates
+
+
+@torch.no_grad()
+def predict_batched(layout: MLPLayout, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Class predictions [T, N] of T flat models on inputs x [N, f]."""
+    b1, w1, b2, w2 = layout.views(params)
+    a1 = torch.baddbmm(b1.unsqueeze(1), x.expand(params.shape[0], -1, -1), w1.transpose(1, 2)).clamp_min(0)
+    return torch.baddbmm(b2.unsqueeze(1), a1, w2.transpose(1, 2)).argmax(dim=2)
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """One cell of the robustness grid: every attack x defence trajectory for these settings and seed."""
+
+    dataset: str
+    partition: str
+    n: int
+    fraction: float
+    seed: int
+    rounds: int
+    attacks: tuple[str, ...] = (CLEAN, *ALL_ATTACKS)
+    defenses: tuple[str, ...] = BENCH_DEFENSES
+    local: LocalConfig = LocalConfig()
+
+    @property
+    def f(self) -> int:
+        return int(round(self.fraction * self.n))
+
+
+# which data variant an attacker row trains on: 0 honest, 1 flipped labels, 2 backdoored
+_TRAINS: dict[str, int] = {"signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "sybil": 0}
+_SCALE: dict[str, float] = {"signflip": SIGNFLIP_SCALE, "bitflip": BITFLIP_SCALE}
+
+
+def _participant(i: int) -> str:
+    return f"0x{i + 1:040x}"
+
+
+class _Trajectory:
+    """One (attack, defence) run inside a cell: its global model and what the platform's rule committed."""
+
+    def __init__(self, attack: str, defense: str, params: torch.Tensor, n: int) -> None:
+        self.attack = attack
+        self.defense = defense
+        self.params = params.clone()
+        self.prev_step = torch.zeros_like(params)  # the last global step (CC's centre; what a stale rider resends)
+        self.accuracy: list[float] = []
+        self.backdoor: list[float] = []
+        self.scores: list[tuple[int, int, int]] = []  # (round, participant index, committed score)
+        self.rejected = [0] * n
+        self.rewards = [0] * n
+        self.reputation = [INITIAL_REPUTATION] * n
+
+
+def _aggregate_step(defense: str, stack: torch.Tensor, f: int, center: torch.Tensor) -> torch.Tensor:
+    if defense == "fedavg":
+        return fedavg(stack)
+    if defense == "median":
+        return coordinate_median(stack, f=f)
+    if defense == "trimmed_mean":
+        return trimmed_mean(stack, f)
+    if defense == "multi_krum":
+        return multi_krum(stack, f).aggregate
+    if defense == "centered_clipping":
+        return centered_clipping(stack, center, tau=adaptive_tau(stack, center), iterations=1, f=f)
+    raise ValueError(f"unknown defence {defense!r}: choose one of {', '.join(BENCH_DEFENSES)}")
+
+
+def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tuple[int, ...]], r: int,
+                    rule: RuleConfig) -> torch.Tensor:
+    """The committed rule, exactly as the aggregator runs it: serialize, evaluate_round, rewards, reputation."""
+    base = unflatten(traj.params, shapes)
+    subs = [Submission(_participant(i), serialize(unflatten(u, shapes))) for i, u in enumerate(stack)]
+    out = evaluate_round(base, subs, rule)
+    weights = []
+    for i, v in enumerate(out.verdicts):  # sorted by address == index order
+        assert v.participant == _participant(i)
+        traj.scores.append((r, i, v.score))
+        traj.rejected[i] += v.status != Status.ACCEPTED
+        weights.append(weight(v.status, v.score))
+    for i, amount in enumerate(reward_split(rule.reward_budget, weights)):
+        traj.rewards[i] += amount
+        traj.reputation[i] = next_reputation(traj.reputation[i], weights[i], rule.reputation_decay_ppm)
+    return flatten(out.new_params)
+
+
+def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Play every (attack, defence) trajectory of a cell for ``cfg.rounds`` rounds; return JSON-ready results."""
+    started = time.perf_counter()
+    unknown = [a for a in cfg.attacks if a != CLEAN and a not in ALL_ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attacks {unknown}: choose from {', '.join(ALL_ATTACKS)}")
+    n, f = cfg.n, cfg.f
+    if cfg.attacks != (CLEAN,) and not 0 < f < n:
+        raise ValueError(f"fraction {cfg.fraction} of n={n} gives f={f} attackers: need 0 < f < n")
+    data = _cached_dataset(cfg.dataset, cfg.seed)
+    parts, method = _cached_partition(cfg.dataset, cfg.partition, n, cfg.seed)
+    spec = ModelSpec(data.num_features, data.num_classes)
+    layout = layout_of(spec)
+    shapes = spec.shapes()
+    rule = RuleConfig()
+    trigger = make_trigger(cfg.dataset, data.x_train, data.num_classes)
+    x_bd, y_bd = backdoor_poison(data.x_train, data.y_train, trigger, seed=cfg.seed)
+    xs = torch.stack([data.x_train, data.x_train, x_bd])
+    ys = torch.stack([data.y_train, flip_labels(data.y_train, data.num_classes), y_bd])
+    x_test_trig = trigger.apply(data.x_test)
+
+    init = flatten(init_params(spec, cfg.seed))
+    trajs = [_Trajectory(a, d, init, n) for a in cfg.attacks for d in cfg.defenses]
+    # rows trained each round: (trajectory, client, data variant)
+    rows: list[tuple[int, int, int]] = []
+    for t, tr in enumerate(trajs):
+        for i in range(n):
+            if tr.attack == CLEAN or i >= f:
+                rows.append((t, i, 0))
+            elif tr.attack in _TRAINS and not (tr.attack == "sybil" and i > 0):
+                rows.append((t, i, _TRAINS[tr.attack]))
+    row_traj = torch.tensor([r[0] for r in rows], dtype=torch.long)
+    row_client = torch.tensor([r[1] for r in rows], dtype=torch.long)
+    row_variant = torch.tensor([r[2] for r in rows], dtype=torch.long)
+    row_of = {(t, i): k for k, (t, i, _) in enumerate(rows)}
+    honest_idx = list(range(f, n))
+    timing = {"train": 0.0, "aggregate": 0.0, "evaluate": 0.0}
+
+    for r in range(1, cfg.rounds + 1):
+        t0 = time.perf_counter()
+        seeds = [local_seed(cfg.seed, r, i) for i in range(n)]
+        schedule = round_schedule(parts, seeds, cfg.local)
+        base = torch.stack([tr.params for tr in trajs])[row_traj]
+        trained = train_batched(layout, base, row_client, row_variant, xs, ys, schedule, cfg.local)
+        t1 = time.perf_counter()
+        for t, tr in enumerate(trajs):
+            stack = torch.empty((n, layout.size), dtype=torch.float32)
+            for i in range(n):
+                if (t, i) in row_of and (tr.attack == CLEAN or i >= f or tr.attack in ("labelflip", "sybil")):
+                    stack[i] = trained[row_of[(t, i)]]
+            if tr.attack != CLEAN and f:
+                stack[:f] = _byzantine_rows(tr, stack, trained, row_of, t, cfg, seeds, shapes, honest_idx)
+            if tr.defense == "platform":
+                new = _platform_round(tr, stack, shapes, r, rule)
+            else:
+                new = tr.params + _aggregate_step(tr.defense, stack, f, tr.prev_step)
+            tr.prev_step = new - tr.params
+            tr.params = new
+        t2 = time.perf_counter()
+        all_params = torch.stack([tr.params for tr in trajs])
+        acc = (predict_batched(layout, all_params, data.x_test) == data.y_test).float().mean(dim=1)
+        trig_pred = predict_batched(layout, all_params, x_test_trig)
+        for t, tr in enumerate(trajs):
+            tr.accuracy.append(round(float(acc[t]), 6))
+            tr.backdoor.append(round(attack_success_rate(trig_pred[t], data.y_test, trigger.target), 6))
+        timing["train"] += t1 - t0
+        timing["aggregate"] += t2 - t1
+        timing["evaluate"] += time.perf_counter() - t2
+        if on_round is not None:
+            on_round(r)
+    return _cell_result(cfg, trajs, parts, method, timing, time.perf_counter() - started)
+
+
+def _byzantine_rows(tr: _Trajectory, stack: torch.Tensor, trained: torch.Tensor, row_of: dict[tuple[int, int], int],
+                    t: int, cfg: CellConfig, seeds: list[int], shapes: dict[str, tuple[int, ...]],
+                    honest_idx: list[int]) -> torch.Tensor:
+    """What the f attackers (participants 0..f-1) send in this round of trajectory ``tr``."""
+    n, f, a = cfg.n, cfg.f, tr.attack
+    d = stack.shape[1]
+    if a in _SCALE:
+        return torch.stack([trained[row_of[(t, i)]] * _SCALE[a] for i in range(f)])
+    if a == "labelflip":
+        return stack[:f].clone()
+    if a == "backdoor":
+        return torch.stack([trained[row_of[(t, i)]] * (n / f) for i in range(f)])
+    if a == "noise":
+        template = unflatten(torch.zeros(d), shapes)
+        return torch.stack([flatten(gaussian_noise(template, seed=seeds[i])) for i in range(f)])
+    honest = stack[honest_idx]
+    if a == "alie":
+        return alie(honest, alie_z_max(n, f)).expand(f, d).clone()
+    if a == "alie_z1":
+        return alie(honest, ALIE_FIXED_Z).expand(f, d).clone()
+    if a == "ipm_small":
+        return ipm(honest, IPM_SMALL_EPS).expand(f, d).clone()
+    if a == "ipm_large":
+        return ipm(honest, IPM_LARGE_EPS).expand(f, d).clone()
+    if a == "freerider_zero":
+        return torch.zeros((f, d), dtype=torch.float32)
+    if a == "freerider_stale":
+        return tr.prev_step.expand(f, d).clone()
+    if a == "sybil":
+        return trained[row_of[(t, 0)]].expand(f, d).clone()
+    raise ValueError(f"unknown attack {a!r}")
+
+
+def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarray], method: str,
+                 timing: dict[str, float], seconds: float) -> dict[str, Any]:
+    f = cfg.f
+    unit = 10**18
+    runs = []
+    for tr in trajs:
+        run: dict[str, Any] = {
+            "attack": tr.attack,
+            "defense": tr.defense,
+            "final_accuracy": tr.accuracy[-1],
+            "accuracy": tr.accuracy,
+            "backdoor_success": tr.backdoor[-1],
+            "backdoor_success_per_round": tr.backdoor,
+        }
+        if tr.defense == "platform":
+            byz = set(range(f)) if tr.attack != CLEAN else set()
+            total = sum(tr.rewards)
+            honest_rewards = [tr.rewards[i] / unit for i in range(cfg.n) if i not in byz]
+            run["platform"] = {
+                "score_auroc": auroc([s / 1e6 for _, i, s in tr.scores if i not in byz],
+                                     [s / 1e6 for _, i, s in tr.scores if i in byz]) if byz else None,
+                "attacker_reward_share": share(sum(tr.rewards[i] for i in byz), total) if byz else None,
+                "attacker_rejection_rate": (sum(tr.rejected[i] for i in byz) / (len(byz) * cfg.rounds)) if byz
+                else None,
+                "honest_rejection_rate": sum(tr.rejected[i] for i in range(cfg.n) if i not in byz)
+                / ((cfg.n - len(byz)) * cfg.rounds),
+                "rewards_fed": [x / unit for x in tr.rewards],
+                "honest_reward_gini": gini(honest_rewards),
+                "honest_reward_min_max": min_max_ratio(honest_rewards),
+                "reputation_ppm": tr.reputation,
+                "scores_last_round": [s for rr, _, s in tr.scores if rr == cfg.rounds],
+            }
+        runs.append(run)
+    return {
+        "cell": {
+            "dataset": cfg.dataset, "partition": cfg.partition, "n": cfg.n, "fraction": cfg.fraction, "f": f,
+            "seed": cfg.seed, "rounds": cfg.rounds,
+        },
+        "partition_method": method,
+        "shard_sizes": [len(p) for p in parts],
+        "seconds": round(seconds, 3),
+        "timing": {k: round(v, 3) for k, v in timing.items()},
+        "runs": runs,
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_dataset(name: str, seed: int) -> Dataset:
+    return load_dataset(name, seed=seed)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_partition(dataset: str, partition: str, n: int, seed: int) -> tuple[list[np.ndarray], str]:
+    return partition_indices(_cached_dataset(dataset, seed).y_train.numpy(), n, partition, seed)
 
 
 def main() -> None:
