@@ -16,7 +16,7 @@ from eth_utils import to_checksum_address
 
 from chain.indexer import EventIndexer
 from fedledger.audit import AuditReport, Auditor
-from fedledger.history import ChainHistory, UnknownRound
+from fedledger.history import UnknownRound
 from fedledger.roles import Aggregator, Operator, commitment_typed_data, fetch_params
 from fedledger.stack import Stack
 from storage import BlobRef
@@ -203,28 +203,38 @@ class Platform:
         return out
 
     def round(self, *, round_id: int) -> dict[str, Any]:
-        rec = ChainHistory(self.d).round(round_id)
-        rule = RuleConfig.from_bytes(self.stack.store.get(rec.rule_cid, rec.rule_hash))
-        scored = {s.participant: s for s in rec.scored}
+        """One round from the event index (not the chain): models, rule, submissions and verdicts."""
+        index = self.synced()
+        opened = index.events("RoundOpened", round_id=round_id)
+        if not opened:
+            raise UnknownRound(round_id, len(index.events("RoundOpened")))
+        o = opened[0]["args"]
+        rule = RuleConfig.from_bytes(self.stack.store.get(o["rule_cid"], bytes.fromhex(o["rule_hash"][2:])))
+        finalized = index.events("RoundFinalized", round_id=round_id)
+        closed = index.events("RoundClosed", round_id=round_id)
+        scored = {e["args"]["participant"]: e["args"] for e in index.events("ContributionScored", round_id=round_id)}
+        base_cid = next((m["cid"] for m in self.lineage() if m["model_hash"] == o["base_model_hash"]), None)
+        f = finalized[0]["args"] if finalized else None
         return {
             "round": round_id,
-            "state": rec.state,
-            "deadline": rec.deadline,
-            "base_model": {"hash": "0x" + rec.base_model_hash.hex(), "cid": rec.base_model_cid},
-            "new_model": {"hash": "0x" + rec.new_model_hash.hex(), "cid": rec.new_model_cid} if rec.new_model_cid else None,
-            "rule": {"hash": "0x" + rec.rule_hash.hex(), "cid": rec.rule_cid, **rule.to_document()},
-            "minted": str(rec.minted),
+            "state": "finalized" if f else ("closed" if closed else "open"),
+            "deadline": o["deadline"],
+            "base_model": {"hash": o["base_model_hash"], "cid": base_cid},
+            "new_model": {"hash": f["new_model_hash"], "cid": f["new_model_cid"]} if f else None,
+            "rule": {"hash": o["rule_hash"], "cid": o["rule_cid"], **rule.to_document()},
+            "minted": str(f["minted"]) if f else "0",
             "submissions": [
                 {
-                    "participant": c.participant,
-                    "content_hash": "0x" + c.content_hash.hex(),
-                    "cid": c.cid,
-                    "relayer": c.relayer,
-                    "status": Status(scored[c.participant].status).name if c.participant in scored else None,
-                    "score": scored[c.participant].score / 1e6 if c.participant in scored else None,
-                    "reward": str(scored[c.participant].reward) if c.participant in scored else None,
+                    "participant": c["participant"],
+                    "content_hash": c["content_hash"],
+                    "cid": c["cid"],
+                    "relayer": c["relayer"],
+                    "status": Status(scored[c["participant"]]["status"]).name if c["participant"] in scored else None,
+                    "score": scored[c["participant"]]["score"] / 1e6 if c["participant"] in scored else None,
+                    "reward": str(scored[c["participant"]]["reward"]) if c["participant"] in scored else None,
                 }
-                for c in rec.commitments
+                for c in sorted((e["args"] for e in index.events("UpdateCommitted", round_id=round_id)),
+                                key=lambda a: a["participant"].lower())
             ],
         }
 
