@@ -34,26 +34,37 @@ def fetch_params(store: BlobStore, uri: str, expected_hash: bytes, spec: ModelSp
     return deserialize(data, spec.shapes() if spec is not None else None)
 
 
+EIP712_DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+def typed_message(domain: str, chain_id: int, contract: str, primary: str, fields: list[dict], message: dict) -> dict:
+    """An EIP-712 message for one of our contracts (domain version "1", chain id and address bound)."""
+    return {
+        "types": {"EIP712Domain": EIP712_DOMAIN_FIELDS, primary: fields},
+        "primaryType": primary,
+        "domain": {"name": domain, "version": "1", "chainId": chain_id, "verifyingContract": contract},
+        "message": message,
+    }
+
+
 def commitment_typed_data(chain_id: int, verifying_contract: str, round_id: int, chash: bytes, cid: str) -> dict:
     """The EIP-712 message a participant signs to commit an update (FederatedRounds.COMMITMENT_TYPEHASH)."""
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Commitment": [
-                {"name": "roundId", "type": "uint256"},
-                {"name": "contentHash", "type": "bytes32"},
-                {"name": "cid", "type": "string"},
-            ],
-        },
-        "primaryType": "Commitment",
-        "domain": {"name": "FedLedger", "version": "1", "chainId": chain_id, "verifyingContract": verifying_contract},
-        "message": {"roundId": round_id, "contentHash": chash, "cid": cid},
-    }
+    fields = [{"name": "roundId", "type": "uint256"}, {"name": "contentHash", "type": "bytes32"},
+              {"name": "cid", "type": "string"}]
+    message = {"roundId": round_id, "contentHash": chash, "cid": cid}
+    return typed_message("FedLedger", chain_id, verifying_contract, "Commitment", fields, message)
+
+
+def registration_typed_data(chain_id: int, registry: str, account: str, deadline: int) -> dict:
+    """The EIP-712 message a participant signs to be registered by a relayer (ParticipantRegistry.registerFor)."""
+    fields = [{"name": "account", "type": "address"}, {"name": "deadline", "type": "uint256"}]
+    message = {"account": account, "deadline": deadline}
+    return typed_message("FedLedger Registry", chain_id, registry, "Registration", fields, message)
 
 
 def sign_commitment(account: LocalAccount, chain_id: int, rounds_address: str, round_id: int, ref: BlobRef) -> bytes:

@@ -17,7 +17,7 @@ from eth_utils import to_checksum_address
 from chain.indexer import EventIndexer
 from fedledger.audit import AuditReport, Auditor
 from fedledger.history import UnknownRound
-from fedledger.roles import Aggregator, Operator, commitment_typed_data, fetch_params
+from fedledger.roles import Aggregator, Operator, commitment_typed_data, fetch_params, registration_typed_data
 from fedledger.stack import Stack
 from storage import BlobRef
 from trainer.rules import RuleConfig, Status
@@ -32,23 +32,6 @@ class InvalidSignature(ValueError):
 
 class NotFound(LookupError):
     pass
-
-
-def registration_typed_data(chain_id: int, registry: str, account: str, deadline: int) -> dict[str, Any]:
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Registration": [{"name": "account", "type": "address"}, {"name": "deadline", "type": "uint256"}],
-        },
-        "primaryType": "Registration",
-        "domain": {"name": "FedLedger Registry", "version": "1", "chainId": chain_id, "verifyingContract": registry},
-        "message": {"account": account, "deadline": deadline},
-    }
 
 
 def recover_typed(typed: dict[str, Any], signature: bytes) -> str:

@@ -81,15 +81,20 @@ def test_audit_names_the_round_and_reason_when_a_stored_update_is_altered(tmp_pa
     assert "audit FAILED" in text
 
 
-def test_audit_catches_a_global_model_that_is_not_the_rules_output(tmp_path: Path) -> None:
+def closed_round(tmp_path: Path) -> tuple[Consortium, int, dict, list]:
+    """One honest round finalized, a second with everyone's updates committed and closed, not finalized."""
     world = consortium(tmp_path, rounds=1)
     round_id, _ = world.operator.open_round(world.rule)
     submit_updates(world, round_id)
     world.operator.close_round(round_id)
-    # A rogue aggregator: honest-looking verdicts, but the model it commits is plain FedAvg over everyone.
     record = ChainHistory(world.deployment).round(round_id)
     base = fetch_params(world.store, record.base_model_cid, record.base_model_hash)
-    submissions = gather_submissions(world.store, record)
+    return world, round_id, base, gather_submissions(world.store, record)
+
+
+def test_audit_catches_a_global_model_that_is_not_the_rules_output(tmp_path: Path) -> None:
+    world, round_id, base, submissions = closed_round(tmp_path)
+    # A rogue aggregator: honest-looking verdicts, but the model it commits is plain FedAvg over everyone.
     honest = evaluate_round(base, submissions, world.rule)
     rogue_model = evaluate_round(base, submissions, RuleConfig(aggregator="fedavg")).new_params
     ref = world.store.put(serialize(rogue_model))
@@ -107,13 +112,8 @@ def test_audit_catches_a_global_model_that_is_not_the_rules_output(tmp_path: Pat
 
 
 def test_audit_catches_decisions_that_do_not_follow_the_rule(tmp_path: Path) -> None:
-    world = consortium(tmp_path, rounds=1)
-    round_id, _ = world.operator.open_round(world.rule)
-    submit_updates(world, round_id)
-    world.operator.close_round(round_id)
-    record = ChainHistory(world.deployment).round(round_id)
-    base = fetch_params(world.store, record.base_model_cid, record.base_model_hash)
-    honest = evaluate_round(base, gather_submissions(world.store, record), world.rule)
+    world, round_id, base, submissions = closed_round(tmp_path)
+    honest = evaluate_round(base, submissions, world.rule)
     attacker = next(v for v in honest.verdicts if v.status in (Status.LOW_SCORE, Status.NORM_OUTLIER))
     ref = world.store.put(serialize(honest.new_params))
     world.deployment.rounds.finalize_round(
