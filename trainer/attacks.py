@@ -9,7 +9,8 @@ Three kinds:
   ``-eps * mean``);
 * data attacks change what the attacker trains on: label flip (class c -> C-1-c) and the pixel-trigger backdoor
   (Bagdasaryan et al. 2020: half the attacker's samples carry the trigger and the target label; the update is then
-  boosted by n/f, "model replacement");
+  boosted by n/f, "model replacement"; the adaptive variant knows the rule's norm bound and scales its update to
+  1.9 x the median honest norm instead);
 * free-riders send nothing useful: a zero update, or a stale one (the previous round's public global step);
 * sybils: several wallets send copies of one (honest) update to multiply earnings.
 
@@ -44,6 +45,7 @@ ALL_ATTACKS: tuple[str, ...] = (
     "ipm_small",  # -0.1 x mean of the honest updates
     "ipm_large",  # -100 x mean of the honest updates
     "backdoor",  # pixel trigger -> target label on half the attacker's samples, update boosted by n/f
+    "backdoor_adaptive",  # the same poisoned update scaled to 1.9 x the median honest norm (under the norm bound)
     "freerider_zero",  # a zero update
     "freerider_stale",  # the previous round's global step (public), zero in round 1
     "sybil",  # every attacker wallet sends a copy of one honest update
@@ -55,6 +57,7 @@ ALIE_FIXED_Z = 1.0
 IPM_SMALL_EPS = 0.1
 IPM_LARGE_EPS = 100.0
 BACKDOOR_FRACTION = 0.5  # share of the attacker's samples that carry the trigger
+ADAPTIVE_NORM_RATIO = 1.9  # the adaptive backdoor's norm, in median honest norms: just under the rule's bound of 2
 
 
 def sign_flip(update: Params, scale: float = SIGNFLIP_SCALE) -> Params:
@@ -155,6 +158,15 @@ def backdoor_poison(
     return xp, yp
 
 
+def scale_to_norm(update: torch.Tensor, honest: torch.Tensor, ratio: float = ADAPTIVE_NORM_RATIO) -> torch.Tensor:
+    """``update`` [d] rescaled to ``ratio`` times the median norm of the honest stack [n_h, d] (a zero update stays
+    zero): the largest update a norm bound of ``ratio`` median norms lets through."""
+    _check_honest(honest)
+    norm = float(update.double().norm())
+    target = ratio * float(honest.double().norm(dim=1).median())
+    return update.clone() if norm == 0 else (update.double() * (target / norm)).to(torch.float32)
+
+
 def sybil_copies(update: Params, copies: int) -> list[Params]:
     """``copies`` wallets each sending (a copy of) the same update."""
     if copies < 1:
@@ -221,12 +233,17 @@ def apply_attack(name: str, update: Params, *, seed: int, context: AttackContext
         _need(ctx.retrain and ctx.num_classes, name, "retrain and num_classes")
         assert ctx.retrain is not None
         return ctx.retrain(lambda x, y: (x, flip_labels(y, ctx.num_classes)))
-    if name == "backdoor":
-        _need(ctx.retrain and ctx.trigger and ctx.n and ctx.f, name, "retrain, trigger, n and f")
+    if name in ("backdoor", "backdoor_adaptive"):
+        _need(ctx.retrain and ctx.trigger, name, "retrain and trigger")
         assert ctx.retrain is not None and ctx.trigger is not None
         trigger = ctx.trigger
         poisoned = ctx.retrain(lambda x, y: backdoor_poison(x, y, trigger, seed=seed))
-        return scale_update(poisoned, ctx.n / ctx.f)
+        if name == "backdoor":
+            _need(ctx.n and ctx.f, name, "n and f")
+            return scale_update(poisoned, ctx.n / ctx.f)
+        _need(ctx.honest, name, "the honest updates (honest=...)")
+        stack = torch.stack([_flat(u) for u in ctx.honest])
+        return _unflat(scale_to_norm(_flat(poisoned), stack), poisoned)
     if name == "freerider_zero":
         return zero_update(update)
     if name == "freerider_stale":

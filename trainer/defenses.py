@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 DEFENSES: tuple[str, ...] = ("fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping")
@@ -75,9 +76,10 @@ def trimmed_mean(stack: torch.Tensor, f: int) -> torch.Tensor:
 
 
 def pairwise_sq_distances(stack: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances [n, n] in float64, each pair computed from its own difference vector."""
+    """Squared Euclidean distances [n, n] in float64, each pair computed from its own difference vector (not via
+    the Gram matrix), so a pair's distance does not depend on where the two rows sit in the stack."""
     x = stack.to(torch.float64)
-    return torch.stack([((x - x[i]) ** 2).sum(dim=1) for i in range(x.shape[0])])
+    return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist") ** 2
 
 
 def krum_scores(stack: torch.Tensor, f: int) -> torch.Tensor:
@@ -140,3 +142,100 @@ def centered_clipping(
         scale = torch.clamp(tau / torch.clamp(norms, min=1e-300), max=1.0).to(torch.float32)
         v = v + _invariant_mean(diff * scale[:, None])
     return v
+
+
+# ------------------------------------------------------------------------------------------ proposed rule revision
+
+@dataclass(frozen=True)
+class VerifiedRound:
+    """What a median-verified rule decided for one round (rows in participant order)."""
+
+    step: torch.Tensor  # the aggregate update
+    scores: list[float]  # committed score: s_i in [-1, 1], divided among a duplicate group, 0 for free-riders
+    accepted: list[bool]
+    reward_weights: list[float]  # share of the round budget is weight / sum(weights)
+    groups: list[int]  # the representative row of each row's duplicate group (itself if unique)
+    free_rider: list[bool]  # within the duplicate tolerance of a public vector (zero, last global step)
+
+
+def median_verified_mean(
+    stack: torch.Tensor,
+    *,
+    max_norm_ratio: float = 2.0,
+    min_score: float = -0.05,
+    duplicate_tolerance: float | None = None,
+    public: tuple[torch.Tensor, ...] = (),
+    norm_mode: str = "reject",
+    reject_norm_ratio: float | None = None,
+    clip_ratio: float | None = None,
+) -> VerifiedRound:
+    """The platform's rule in float64 (a benchmark model of trainer/rules.py, not the audited implementation), with
+    the revision proposed in docs/robustness.md switchable:
+
+    * ``duplicate_tolerance=None, public=(), norm_mode="reject"``: the committed rule ``median-verified-mean``:
+      m = median, r_i = |u_i| / median|u|, s_i = cos(u_i, m) * min(1, max_norm_ratio / r_i), reject r_i >
+      max_norm_ratio or s_i < min_score, step = mean of the accepted set, reward weight max(s_i, 0) if accepted.
+    * ``duplicate_tolerance=tol``: rows closer than tol * median|u| to each other form one group that counts once
+      (median, norm reference, mean) and shares one score: each of g members commits s/g, so copies earn together
+      what one update would; rows that close to a ``public`` vector (the zero update, the last global step) are
+      free-riders: score 0, not averaged, no reward.
+    * ``norm_mode="clip"``: an update longer than ``clip_ratio`` (default max_norm_ratio) * median|u| is scaled down
+      to that length in the mean instead of being rejected (its score keeps the committed factor
+      min(1, max_norm_ratio / r_i)); it is accepted when cos_i >= min_score and, if ``reject_norm_ratio`` is set,
+      r_i <= reject_norm_ratio.
+    """
+    n = _check_stack(stack)
+    if norm_mode not in ("reject", "clip"):
+        raise ValueError(f"norm_mode must be 'reject' or 'clip', got {norm_mode!r}")
+    x = stack.to(torch.float64)
+    norms = x.norm(dim=1)
+    groups = list(range(n))
+    free = [False] * n
+    if duplicate_tolerance is not None:
+        radius = duplicate_tolerance * float(np.median(norms.numpy()))
+        dist = pairwise_sq_distances(stack).sqrt().numpy()
+        for i in range(n):  # union into the lowest index within the radius (single linkage, index order)
+            for j in range(i):
+                if dist[i, j] <= radius:
+                    groups[i] = groups[j]
+                    break
+        for i in range(n):
+            free[i] = any(float((x[i] - p.to(torch.float64)).norm()) <= radius for p in public)
+    reps = [i for i in range(n) if groups[i] == i and not free[groups[i]]]
+    for i in range(n):
+        free[i] = free[i] or free[groups[i]]
+    scores = [0.0] * n
+    accepted = [False] * n
+    weights = [0.0] * n
+    if not reps:
+        return VerifiedRound(torch.zeros(stack.shape[1]), scores, accepted, weights, groups, free)
+    rep_stack = stack[reps]
+    m = coordinate_median(rep_stack).to(torch.float64)
+    m_norm = float(m.norm())
+    typical = float(np.median(norms[reps].numpy()))
+    clip: dict[int, float] = {}
+    for i in reps:
+        norm = float(norms[i])
+        cos = float(x[i] @ m) / (norm * m_norm) if norm > 0 and m_norm > 0 else 0.0
+        r = norm / typical if typical > 0 else (0.0 if norm == 0 else float("inf"))
+        c = 1.0 if r <= max_norm_ratio else max_norm_ratio / r
+        s = max(-1.0, min(1.0, cos)) * c
+        if norm_mode == "reject":
+            ok = s >= min_score and r <= max_norm_ratio
+        else:
+            ok = cos >= min_score and (reject_norm_ratio is None or r <= reject_norm_ratio)
+        level = max_norm_ratio if clip_ratio is None else clip_ratio
+        clip[i] = min(1.0, level / r) if norm_mode == "clip" and r > 0 else 1.0
+        members = [j for j in range(n) if groups[j] == i and not free[j]]
+        for j in members:
+            scores[j] = s / len(members)
+            accepted[j] = ok
+            weights[j] = max(scores[j], 0.0) if ok else 0.0
+    chosen = [i for i in reps if accepted[i]]
+    if not chosen:
+        return VerifiedRound(torch.zeros(stack.shape[1]), scores, accepted, weights, groups, free)
+    total = torch.zeros_like(m)
+    for i in chosen:
+        total += x[i] * clip[i] - m
+    step = (m + total / len(chosen)).to(torch.float32)
+    return VerifiedRound(step, scores, accepted, weights, groups, free)

@@ -39,9 +39,18 @@ from trainer.attacks import (
     gaussian_noise,
     ipm,
     make_trigger,
+    scale_to_norm,
 )
 from trainer.data import Dataset, dirichlet_partition, load_dataset
-from trainer.defenses import adaptive_tau, centered_clipping, coordinate_median, fedavg, multi_krum, trimmed_mean
+from trainer.defenses import (
+    adaptive_tau,
+    centered_clipping,
+    coordinate_median,
+    fedavg,
+    median_verified_mean,
+    multi_krum,
+    trimmed_mean,
+)
 from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
 from trainer.local import LocalConfig, train_local
 from trainer.metrics import attack_success_rate, auroc, gini, min_max_ratio, share
@@ -103,12 +112,14 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
     )
 
 
-
 # ------------------------------------------------------------------------------------------------ benchmark engine
 
 PARTITIONS: tuple[str, ...] = ("iid", "dir0.5", "dir0.1")
-BENCH_DEFENSES: tuple[str, ...] = ("fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform")
+BENCH_DEFENSES: tuple[str, ...] = (
+    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "proposed",
+)
 CLEAN = "none"  # the attack name of the no-attack trajectories
+HONEST_ONLY = "honest_only"  # the reference trajectory: FedAvg over the n - f honest participants only (an oracle)
 
 
 def partition_alpha(partition: str) -> float | None:
@@ -309,7 +320,9 @@ class CellConfig:
 
 
 # which data variant an attacker row trains on: 0 honest, 1 flipped labels, 2 backdoored
-_TRAINS: dict[str, int] = {"signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "sybil": 0}
+_TRAINS: dict[str, int] = {
+    "signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "backdoor_adaptive": 2, "sybil": 0,
+}
 _SCALE: dict[str, float] = {"signflip": SIGNFLIP_SCALE, "bitflip": BITFLIP_SCALE}
 
 
@@ -333,6 +346,33 @@ class _Trajectory:
         self.reputation = [INITIAL_REPUTATION] * n
 
 
+# Revisions of the platform rule, modelled by trainer.defenses.median_verified_mean and benchmarked beside the
+# committed rule (docs/robustness.md): "proposed" and its two halves, for the ablation.
+_DEDUP = {"duplicate_tolerance": 0.1, "public": True}
+_CLIP = {"norm_mode": "clip", "reject_norm_ratio": 4.0, "clip_ratio": 1.0}
+RULE_VARIANTS: dict[str, dict[str, Any]] = {
+    "platform_model": {},  # the committed rule in float64: must track "platform" (a check of the model)
+    "proposed_dedup_only": dict(_DEDUP),
+    "proposed_clip_only": dict(_CLIP),
+    "proposed": {**_DEDUP, **_CLIP},
+    "proposed_clip2": {**_DEDUP, **_CLIP, "clip_ratio": 2.0},
+    "proposed_clip1.5": {**_DEDUP, **_CLIP, "clip_ratio": 1.5},
+}
+
+
+def _variant_round(traj: _Trajectory, stack: torch.Tensor, r: int, budget: int, decay_ppm: int) -> torch.Tensor:
+    opts = dict(RULE_VARIANTS[traj.defense])
+    public = (torch.zeros(stack.shape[1]), traj.prev_step) if opts.pop("public", False) else ()
+    out = median_verified_mean(stack, public=public, **opts)
+    total = sum(out.reward_weights)
+    for i in range(stack.shape[0]):
+        traj.scores.append((r, i, round(out.scores[i] * 1e6)))
+        traj.rejected[i] += not out.accepted[i]
+        traj.rewards[i] += int(budget * out.reward_weights[i] / total) if total else 0
+        traj.reputation[i] = next_reputation(traj.reputation[i], round(out.reward_weights[i] * 1e6), decay_ppm)
+    return traj.params + out.step
+
+
 def _aggregate_step(defense: str, stack: torch.Tensor, f: int, center: torch.Tensor) -> torch.Tensor:
     if defense == "fedavg":
         return fedavg(stack)
@@ -344,7 +384,10 @@ def _aggregate_step(defense: str, stack: torch.Tensor, f: int, center: torch.Ten
         return multi_krum(stack, f).aggregate
     if defense == "centered_clipping":
         return centered_clipping(stack, center, tau=adaptive_tau(stack, center), iterations=1, f=f)
-    raise ValueError(f"unknown defence {defense!r}: choose one of {', '.join(BENCH_DEFENSES)}")
+    raise ValueError(f"unknown defence {defense!r}: choose one of {', '.join(KNOWN_DEFENSES)}")
+
+
+KNOWN_DEFENSES: tuple[str, ...] = (*BENCH_DEFENSES, *(v for v in RULE_VARIANTS if v not in BENCH_DEFENSES))
 
 
 def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tuple[int, ...]], r: int,
@@ -371,6 +414,9 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
     unknown = [a for a in cfg.attacks if a != CLEAN and a not in ALL_ATTACKS]
     if unknown:
         raise ValueError(f"unknown attacks {unknown}: choose from {', '.join(ALL_ATTACKS)}")
+    unknown = [d for d in cfg.defenses if d not in KNOWN_DEFENSES]
+    if unknown:
+        raise ValueError(f"unknown defences {unknown}: choose from {', '.join(KNOWN_DEFENSES)}")
     n, f = cfg.n, cfg.f
     if cfg.attacks != (CLEAN,) and not 0 < f < n:
         raise ValueError(f"fraction {cfg.fraction} of n={n} gives f={f} attackers: need 0 < f < n")
@@ -388,12 +434,15 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
 
     init = flatten(init_params(spec, cfg.seed))
     trajs = [_Trajectory(a, d, init, n) for a in cfg.attacks for d in cfg.defenses]
+    if 0 < f < n:
+        trajs.append(_Trajectory(HONEST_ONLY, "fedavg", init, n))
     # rows trained each round: (trajectory, client, data variant)
     rows: list[tuple[int, int, int]] = []
     for t, tr in enumerate(trajs):
         for i in range(n):
-            if tr.attack == CLEAN or i >= f:
-                rows.append((t, i, 0))
+            if tr.attack in (CLEAN, HONEST_ONLY) or i >= f:
+                if not (tr.attack == HONEST_ONLY and i < f):
+                    rows.append((t, i, 0))
             elif tr.attack in _TRAINS and not (tr.attack == "sybil" and i > 0):
                 rows.append((t, i, _TRAINS[tr.attack]))
     row_traj = torch.tensor([r[0] for r in rows], dtype=torch.long)
@@ -402,6 +451,9 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
     row_of = {(t, i): k for k, (t, i, _) in enumerate(rows)}
     honest_idx = list(range(f, n))
     timing = {"train": 0.0, "aggregate": 0.0, "evaluate": 0.0}
+    # how far apart independent honest updates are, relative to the median norm (for duplicate tolerances)
+    pair_ratio: list[float] = []
+    probe = next((t for t, tr in enumerate(trajs) if tr.attack == CLEAN), None)
 
     for r in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
@@ -411,14 +463,24 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
         trained = train_batched(layout, base, row_client, row_variant, xs, ys, schedule, cfg.local)
         t1 = time.perf_counter()
         for t, tr in enumerate(trajs):
+            if tr.attack == HONEST_ONLY:
+                new = tr.params + fedavg(torch.stack([trained[row_of[(t, i)]] for i in honest_idx]))
+                tr.prev_step, tr.params = new - tr.params, new
+                continue
             stack = torch.empty((n, layout.size), dtype=torch.float32)
             for i in range(n):
                 if (t, i) in row_of and (tr.attack == CLEAN or i >= f or tr.attack in ("labelflip", "sybil")):
                     stack[i] = trained[row_of[(t, i)]]
+            if t == probe:
+                dist = torch.cdist(stack.double(), stack.double(), compute_mode="donot_use_mm_for_euclid_dist")
+                dist.fill_diagonal_(float("inf"))
+                pair_ratio.append(round(float(dist.min() / stack.double().norm(dim=1).median()), 6))
             if tr.attack != CLEAN and f:
                 stack[:f] = _byzantine_rows(tr, stack, trained, row_of, t, cfg, seeds, shapes, honest_idx)
             if tr.defense == "platform":
                 new = _platform_round(tr, stack, shapes, r, rule)
+            elif tr.defense in RULE_VARIANTS:
+                new = _variant_round(tr, stack, r, rule.reward_budget, rule.reputation_decay_ppm)
             else:
                 new = tr.params + _aggregate_step(tr.defense, stack, f, tr.prev_step)
             tr.prev_step = new - tr.params
@@ -435,7 +497,9 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
         timing["evaluate"] += time.perf_counter() - t2
         if on_round is not None:
             on_round(r)
-    return _cell_result(cfg, trajs, parts, method, timing, time.perf_counter() - started)
+    result = _cell_result(cfg, trajs, parts, method, timing, time.perf_counter() - started)
+    result["honest_min_pair_distance_ratio"] = pair_ratio
+    return result
 
 
 def _byzantine_rows(tr: _Trajectory, stack: torch.Tensor, trained: torch.Tensor, row_of: dict[tuple[int, int], int],
@@ -454,6 +518,8 @@ def _byzantine_rows(tr: _Trajectory, stack: torch.Tensor, trained: torch.Tensor,
         template = unflatten(torch.zeros(d), shapes)
         return torch.stack([flatten(gaussian_noise(template, seed=seeds[i])) for i in range(f)])
     honest = stack[honest_idx]
+    if a == "backdoor_adaptive":
+        return torch.stack([scale_to_norm(trained[row_of[(t, i)]], honest) for i in range(f)])
     if a == "alie":
         return alie(honest, alie_z_max(n, f)).expand(f, d).clone()
     if a == "alie_z1":
@@ -476,7 +542,11 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
     f = cfg.f
     unit = 10**18
     runs = []
+    reference = None
     for tr in trajs:
+        if tr.attack == HONEST_ONLY:
+            reference = {"final_accuracy": tr.accuracy[-1], "accuracy": tr.accuracy}
+            continue
         run: dict[str, Any] = {
             "attack": tr.attack,
             "defense": tr.defense,
@@ -485,7 +555,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
             "backdoor_success": tr.backdoor[-1],
             "backdoor_success_per_round": tr.backdoor,
         }
-        if tr.defense == "platform":
+        if tr.defense == "platform" or tr.defense in RULE_VARIANTS:
             byz = set(range(f)) if tr.attack != CLEAN else set()
             total = sum(tr.rewards)
             honest_rewards = [tr.rewards[i] / unit for i in range(cfg.n) if i not in byz]
@@ -509,6 +579,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
             "dataset": cfg.dataset, "partition": cfg.partition, "n": cfg.n, "fraction": cfg.fraction, "f": f,
             "seed": cfg.seed, "rounds": cfg.rounds,
         },
+        "honest_only_fedavg": reference,
         "partition_method": method,
         "shard_sizes": [len(p) for p in parts],
         "seconds": round(seconds, 3),

@@ -1,0 +1,92 @@
+"""`fedledger bench robustness`: the --quick grid's JSON, table and plots; the engine's trainer and partitions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedledger.cli import main
+from trainer.aggregation import flatten
+from trainer.attacks import ALL_ATTACKS
+from trainer.data import load_dataset
+from trainer.local import LocalConfig, train_local
+from trainer.model import ModelSpec, init_params
+from trainer.simulation import (
+    BENCH_DEFENSES,
+    layout_of,
+    local_seed,
+    partition_indices,
+    round_schedule,
+    train_batched,
+)
+
+KEYS = {"dataset", "partition", "n", "fraction", "attack", "defense", "final_accuracy"}
+
+
+def test_quick_writes_per_cell_json_table_and_plots(tmp_path: Path) -> None:
+    out_json, out_dir = tmp_path / "quick.json", tmp_path / "out"
+    assert main(["bench", "robustness", "--quick", "--json", str(out_json), "--out", str(out_dir)]) == 0
+    result = json.loads(out_json.read_text())
+    cells = result["cells"]
+    assert cells and all(KEYS <= set(row) for row in cells)
+    assert {(r["attack"], r["defense"]) for r in cells} == {
+        (a, d) for a in ("none", *ALL_ATTACKS) for d in BENCH_DEFENSES
+    }
+    assert all(0.0 <= r["final_accuracy"] <= 1.0 and len(r["accuracy"]) == 3 for r in cells)
+    assert {(r["dataset"], r["partition"], r["n"], r["fraction"]) for r in cells} == {("digits", "dir0.5", 20, 0.2)}
+    platform = [r for r in cells if r["defense"] == "platform" and r["attack"] == "signflip"]
+    assert 0.0 <= platform[0]["score_auroc"] <= 1.0 and platform[0]["attacker_reward_share"] is not None
+    table = (out_dir / "table.md").read_text()
+    assert "| attack | fedavg | median |" in table and "backdoor ASR" in table
+    pngs = sorted(p.name for p in out_dir.glob("*.png"))
+    assert "score_auroc.png" in pngs and "reward_shares.png" in pngs
+    assert any(p.startswith("accuracy_rounds_digits_dir0.5") for p in pngs)
+    assert all((out_dir / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # the table and plots can be rendered again from the JSON alone
+    again = tmp_path / "again"
+    assert main(["bench", "robustness", "--from-json", str(out_json), "--out", str(again)]) == 0
+    assert (again / "table.md").read_text() == table
+
+
+def test_a_bad_partition_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "robustness", "--quick", "--partitions", "zipf"]) == 2
+    assert "unknown partition 'zipf'" in capsys.readouterr().out
+
+
+def test_batched_training_equals_train_local() -> None:
+    data = load_dataset("digits")
+    spec = ModelSpec(data.num_features, data.num_classes)
+    parts, _ = partition_indices(data.y_train.numpy(), 6, "dir0.5", seed=3)
+    cfg = LocalConfig()
+    base = init_params(spec, 3)
+    seeds = [local_seed(3, 2, i) for i in range(6)]
+    rows = torch.tensor([0, 1, 2, 3, 4, 5, 2])
+    variants = torch.tensor([0, 0, 0, 0, 0, 0, 1])  # the last row trains client 2 on flipped labels
+    flipped = data.num_classes - 1 - data.y_train
+    out = train_batched(layout_of(spec), flatten(base).expand(7, -1).clone(), rows, variants,
+                        torch.stack([data.x_train, data.x_train]), torch.stack([data.y_train, flipped]),
+                        round_schedule(parts, seeds, cfg), cfg)
+    for r, c in enumerate(rows.tolist()):
+        idx = torch.from_numpy(parts[c])
+        y = (flipped if r == 6 else data.y_train)[idx]
+        ref = flatten(train_local(spec, base, data.x_train[idx], y, cfg, seed=seeds[c]))
+        assert torch.allclose(out[r], ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("dataset", "n", "partition"), [("digits", 20, "iid"), ("breast_cancer", 50, "dir0.1"),
+                                                         ("digits", 50, "dir0.1")])
+def test_partitions_cover_every_sample_once_with_a_minimum_shard(dataset: str, n: int, partition: str) -> None:
+    labels = load_dataset(dataset).y_train.numpy()
+    parts, method = partition_indices(labels, n, partition, seed=0)
+    assert len(parts) == n
+    joined = np.concatenate(parts)
+    assert sorted(joined.tolist()) == list(range(len(labels)))
+    sizes = [len(p) for p in parts]
+    if partition == "iid":
+        assert max(sizes) - min(sizes) <= 1 and method == "iid"
+    else:
+        assert min(sizes) >= min(10, len(labels) // (2 * n)) and method.startswith("dirichlet")
