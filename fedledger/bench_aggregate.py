@@ -318,7 +318,7 @@ def _stream_big(console: Any, directory: Path, n: int, d: int) -> dict[str, Any]
         "stream_seconds_8192_blocks": second["seconds"],
         "stream_block_cols": first["block_cols"],
         "stream_peak_rss_mb_runs": [r["peak_rss_mb"] for r in runs],
-        "stream_children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "stream_rusage_children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "stream_statuses": first["statuses"],
         "stream_model_sha256": first["model_sha256"],
         "stream_runs_identical": first["model_sha256"] == second["model_sha256"]
@@ -351,7 +351,7 @@ def _child(spec_path: Path) -> int:
     import torch
 
     from trainer.rules import RuleConfig
-    from trainer.streaming import DEFAULT_BLOCK_BYTES, BlobSubmission, evaluate_round_streamed
+    from trainer.streaming import BlobSubmission, default_block_cols, evaluate_round_streamed
 
     spec = json.loads(spec_path.read_text())
     directory, n, d = Path(spec["dir"]), spec["n"], spec["d"]
@@ -362,7 +362,7 @@ def _child(spec_path: Path) -> int:
     outcome = evaluate_round_streamed(base, blobs, RuleConfig(), block_cols=spec["block_cols"])
     seconds = time.perf_counter() - t0
     peak = _vm_hwm_mb()
-    block_cols = spec["block_cols"] or max(4096, (DEFAULT_BLOCK_BYTES // (4 * n)) // 4096 * 4096)
+    block_cols = spec["block_cols"] or default_block_cols(n)
     out = {"seconds": seconds, "peak_rss_mb": peak, "rss_after_imports_mb": rss_imports, "block_cols": block_cols}
     out.update(_outcome_digest(outcome))
     spec_path.with_suffix(".out.json").write_text(json.dumps(out))

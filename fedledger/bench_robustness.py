@@ -49,7 +49,8 @@ QUICK: dict[str, Any] = {
     "seeds": [0],
     "rounds": 3,
 }
-RULES = ("platform", "proposed", "platform_model", "proposed_dedup_only", "proposed_clip_only")
+RULES = ("platform", "proposed", "platform_model", "proposed_dedup_only", "proposed_clip_only", "proposed_clip1",
+         "proposed_clip1.5")
 TARGET_GAP = 0.03  # the platform rule should stay within 3 points of clean FedAvg (<= 30 % Byzantine, Dirichlet 0.5)
 
 
@@ -211,8 +212,9 @@ def summarize(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -
         if entry["clean_fedavg_accuracy"] is not None:
             entry["gap_to_clean_fedavg"] = entry["final_accuracy"] - entry["clean_fedavg_accuracy"]
         if df in RULES:
-            for key in ("score_auroc", "attacker_reward_share", "attacker_rejection_rate", "honest_rejection_rate",
-                        "honest_reward_gini", "honest_reward_min_max"):
+            for key in ("score_auroc", "reputation_auroc", "attacker_reward_share", "attacker_rejection_rate",
+                        "honest_rejection_rate", "honest_reward_gini", "honest_reward_min_max",
+                        "honest_starved_share"):
                 entry[key] = _mean(r.get(key) for r in rs)
             if a == "sybil":
                 entry["sybil_earnings_multiplier"] = _sybil_multiplier(rows, rs)
@@ -386,16 +388,19 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
     lines = ["## Scores and rewards of the rule-based defences", "",
              "Per attack, mean over every cell: AUROC of the committed scores separating honest (positive) from "
              "Byzantine participants (pooled over rounds; 1 = every honest score above every Byzantine one, "
-             "0.5 = chance, 0 = inverted), the Byzantine share of all rewards paid (their population share is the "
-             "fraction: 10-40 %), rejection rates, and for sybils the earnings multiplier (what f copies of "
-             "participant 0's update earned / what participant 0 earned alone in the clean run: 1 = copies do not "
-             "multiply earnings).", ""]
+             "0.5 = chance, 0 = inverted), the same for the final reputation, the Byzantine share of all rewards "
+             "paid per fraction (their population share is the fraction itself), rejection rates, and for sybils "
+             "the earnings multiplier per fraction (what the f wallets sending copies of participant 0's update "
+             "earned together / what participant 0 earned alone in the clean run; f = 2/4/6/8 of 20 and "
+             "5/10/15/20 of 50: a multiplier near f means copies multiply earnings, near 1 that they do not).", ""]
     for rule in rules:
         if rule not in ("platform", "proposed"):
             continue
+        fr_label = "/".join(f"{f * 100:.0f}" for f in g["fractions"])
         lines += [f"### {rule}", "",
-                  "| attack | score AUROC | attacker reward share (10/20/30/40 %) | attacker rejected | "
-                  "honest rejected | sybil multiplier |", "|---|---:|---|---:|---:|---:|"]
+                  f"| attack | score AUROC | reputation AUROC | attacker reward share, % ({fr_label} %) | "
+                  f"attacker rejected | honest rejected | sybil multiplier ({fr_label} %) |",
+                  "|---|---:|---:|---|---:|---:|---|"]
         for a in attacks:
             es = [e for e in summary if e["attack"] == a and e["defense"] == rule]
             if not es:
@@ -403,18 +408,23 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
             shares = []
             for fr in g["fractions"]:
                 shares.append(_pct(_mean(e.get("attacker_reward_share") for e in es if e["fraction"] == fr)))
+            sybil = " / ".join(_num(_mean(e.get("sybil_earnings_multiplier") for e in es if e["fraction"] == fr), 1)
+                               for fr in g["fractions"]) if a == "sybil" else ""
             lines.append(
-                f"| {a} | {_num(_mean(e.get('score_auroc') for e in es), 3)} | {' / '.join(shares)} | "
+                f"| {a} | {_num(_mean(e.get('score_auroc') for e in es), 3)} | "
+                f"{_num(_mean(e.get('reputation_auroc') for e in es), 3)} | {' / '.join(shares)} | "
                 f"{_pct(_mean(e.get('attacker_rejection_rate') for e in es))} % | "
-                f"{_pct(_mean(e.get('honest_rejection_rate') for e in es))} % | "
-                f"{_num(_mean(e.get('sybil_earnings_multiplier') for e in es), 2) if a == 'sybil' else ''} |")
-        lines += ["", f"Honest reward spread, no attack ({rule}): Gini of the honest participants' total rewards and "
-                  "min/max ratio, mean over data sets, n and seeds.", "",
-                  "| partition | Gini | min/max |", "|---|---:|---:|"]
+                f"{_pct(_mean(e.get('honest_rejection_rate') for e in es))} % | {sybil} |")
+        lines += ["", f"Honest reward spread, no attack ({rule}): Gini of the honest participants' total rewards, "
+                  "min/max ratio, share of honest participants paid < 10 % of the mean honest reward ('starved') "
+                  "and honest rejection rate; mean over data sets, n and seeds.", "",
+                  "| partition | Gini | min/max | starved | honest rejected |", "|---|---:|---:|---:|---:|"]
         for p in g["partitions"]:
             es = [e for e in summary if e["attack"] == CLEAN and e["defense"] == rule and e["partition"] == p]
             lines.append(f"| {p} | {_num(_mean(e.get('honest_reward_gini') for e in es), 3)} | "
-                         f"{_num(_mean(e.get('honest_reward_min_max') for e in es), 3)} |")
+                         f"{_num(_mean(e.get('honest_reward_min_max') for e in es), 3)} | "
+                         f"{_pct(_mean(e.get('honest_starved_share') for e in es))} % | "
+                         f"{_pct(_mean(e.get('honest_rejection_rate') for e in es))} % |")
         lines.append("")
     return lines
 

@@ -349,13 +349,13 @@ class _Trajectory:
 # Revisions of the platform rule, modelled by trainer.defenses.median_verified_mean and benchmarked beside the
 # committed rule (docs/robustness.md): "proposed" and its two halves, for the ablation.
 _DEDUP = {"duplicate_tolerance": 0.1, "public": True}
-_CLIP = {"norm_mode": "clip", "reject_norm_ratio": 4.0, "clip_ratio": 1.0}
+_CLIP = {"norm_mode": "clip", "reject_norm_ratio": 4.0}  # clip to 2 median norms, reject beyond 4
 RULE_VARIANTS: dict[str, dict[str, Any]] = {
     "platform_model": {},  # the committed rule in float64: must track "platform" (a check of the model)
     "proposed_dedup_only": dict(_DEDUP),
     "proposed_clip_only": dict(_CLIP),
     "proposed": {**_DEDUP, **_CLIP},
-    "proposed_clip2": {**_DEDUP, **_CLIP, "clip_ratio": 2.0},
+    "proposed_clip1": {**_DEDUP, **_CLIP, "clip_ratio": 1.0},  # tighter clipping, tried against backdoors
     "proposed_clip1.5": {**_DEDUP, **_CLIP, "clip_ratio": 1.5},
 }
 
@@ -559,6 +559,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
             byz = set(range(f)) if tr.attack != CLEAN else set()
             total = sum(tr.rewards)
             honest_rewards = [tr.rewards[i] / unit for i in range(cfg.n) if i not in byz]
+            mean_honest = sum(honest_rewards) / len(honest_rewards)
             run["platform"] = {
                 "score_auroc": auroc([s / 1e6 for _, i, s in tr.scores if i not in byz],
                                      [s / 1e6 for _, i, s in tr.scores if i in byz]) if byz else None,
@@ -570,6 +571,10 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
                 "rewards_fed": [x / unit for x in tr.rewards],
                 "honest_reward_gini": gini(honest_rewards),
                 "honest_reward_min_max": min_max_ratio(honest_rewards),
+                # honest participants paid less than a tenth of the mean honest reward
+                "honest_starved_share": sum(r < 0.1 * mean_honest for r in honest_rewards) / len(honest_rewards),
+                "reputation_auroc": auroc([tr.reputation[i] for i in range(cfg.n) if i not in byz],
+                                          [tr.reputation[i] for i in byz]) if byz else None,
                 "reputation_ppm": tr.reputation,
                 "scores_last_round": [s for rr, _, s in tr.scores if rr == cfg.rounds],
             }

@@ -44,7 +44,7 @@ from trainer.aggregation import (
     _SumsWork,
     aggregate_block,
     block_sums,
-    decide,
+    decide_all,
     flatten,
     median_into,
     scores_from_sums,
@@ -58,7 +58,8 @@ from trainer.rules import RuleConfig, Status
 
 Reader = Callable[[int, int, int], np.ndarray]
 
-DEFAULT_BLOCK_BYTES = 128 << 20  # one block of pass 1 (n x columns float32), per worker thread
+DEFAULT_BLOCK_BYTES = 128 << 20  # one block of pass 1 (n x columns float32); `workers` blocks are in memory at once
+MAX_DEFAULT_WORKERS = 3  # the sums run on one thread; more readers ahead of it only cost memory
 AGGREGATE_BLOCK_COLS = 1 << 18  # pass 2 holds three vectors of this many columns per worker, not a block
 _MAX_HEADER = 100_000_000  # safetensors refuses larger headers
 _READ_PIECE = 1 << 22  # elements per slice read while validating
@@ -100,15 +101,16 @@ def stream_rule(
 ) -> StreamedRound:
     """Median, scores, decisions and aggregate of n valid updates of d parameters read through ``read(i, s, e)``
     (float32, finite, participants in ascending address order). ``block_cols`` (default: what fits
-    ``block_bytes``) never changes the result, nor does ``workers``."""
+    ``block_bytes``) never changes the result, nor does ``workers`` (default: torch's thread count, at most
+    MAX_DEFAULT_WORKERS)."""
     if n <= 0:
         raise ValueError("stream_rule needs at least one valid update")
     base_flat = np.ascontiguousarray(base_flat, dtype=np.float32).reshape(-1)
     if base_flat.size != d:
         raise ValueError(f"base has {base_flat.size} parameters, updates have {d}")
-    workers = worker_count() if workers is None else max(1, workers)
+    workers = min(worker_count(), MAX_DEFAULT_WORKERS) if workers is None else max(1, workers)
     if block_cols is None:
-        block_cols = max(TILE, (block_bytes // (4 * n)) // TILE * TILE)
+        block_cols = default_block_cols(n, block_bytes)
     blocks = _column_blocks(d, block_cols)
     median = np.empty(d, dtype=np.float32)
     work = _SumsWork(2 * n + 1)
@@ -130,7 +132,7 @@ def stream_rule(
     if work.bad_rows or work.ref_bad:
         raise ValueError(f"updates {sorted(work.bad_rows)} contain NaN/Inf: validate before streaming")
     scores = scores_from_sums(work.totals(), n, rule)
-    accepted = [decide(s, r, rule) == Status.ACCEPTED for s, r in zip(scores.fixed, scores.norm_ratio, strict=True)]
+    accepted = [status == Status.ACCEPTED for status in decide_all(scores, rule)]
     keep = [i for i, ok in enumerate(accepted) if ok]
     new_flat = np.empty(d, dtype=np.float32)
     agg_blocks = _column_blocks(d, max(block_cols, AGGREGATE_BLOCK_COLS))
@@ -142,6 +144,11 @@ def stream_rule(
 
     _run_tasks(pass2, len(agg_blocks), workers)
     return StreamedRound(median, scores, accepted, new_flat)
+
+
+def default_block_cols(n: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Columns per block of pass 1: n x columns float32 within ``block_bytes``, whole tiles (at least one)."""
+    return max(TILE, (block_bytes // (4 * max(n, 1))) // TILE * TILE)
 
 
 def _checked(row: np.ndarray, i: int, s: int, e: int) -> np.ndarray:
@@ -313,7 +320,7 @@ def evaluate_round_streamed(
     layout = _layout(shapes)
     d = sum(e.numel for e in layout)
     ordered = sorted(submissions, key=lambda s: s.participant.lower())
-    workers = worker_count() if workers is None else max(1, workers)
+    workers = min(worker_count(), MAX_DEFAULT_WORKERS) if workers is None else max(1, workers)
     problems: list[UpdateRejected | None] = [None] * len(ordered)
 
     def check(j: int) -> None:
