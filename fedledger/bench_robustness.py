@@ -31,7 +31,7 @@ from typing import Any
 
 from trainer.attacks import ALL_ATTACKS
 from trainer.data import DATASETS
-from trainer.simulation import BENCH_DEFENSES, CLEAN, KNOWN_DEFENSES, PARTITIONS
+from trainer.simulation import BENCH_DEFENSES, CLEAN, KNOWN_DEFENSES, PARTITIONS, RULE_VARIANTS, partition_alpha
 
 FULL: dict[str, Any] = {
     "datasets": list(DATASETS),
@@ -49,13 +49,13 @@ QUICK: dict[str, Any] = {
     "seeds": [0],
     "rounds": 3,
 }
-RULES = ("platform", "proposed", "platform_model", "proposed_dedup_only", "proposed_clip_only", "proposed_clip1",
-         "proposed_clip1.5")
+RULES = ("platform", *RULE_VARIANTS)  # the defences that score, reject and pay
 TARGET_GAP = 0.03  # the platform rule should stay within 3 points of clean FedAvg (<= 30 % Byzantine, Dirichlet 0.5)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="the CI grid: digits, dir0.5, n=20, 20%%, 1 seed, 3 rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="the CI grid: digits, dir0.5, n=20, 20%%, 1 seed, 3 rounds")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
     parser.add_argument("--partitions", nargs="+", default=None, help="iid, dir0.5, dir0.1 (any dir<alpha>)")
     parser.add_argument("--participants", nargs="+", type=int, default=None, metavar="N")
@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: none (the clean reference) and every attack")
     parser.add_argument("--defenses", nargs="+", choices=KNOWN_DEFENSES, default=None,
                         help=f"default: {' '.join(BENCH_DEFENSES)}")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count, 1 for --quick)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: CPU count, 1 for --quick)")
     parser.add_argument("--out", type=Path, default=None, help="directory for table.md, PNG plots and results.json")
     parser.add_argument("--json", type=Path, default=None, help="write the per-cell results as JSON")
     parser.add_argument("--from-json", type=Path, default=None, help="re-render table and plots from a results JSON")
@@ -81,11 +82,15 @@ def _grid(args: argparse.Namespace) -> dict[str, Any]:
     grid["attacks"] = attacks
     grid["defenses"] = args.defenses or list(BENCH_DEFENSES)
     for p in grid["partitions"]:
-        from trainer.simulation import partition_alpha
-
         partition_alpha(p)  # raises on a bad name before any work starts
     if grid["rounds"] < 1:
         raise ValueError(f"--rounds must be >= 1, got {grid['rounds']}")
+    for n in grid["participants"]:
+        for fr in grid["fractions"]:
+            f = int(round(fr * n))
+            if not 0 < f or 2 * f >= n or ("multi_krum" in grid["defenses"] and 2 * f + 2 >= n):
+                raise ValueError(f"fraction {fr} of n={n} gives f={f} attackers: the grid needs 0 < f and 2f < n "
+                                 f"(2f + 2 < n with multi_krum)")
     return grid
 
 
@@ -120,7 +125,14 @@ def _run_one(spec: tuple[str, str, int, float, int], grid: dict[str, Any]) -> di
 
 
 def run_grid(grid: dict[str, Any], workers: int, console: Any) -> list[dict[str, Any]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     cells = _cells(grid)
     total = len(cells) * grid["rounds"]
@@ -441,33 +453,31 @@ def render_plots(result: dict[str, Any], out: Path) -> list[Path]:
     defenses, attacks = g["defenses"], g["attacks"]
     written: list[Path] = []
     fr = min(g["fractions"], key=lambda f: abs(f - 0.2))
-    n = g["participants"][0]
-    for d in g["datasets"]:
-        for p in g["partitions"]:
-            cols = 4
-            rows = math.ceil(len(attacks) / cols)
-            fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), sharex=True, sharey=True,
-                                     squeeze=False)
-            for ax, a in zip(axes.flat, attacks, strict=False):
-                for df in defenses:
-                    e = idx.get((d, p, n, fr, a, df))
-                    if e:
-                        ax.plot(range(1, len(e["accuracy_per_round"]) + 1), e["accuracy_per_round"], label=df,
-                                lw=1.4, ls="--" if df == "fedavg" else "-")
-                ax.set_title(a, fontsize=10)
-                ax.set_ylim(0, 1)
-                ax.grid(alpha=0.3)
-            for ax in axes.flat[len(attacks):]:
-                ax.axis("off")
-            axes.flat[0].legend(fontsize=7, loc="lower right")
-            fig.supxlabel("round")
-            fig.supylabel("test accuracy")
-            fig.suptitle(f"{d}, {p}, n={n}, {fr:.0%} Byzantine: accuracy per round per defence (mean over seeds)")
-            fig.tight_layout()
-            path = out / f"accuracy_rounds_{d}_{p}_n{n}_f{int(round(fr * 100))}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            written.append(path)
+    for d, p, n in ((d, p, n) for d in g["datasets"] for p in g["partitions"] for n in g["participants"]):
+        cols = 4
+        rows = math.ceil(len(attacks) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), sharex=True, sharey=True,
+                                 squeeze=False)
+        for ax, a in zip(axes.flat, attacks, strict=False):
+            for df in defenses:
+                e = idx.get((d, p, n, fr, a, df))
+                if e:
+                    ax.plot(range(1, len(e["accuracy_per_round"]) + 1), e["accuracy_per_round"], label=df,
+                            lw=1.4, ls="--" if df == "fedavg" else "-")
+            ax.set_title(a, fontsize=10)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+        for ax in axes.flat[len(attacks):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, loc="lower right")
+        fig.supxlabel("round")
+        fig.supylabel("test accuracy")
+        fig.suptitle(f"{d}, {p}, n={n}, {fr:.0%} Byzantine: accuracy per round per defence (mean over seeds)")
+        fig.tight_layout()
+        path = out / f"accuracy_rounds_{d}_{p}_n{n}_f{int(round(fr * 100))}.png"
+        fig.savefig(path, dpi=72)
+        plt.close(fig)
+        written.append(path)
     rules = [r for r in ("platform", "proposed") if r in defenses]
     byz = [a for a in attacks if a != CLEAN]
     if rules and byz:
@@ -477,7 +487,7 @@ def render_plots(result: dict[str, Any], out: Path) -> list[Path]:
                            e["fraction"] == f) for f in g["fractions"]] for a in byz]
             vals = [[math.nan if v is None else v for v in row] for row in grid]
             im = ax.imshow(vals, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-            ax.set_yticks(range(len(byz)), byz)
+            ax.set_yticks(range(len(byz)), byz if ax is axes.flat[0] else [])
             ax.set_xticks(range(len(g["fractions"])), [f"{f:.0%}" for f in g["fractions"]])
             for i, row in enumerate(vals):
                 for j, v in enumerate(row):
@@ -529,9 +539,9 @@ def render_plots(result: dict[str, Any], out: Path) -> list[Path]:
                 for j, v in enumerate(row):
                     if not math.isnan(v):
                         ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8)
-            ax.set_yticks(range(len(attacks)), attacks)
+            ax.set_yticks(range(len(attacks)), attacks if ax is axes.flat[0] else [])
             ax.set_xticks(range(len(g["fractions"])), [f"{f:.0%}" for f in g["fractions"]])
-            ax.set_title(f"{rule}: points vs clean FedAvg ({parts[0]})")
+            ax.set_title(f"{rule}: points vs clean FedAvg ({parts[0]}, mean over data sets and n)")
         fig.tight_layout()
         path = out / "gap_to_clean_fedavg.png"
         fig.savefig(path, dpi=90)

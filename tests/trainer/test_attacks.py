@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainer.attacks import (
+    ADAPTIVE_NORM_RATIO,
     ALIE_FIXED_Z,
     ALL_ATTACKS,
     ATTACKS,
@@ -22,6 +23,7 @@ from trainer.attacks import (
     gaussian_noise,
     ipm,
     make_trigger,
+    scale_to_norm,
     sign_flip,
     sybil_copies,
 )
@@ -164,6 +166,20 @@ def test_backdoor_through_apply_attack_is_boosted_by_n_over_f() -> None:
     ctx = AttackContext(retrain=lambda transform: params(4), trigger=trig, n=20, f=4)
     out = apply_attack("backdoor", params(1), seed=0, context=ctx)
     assert torch.allclose(flat(out), flat(params(4)) * 5.0)
+
+
+def test_the_adaptive_backdoor_sits_just_under_the_norm_bound() -> None:
+    ups, stack = honest_stack()
+    median_norm = float(stack.double().norm(dim=1).median())
+    out = scale_to_norm(torch.ones(stack.shape[1]), stack)
+    assert float(out.double().norm()) == pytest.approx(ADAPTIVE_NORM_RATIO * median_norm, rel=1e-6)
+    trig = Trigger((0,), (5.0,), target=1)
+    poisoned = params(4)
+    ctx = AttackContext(retrain=lambda transform: poisoned, trigger=trig, honest=ups)
+    sent = flat(apply_attack("backdoor_adaptive", params(1), seed=0, context=ctx))
+    assert float(sent.double().norm()) == pytest.approx(ADAPTIVE_NORM_RATIO * median_norm, rel=1e-6)
+    cos = torch.nn.functional.cosine_similarity(sent, flat(poisoned), dim=0)
+    assert float(cos) == pytest.approx(1.0, abs=1e-6)  # same direction, only the length changes
 
 
 def test_free_riders_send_zero_or_the_last_public_global_step() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -92,7 +93,8 @@ def test_centered_clipping_bounds_each_updates_pull() -> None:
         (lambda s: trimmed_mean(s, -1), r"f must be >= 0"),
     ],
 )
-def test_byzantine_bounds_that_cannot_hold_raise_with_the_values(call, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_byzantine_bounds_that_cannot_hold_raise_with_the_values(call: Callable[[torch.Tensor], object],
+                                                                 message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call(torch.randn(6, 4))
 
