@@ -18,9 +18,9 @@ from rich.table import Table
 
 from chain.deploy import Deployment
 from fedledger.history import ChainHistory, RoundRecord
-from fedledger.roles import fetch_params, gather_submissions
+from fedledger.roles import fetch_params, gather_submissions, previous_base
 from storage import BlobStore, StorageError
-from trainer.aggregation import aggregate, coordinate_median, decide, flatten, score_updates, unflatten, validate
+from trainer.aggregation import evaluate_round, flatten, unflatten
 from trainer.errors import RuleError, UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
 from trainer.rules import RuleConfig, Status
@@ -124,38 +124,36 @@ class Auditor:
             return audit
 
         shapes = {k: tuple(v.shape) for k, v in base.items()}
-        vs = validate(submissions, shapes)
-        invalid = {v.participant: v for v in vs.invalid}
+        try:
+            previous = previous_base(self.store, self.history, rec.round_id)
+        except (StorageError, UpdateRejected) as exc:
+            audit.add("base", [f"previous base model (the public global step) unusable: {exc}"])
+            return audit
+        outcome = evaluate_round(base, submissions, rule, previous)
+        recomputed = {v.participant: v for v in outcome.verdicts}
         score_problems = []
-        base_flat = flatten(base)
-        ratio: dict[str, float] = {}
-        if vs.participants:
-            reference = coordinate_median(vs.stack)
-            scores = score_updates(vs.stack, reference, rule)
-            for p, fixed, r in zip(vs.participants, scores.fixed, scores.norm_ratio, strict=True):
-                ratio[p] = r
-                if abs(committed[p].score - fixed) > rule.score_tolerance:
-                    score_problems.append(f"{p}: committed score {committed[p].score}, recomputed {fixed}")
-            accepted = [committed[p].status == Status.ACCEPTED for p in vs.participants]
-            new_flat = aggregate(base_flat, vs.stack, accepted, rule, reference)
-        else:
-            new_flat = base_flat.clone()
-        audit.add("scores", score_problems, f"{len(vs.participants)} scores within ±{rule.score_tolerance}e-6")
-
         decision_problems = []
         for p, s in committed.items():
-            if p in invalid:
-                if s.status != int(invalid[p].status) and s.status != Status.UNAVAILABLE:
-                    decision_problems.append(f"{p}: committed {Status(s.status).name}, blob is {invalid[p].status.name}")
-            elif Status(s.status).is_validity_failure:
+            v = recomputed[p]
+            if Status(v.status).is_validity_failure:
+                if s.status != int(v.status) and s.status != Status.UNAVAILABLE:
+                    decision_problems.append(f"{p}: committed {Status(s.status).name}, blob is {v.status.name}")
+                continue
+            if Status(s.status).is_validity_failure:
                 decision_problems.append(f"{p}: committed {Status(s.status).name} but its blob is valid")
-            elif s.status != (expected := decide(s.score, ratio[p], rule)):
+            elif s.status != v.status:
+                ratio = "" if v.norm_ratio is None else f" (norm ratio {v.norm_ratio:.3f}, cosine {v.cosine:.3f})"
                 decision_problems.append(
-                    f"{p}: committed {Status(s.status).name} with score {s.score} and norm ratio {ratio[p]:.3f}, "
-                    f"rule says {expected.name}"
+                    f"{p}: committed {Status(s.status).name} with score {s.score}, rule says {v.status.name}{ratio}"
+                    + (f": {v.detail}" if v.detail else "")
                 )
+            if abs(s.score - v.score) > rule.score_tolerance:
+                score_problems.append(f"{p}: committed score {s.score}, recomputed {v.score}")
+        valid = sum(1 for v in outcome.verdicts if not v.status.is_validity_failure)
+        audit.add("scores", score_problems, f"{valid} scores within ±{rule.score_tolerance}e-6")
         audit.add("decisions", decision_problems)
 
+        new_flat = flatten(outcome.new_params)
         new_hash = content_hash(serialize(unflatten(new_flat, shapes)))
         agg_problems = []
         if new_hash != rec.new_model_hash:

@@ -147,6 +147,15 @@ def gather_submissions(store: BlobStore, record: RoundRecord) -> list[Submission
     return out
 
 
+def previous_base(store: BlobStore, history: ChainHistory, round_id: int) -> Params | None:
+    """Round ``round_id - 1``'s base model (None for round 1): with this round's base it gives the previous global
+    step, a public vector the rule treats as a free-ride when an update resends it."""
+    if round_id <= 1:
+        return None
+    prev = history.round(round_id - 1)
+    return fetch_params(store, prev.base_model_cid, prev.base_model_hash)
+
+
 @dataclass
 class Aggregator:
     """Finalizes rounds. It needs no model code: the committed base model defines the shapes updates must have."""
@@ -162,7 +171,8 @@ class Aggregator:
         record = self.history.round(round_id)
         rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
         base = fetch_params(self.store, record.base_model_cid, record.base_model_hash)
-        outcome = evaluate_round(base, gather_submissions(self.store, record), rule)
+        previous = previous_base(self.store, self.history, round_id)
+        outcome = evaluate_round(base, gather_submissions(self.store, record), rule, previous)
         for v in outcome.verdicts:
             if v.status != Status.ACCEPTED:
                 log.info("round %d: rejected %s (%s) %s", round_id, v.participant, v.status.name, v.detail)

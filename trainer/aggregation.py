@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -80,7 +80,12 @@ def _reference_score_updates(stack: torch.Tensor, reference: torch.Tensor, rule:
 
 
 def _reference_aggregate(
-    base: torch.Tensor, stack: torch.Tensor, accepted: Sequence[bool], rule: RuleConfig, reference: torch.Tensor
+    base: torch.Tensor,
+    stack: torch.Tensor,
+    accepted: Sequence[bool],
+    rule: RuleConfig,
+    reference: torch.Tensor,
+    clips: Sequence[float] | None = None,
 ) -> torch.Tensor:
     if stack.shape[0] == 0:
         return base.clone()
@@ -89,9 +94,10 @@ def _reference_aggregate(
         return base + ref
     total = torch.zeros_like(base)
     k = 0
-    for u, ok in zip(stack, accepted, strict=True):
+    factors = [1.0] * stack.shape[0] if clips is None else clips
+    for u, ok, c in zip(stack, accepted, factors, strict=True):
         if ok:
-            total = total + (u - ref)
+            total = total + ((u if c == 1.0 else u * torch.tensor(c, dtype=torch.float32)) - ref)
             k += 1
     if k == 0:
         return base.clone()
@@ -660,9 +666,13 @@ class Scores:
     fixed: list[int]  # committed score, 1e-6 units
 
 
-def _scores(norms: Sequence[float], dots: Sequence[float], ref_norm: float, rule: RuleConfig) -> Scores:
-    """Scores from the exact norms |u_i|, dot products <u_i, m> and |m| (the rule's arithmetic, in float64)."""
-    typical = float(np.median(np.asarray(norms, dtype=np.float64))) if len(norms) else 0.0
+def _scores(
+    norms: Sequence[float], dots: Sequence[float], ref_norm: float, rule: RuleConfig, typical: float | None = None
+) -> Scores:
+    """Scores from the exact norms |u_i|, dot products <u_i, m> and |m| (the rule's arithmetic, in float64);
+    ``typical`` (default: the median of ``norms``) is the norm the ratios are taken against."""
+    if typical is None:
+        typical = float(np.median(np.asarray(norms, dtype=np.float64))) if len(norms) else 0.0
     cosine, ratio, clip, fixed = [], [], [], []
     for dot, norm in zip(dots, norms, strict=True):
         cos = dot / (norm * ref_norm) if norm > 0 and ref_norm > 0 else 0.0
@@ -759,11 +769,27 @@ def score_updates(stack: torch.Tensor, reference: torch.Tensor, rule: RuleConfig
     )
 
 
+def median_and_scores(stack: torch.Tensor, rule: RuleConfig) -> tuple[torch.Tensor, Scores]:
+    """``coordinate_median(stack)`` and ``score_updates(stack, median, rule)`` in one pass over the columns (every
+    update scored on its own: no copy groups)."""
+    if stack.shape[0] == 0 or not _fast_stack(stack):
+        reference = coordinate_median(stack)
+        return reference, score_updates(stack, reference, rule)
+    u = stack.detach().contiguous().numpy()
+    median, work = _stack_pass(u, None)
+    reference = torch.from_numpy(median)
+    scores = scores_from_sums(
+        work.totals(), u.shape[0], rule, _stack_fallback(stack, reference), work.bad_rows, work.ref_bad
+    )
+    return reference, scores
+
+
 def decide(score: int, norm_ratio: float, rule: RuleConfig) -> Status:
-    """The decision for a valid update with committed ``score`` and (exactly recomputable) ``norm_ratio``."""
+    """The decision for a valid representative update with undivided score ``round(s_i * 1e6)`` and (exactly
+    recomputable) ``norm_ratio`` (rules.py)."""
     if rule.aggregator != "median-verified-mean":
         return Status.ACCEPTED
-    if norm_ratio > rule.max_norm_ratio:
+    if norm_ratio > rule.reject_norm_ratio:
         return Status.NORM_OUTLIER
     return Status.ACCEPTED if score >= rule.min_score_fixed else Status.LOW_SCORE
 
@@ -773,10 +799,16 @@ def decide(score: int, norm_ratio: float, rule: RuleConfig) -> Status:
 
 
 def aggregate_block(
-    rows: Iterable[np.ndarray], k: int, ref: np.ndarray, base: np.ndarray, rule: RuleConfig, out: np.ndarray
+    rows: Iterable[np.ndarray | tuple[np.ndarray, float]],
+    k: int,
+    ref: np.ndarray,
+    base: np.ndarray,
+    rule: RuleConfig,
+    out: np.ndarray,
 ) -> None:
-    """``out = base + (ref + (sum over rows, in order, of (u - ref)) / k)`` for one column block (float32, the same
-    element-wise operations as the original), or ``base + ref`` for the "median" rule, or ``base`` when k == 0."""
+    """``out = base + (ref + (sum over rows, in order, of (c*u - ref)) / k)`` for one column block (float32, the same
+    element-wise operations as the original), or ``base + ref`` for the "median" rule, or ``base`` when k == 0.
+    A row is an array (c = 1) or ``(array, c)``; c = 1 skips the multiplication (u * 1 == u exactly)."""
     if rule.aggregator == "median":
         np.add(base, ref, out=out)
         return
@@ -785,8 +817,13 @@ def aggregate_block(
         return
     total = np.zeros_like(ref)
     diff = np.empty_like(ref)
-    for u in rows:
-        np.subtract(u, ref, out=diff)
+    for row in rows:
+        u, c = row if isinstance(row, tuple) else (row, 1.0)
+        if c == 1.0:
+            np.subtract(u, ref, out=diff)
+        else:
+            np.multiply(u, np.float32(c), out=diff)
+            diff -= ref
         total += diff
     total /= np.float32(k)
     total += ref  # ref + total/k: addition commutes bit for bit
@@ -799,8 +836,10 @@ def aggregate(
     accepted: Sequence[bool],
     rule: RuleConfig,
     reference: torch.Tensor | None = None,
+    clips: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """New flat global model from the valid updates ``stack`` (address order) and the accept flags.
+    """New flat global model from the valid updates ``stack`` (address order), the accept flags and the clip
+    factors c_i (default 1).
 
     The mean is taken around the median reference m: ``m + (sum_i (c_i u_i - m)) / k``, accumulated one update
     at a time in address order with element-wise float32 operations. It equals the plain mean mathematically,
@@ -810,28 +849,270 @@ def aggregate(
         return base.clone()
     ref = coordinate_median(stack) if reference is None else reference
     flags = list(accepted)
-    if len(flags) != stack.shape[0]:
-        raise ValueError(f"{len(flags)} accept flags for {stack.shape[0]} updates")
+    factors = [1.0] * len(flags) if clips is None else list(clips)
+    if len(flags) != stack.shape[0] or len(factors) != stack.shape[0]:
+        raise ValueError(f"{len(flags)} accept flags and {len(factors)} clip factors for {stack.shape[0]} updates")
     if not (_fast_stack(stack, ref) and base.dtype == torch.float32 and base.shape == ref.shape):
-        return _reference_aggregate(base, stack, flags, rule, ref)
+        return _reference_aggregate(base, stack, flags, rule, ref, factors)
     u = stack.detach().contiguous().numpy()
-    out = _aggregate_np(base.detach().contiguous().numpy(), u, flags, rule, ref.detach().contiguous().numpy())
+    keep = [(i, factors[i]) for i, ok in enumerate(flags) if ok]
+    out = _aggregate_np(base.detach().contiguous().numpy(), u, keep, rule, ref.detach().contiguous().numpy())
     return torch.from_numpy(out)
 
 
 def _aggregate_np(
-    base: np.ndarray, u: np.ndarray, accepted: Sequence[bool], rule: RuleConfig, ref: np.ndarray
+    base: np.ndarray, u: np.ndarray, keep: Sequence[tuple[int, float]], rule: RuleConfig, ref: np.ndarray
 ) -> np.ndarray:
-    keep = [i for i, ok in enumerate(accepted) if ok]
+    """``aggregate`` over an in-memory [n, d] array; ``keep``: (row, clip factor) of the accepted rows, in order."""
     out = np.empty_like(base)
     blocks = _column_blocks(base.size, 1 << 16)
 
     def task(i: int) -> None:
         s, e = blocks[i]
-        aggregate_block((u[j, s:e] for j in keep), len(keep), ref[s:e], base[s:e], rule, out[s:e])
+        aggregate_block(((u[j, s:e], c) for j, c in keep), len(keep), ref[s:e], base[s:e], rule, out[s:e])
 
     _run_tasks(task, len(blocks), worker_count())
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The rule over a source of updates (in memory here, streamed from files in trainer/streaming.py)
+
+SUBSET_COLUMNS = 16_384  # columns of the public subset used to rule out far-apart pairs before an exact distance
+_EPS = 2.0**-53
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """What one pass over all n valid updates gives (exact sums; see rules.py)."""
+
+    median: np.ndarray  # float32 [d]: median of all n updates
+    norm_sq: list[float]  # |u_i|^2
+    dot_median: list[float]  # <u_i, median>
+    median_sq: float
+    dot_step: list[float] | None  # <u_i, g> for the previous global step g, None when there is none
+    step_sq: float | None
+    subset: np.ndarray  # float64 [n, s]: the updates at the columns of ``subset_columns(d)``
+
+
+class UpdateSource(Protocol):
+    """The valid updates of a round (finite float32, ascending address order) as the rule needs to read them."""
+
+    n: int
+    d: int
+
+    def first_pass(self, step: np.ndarray | None) -> FirstPass: ...
+
+    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
+        """(median of ``rows``, <u_i, that median> for i in rows, |median|^2)."""
+        ...
+
+    def dot(self, i: int, j: int) -> float:
+        """Exactly rounded <u_i, u_j>."""
+        ...
+
+    def aggregate(self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
+        ...
+
+
+def subset_columns(d: int) -> np.ndarray:
+    """The public subset: every ceil(d / SUBSET_COLUMNS)-th column (all columns of a small model)."""
+    return np.arange(0, d, max(1, -(-d // SUBSET_COLUMNS)), dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The rule's verdicts for the valid updates of a round (address order; rules.py has the formulas)."""
+
+    statuses: list[Status]
+    fixed: list[int]  # committed scores (1e-6 units), split across a copy group
+    cosine: list[float]  # of the row's representative
+    norm_ratio: list[float]
+    clip: list[float]
+    group: list[int]  # the row of each update's representative (itself for a representative; -1 for free-riders)
+    group_size: list[int]
+    details: list[str]
+    median: np.ndarray  # float32 [d]: the reference the aggregate is centred on
+    keep: list[tuple[int, float]]  # (row, clip factor) of the accepted representatives, in address order
+
+    @property
+    def accepted(self) -> list[bool]:
+        return [s == Status.ACCEPTED for s in self.statuses]
+
+
+def assess(source: UpdateSource, rule: RuleConfig, step: np.ndarray | None = None) -> Assessment:
+    """Free-riders, copy groups, median, scores and decisions (rules.py) from a source of n >= 1 valid updates."""
+    n = source.n
+    verified = rule.aggregator == "median-verified-mean"
+    detect = verified and rule.duplicate_tolerance is not None
+    first = source.first_pass(step if detect else None)
+    norms = [math.sqrt(v) for v in first.norm_sq]
+    group = list(range(n))
+    details = [""] * n
+    if detect:
+        radius = rule.duplicate_tolerance * float(np.median(np.asarray(norms, dtype=np.float64)))
+        radius_sq = radius * radius
+        for i in range(n):
+            if first.norm_sq[i] <= radius_sq:
+                group[i], details[i] = -1, f"within {radius:.4g} (the copy radius) of the zero update"
+            elif first.dot_step is not None and first.step_sq is not None and (
+                (first.norm_sq[i] + first.step_sq) - 2.0 * first.dot_step[i] <= radius_sq
+            ):
+                group[i], details[i] = -1, f"within {radius:.4g} (the copy radius) of the previous global step"
+        _group_copies(source, first, norms, radius, group)
+    reps = [i for i in range(n) if group[i] == i]
+    size = {r: sum(1 for g in group if g == r) for r in reps}
+    if reps == list(range(n)):
+        median, dots, median_sq = first.median, first.dot_median, first.median_sq
+    elif reps:
+        median, rep_dots, median_sq = source.median_pass(reps)
+        dots = [0.0] * n
+        for r, v in zip(reps, rep_dots, strict=True):
+            dots[r] = v
+    else:
+        median, dots, median_sq = first.median, first.dot_median, first.median_sq
+    typical = float(np.median(np.asarray([norms[r] for r in reps], dtype=np.float64))) if reps else 0.0
+    ref_norm = math.sqrt(median_sq)
+    statuses = [Status.FREE_RIDE] * n
+    fixed, cosine, ratio, clip, sizes = [0] * n, [0.0] * n, [0.0] * n, [1.0] * n, [1] * n
+    for r in reps:
+        sc = _scores([norms[r]], [dots[r]], ref_norm, rule, typical)
+        status = decide(sc.fixed[0], sc.norm_ratio[0], rule)
+        share = round(sc.cosine[0] * sc.clip[0] * SCORE_SCALE / size[r])
+        for i in (i for i in range(n) if group[i] == r):
+            statuses[i], fixed[i], sizes[i] = status, share, size[r]
+            cosine[i], ratio[i], clip[i] = sc.cosine[0], sc.norm_ratio[0], sc.clip[0]
+            if i != r:
+                details[i] = f"copy of update {r} (address order), group of {size[r]}: the group shares one score"
+    keep = [(r, clip[r] if verified else 1.0) for r in reps if statuses[r] == Status.ACCEPTED]
+    return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep)
+
+
+def _group_copies(source: UpdateSource, first: FirstPass, norms: Sequence[float], radius: float, group: list[int]) -> None:
+    """Each update (not a free-rider) joins the group of the first earlier representative within ``radius``.
+
+    D(i, j)^2 = (|u_i|^2 + |u_j|^2) - 2 <u_i, u_j> from exact sums decides; the exact <u_i, u_j> (a pass over two
+    rows) is only computed for pairs two necessary conditions cannot rule out, each with a margin that covers its
+    rounding: | |u_i| - |u_j| | <= D, and the distance over the public subset of columns <= D."""
+    radius_sq = radius * radius
+    sub = first.subset
+    sub_sq = np.einsum("ij,ij->i", sub, sub)
+    gram = sub @ sub.T
+    gamma = sub.shape[1] * _EPS / (1 - sub.shape[1] * _EPS)  # |fl(<a, b>) - <a, b>| <= gamma |a| |b|, any order
+    reps: list[int] = []
+    for i in range(len(group)):
+        if group[i] < 0:
+            continue
+        for j in reps:
+            slack = 8 * _EPS * (first.norm_sq[i] + first.norm_sq[j])
+            gap = abs(norms[i] - norms[j]) * (1 - 1e-12)
+            if gap > radius and gap * gap > radius_sq + slack:
+                continue
+            est = (sub_sq[i] + sub_sq[j]) - 2.0 * gram[i, j]
+            if est - 4 * gamma * (sub_sq[i] + sub_sq[j]) > radius_sq * (1 + 1e-9) + slack:
+                continue
+            if (first.norm_sq[i] + first.norm_sq[j]) - 2.0 * source.dot(i, j) <= radius_sq:
+                group[i] = j
+                break
+        else:
+            reps.append(i)
+
+
+class StackSource:
+    """The valid updates in memory: a C-contiguous float32 [n, d] array."""
+
+    def __init__(self, u: np.ndarray) -> None:
+        self.u = u
+        self.n, self.d = u.shape
+
+    def first_pass(self, step: np.ndarray | None) -> FirstPass:
+        median, norm_sq, dots, median_sq = _median_sums(self.u)
+        dot_step = step_sq = None
+        if step is not None:
+            _, dot_step, step_sq = _sums_against(self.u, step)
+        subset = self.u[:, subset_columns(self.d)].astype(np.float64)
+        return FirstPass(median, norm_sq, dots, median_sq, dot_step, step_sq, subset)
+
+    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
+        median, _, dots, median_sq = _median_sums(np.ascontiguousarray(self.u[list(rows)]))
+        return median, dots, median_sq
+
+    def dot(self, i: int, j: int) -> float:
+        return exact_dot(torch.from_numpy(self.u[i]), torch.from_numpy(self.u[j]))
+
+    def aggregate(self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
+        return _aggregate_np(base, self.u, keep, rule, median)
+
+
+class ReferenceSource(StackSource):
+    """The same source computed with the original definitions (``_reference_*``): the oracle of the tests and of
+    ``fedledger bench aggregate``. Slow (``math.fsum`` over numpy scalars)."""
+
+    def first_pass(self, step: np.ndarray | None) -> FirstPass:
+        t = torch.from_numpy(self.u)
+        median = _reference_median(t)
+        norm_sq = [_reference_dot(r, r) for r in t]
+        dots = [_reference_dot(r, median) for r in t]
+        dot_step = step_sq = None
+        if step is not None:
+            g = torch.from_numpy(step)
+            dot_step, step_sq = [_reference_dot(r, g) for r in t], _reference_dot(g, g)
+        subset = self.u[:, subset_columns(self.d)].astype(np.float64)
+        return FirstPass(median.numpy(), norm_sq, dots, _reference_dot(median, median), dot_step, step_sq, subset)
+
+    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
+        t = torch.from_numpy(np.ascontiguousarray(self.u[list(rows)]))
+        median = _reference_median(t)
+        return median.numpy(), [_reference_dot(r, median) for r in t], _reference_dot(median, median)
+
+    def dot(self, i: int, j: int) -> float:
+        return _reference_dot(torch.from_numpy(self.u[i]), torch.from_numpy(self.u[j]))
+
+    def aggregate(self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
+        flags = [False] * self.n
+        clips = [1.0] * self.n
+        for i, c in keep:
+            flags[i], clips[i] = True, c
+        t = torch.from_numpy(self.u)
+        return _reference_aggregate(torch.from_numpy(base), t, flags, rule, torch.from_numpy(median), clips).numpy()
+
+
+def _totals(work: _SumsWork) -> list[float]:
+    if work.bad_rows or work.ref_bad:
+        raise ValueError(f"updates {sorted(work.bad_rows)} contain NaN/Inf: validate them first")
+    return work.totals()
+
+
+def _median_sums(u: np.ndarray) -> tuple[np.ndarray, list[float], list[float], float]:
+    """(median, |u_i|^2, <u_i, median>, |median|^2) of an [n, d] array in one pass."""
+    n = u.shape[0]
+    median, work = _stack_pass(u, None)
+    sums = _totals(work)
+    return median, sums[:n], sums[n : 2 * n], sums[2 * n]
+
+
+def _sums_against(u: np.ndarray, ref: np.ndarray) -> tuple[list[float], list[float], float]:
+    """(|u_i|^2, <u_i, ref>, |ref|^2)."""
+    n = u.shape[0]
+    _, work = _stack_pass(u, np.ascontiguousarray(ref, dtype=np.float32))
+    sums = _totals(work)
+    return sums[:n], sums[n : 2 * n], sums[2 * n]
+
+
+def run_rule(
+    source: UpdateSource, base: np.ndarray, rule: RuleConfig, step: np.ndarray | None = None
+) -> tuple[Assessment, np.ndarray]:
+    """The whole rule: (verdicts of the valid updates, the new flat global model)."""
+    verdicts = assess(source, rule, step)
+    return verdicts, source.aggregate(base, verdicts.keep, verdicts.median, rule)
+
+
+def warm_up() -> None:
+    """Run every kernel once on a tiny round (compiled kernels load from their cache or compile here)."""
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((5, 3 * TILE + 5), dtype=np.float32)
+    u[4] = u[3]
+    run_rule(StackSource(u), np.zeros(u.shape[1], dtype=np.float32), RuleConfig(), u[0] * np.float32(0.5))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -900,48 +1181,51 @@ class RoundOutcome:
         return [v.participant for v in self.verdicts if v.status == Status.ACCEPTED]
 
 
-def decide_all(scores: Scores, rule: RuleConfig) -> list[Status]:
-    return [decide(s, r, rule) for s, r in zip(scores.fixed, scores.norm_ratio, strict=True)]
+def verdicts_of(participants: Sequence[str], result: Assessment) -> list[Verdict]:
+    """The verdicts of the valid updates (address order)."""
+    out = []
+    for i, p in enumerate(participants):
+        detail = result.details[i]
+        if result.group[i] >= 0 and result.group[i] != i:
+            detail = detail.replace(f"update {result.group[i]}", participants[result.group[i]])
+        free = result.statuses[i] == Status.FREE_RIDE
+        out.append(
+            Verdict(
+                p, result.statuses[i], result.fixed[i], detail,
+                None if free else result.cosine[i], None if free else result.norm_ratio[i],
+            )
+        )
+    return out
 
 
-def verdicts_for(participants: Sequence[str], scores: Scores, rule: RuleConfig) -> tuple[list[Verdict], list[bool]]:
-    """The verdicts of the valid updates (address order) and their accept flags."""
-    statuses = decide_all(scores, rule)
-    verdicts = [
-        Verdict(p, statuses[i], scores.fixed[i], "", scores.cosine[i], scores.norm_ratio[i])
-        for i, p in enumerate(participants)
-    ]
-    return verdicts, [s == Status.ACCEPTED for s in statuses]
-
-
-def median_and_scores(stack: torch.Tensor, rule: RuleConfig) -> tuple[torch.Tensor, Scores]:
-    """``coordinate_median(stack)`` and ``score_updates(stack, median, rule)`` in one pass over the columns."""
-    if stack.shape[0] == 0 or not _fast_stack(stack):
-        reference = coordinate_median(stack)
-        return reference, score_updates(stack, reference, rule)
-    u = stack.detach().contiguous().numpy()
-    median, work = _stack_pass(u, None)
-    reference = torch.from_numpy(median)
-    scores = scores_from_sums(
-        work.totals(), u.shape[0], rule, _stack_fallback(stack, reference), work.bad_rows, work.ref_bad
-    )
-    return reference, scores
+def global_step(base: Params, previous_base: Params | None) -> np.ndarray | None:
+    """The previous round's global step g = base_r - base_{r-1} (float32, flat), public on-chain; None in round 1."""
+    if previous_base is None:
+        return None
+    return (flatten(base) - flatten(previous_base)).numpy()
 
 
 def evaluate_round(
-    base: Params, submissions: Sequence[Submission], rule: RuleConfig
+    base: Params,
+    submissions: Sequence[Submission],
+    rule: RuleConfig,
+    previous_base: Params | None = None,
+    *,
+    source: type[StackSource] = StackSource,
 ) -> RoundOutcome:
-    """Validate, score against the median reference, decide, and aggregate one round."""
+    """Validate, detect free-riders and copies, score against the median reference, decide, and aggregate one
+    round. ``previous_base``: the previous round's base model (None in round 1). ``source=ReferenceSource`` runs
+    the original (slow) definitions."""
     shapes = {k: tuple(v.shape) for k, v in base.items()}
     vs = validate(submissions, shapes)
     verdicts = list(vs.invalid)
-    base_flat = flatten(base)
+    base_flat = flatten(base).numpy()
     if vs.participants:
-        reference, scores = median_and_scores(vs.stack, rule)
-        valid, accepted = verdicts_for(vs.participants, scores, rule)
-        verdicts.extend(valid)
-        new_flat = aggregate(base_flat, vs.stack, accepted, rule, reference)
+        result, new_flat = run_rule(
+            source(vs.stack.numpy()), base_flat, rule, global_step(base, previous_base)
+        )
+        verdicts.extend(verdicts_of(vs.participants, result))
     else:
-        new_flat = base_flat.clone()
+        new_flat = base_flat.copy()
     verdicts.sort(key=lambda v: v.participant.lower())
-    return RoundOutcome(verdicts, unflatten(new_flat, shapes))
+    return RoundOutcome(verdicts, unflatten(torch.from_numpy(new_flat), shapes))

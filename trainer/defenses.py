@@ -181,8 +181,11 @@ def median_verified_mean(
       free-riders: score 0, not averaged, no reward.
     * ``norm_mode="clip"``: an update longer than ``clip_ratio`` (default max_norm_ratio) * median|u| is scaled down
       to that length in the mean instead of being rejected (its score keeps the committed factor
-      min(1, max_norm_ratio / r_i)); it is accepted when cos_i >= min_score and, if ``reject_norm_ratio`` is set,
+      min(1, max_norm_ratio / r_i)); it is accepted when s_i >= min_score and, if ``reject_norm_ratio`` is set,
       r_i <= reject_norm_ratio.
+
+    ``duplicate_tolerance=0.1, public=(0, last_step), norm_mode="clip", reject_norm_ratio=4`` is the rule the
+    platform commits to since version 2 (``RuleConfig()``); the defaults are version 1.
     """
     n = _check_stack(stack)
     if norm_mode not in ("reject", "clip"):
@@ -223,7 +226,7 @@ def median_verified_mean(
         if norm_mode == "reject":
             ok = s >= min_score and r <= max_norm_ratio
         else:
-            ok = cos >= min_score and (reject_norm_ratio is None or r <= reject_norm_ratio)
+            ok = s >= min_score and (reject_norm_ratio is None or r <= reject_norm_ratio)
         level = max_norm_ratio if clip_ratio is None else clip_ratio
         clip[i] = min(1.0, level / r) if norm_mode == "clip" and r > 0 else 1.0
         members = [j for j in range(n) if groups[j] == i and not free[j]]

@@ -1,25 +1,35 @@
 """The published verification rule: status codes and the parameters committed (by hash) with every round.
 
-Rule "median-verified-mean" (the platform default), for the valid updates u_1..u_n of a round, participants sorted
-by address:
+Rule "median-verified-mean" (the platform default), version 2, for the valid updates u_1..u_n of a round,
+participants sorted by address, and the public vectors P = {0, g} (g: the previous round's global step, base_r -
+base_{r-1} in float32; only 0 in round 1):
 
-    m      = coordinate-wise median of u_1..u_n                       (the robust reference; exact: a selection)
+    R      = duplicate_tolerance * median_i |u_i|                     (the copy radius)
+    D(a,b) = sqrt((|a|^2 + |b|^2) - 2 <a, b>)                          (exact sums, then float64 in this order)
+    free-rider: D(u_i, p) <= R for some p in P                        -> FREE_RIDE, score 0
+    groups: each other update joins the group of the first earlier representative within R (address order),
+            otherwise it is the representative of a new group; g = the size of its group
+    m      = coordinate-wise median of the representatives            (the robust reference; exact: a selection)
     cos_i  = <u_i, m> / (|u_i| |m|)                                   (0 when a norm is 0)
-    r_i    = |u_i| / median_j |u_j|                                   (norm relative to a typical update)
-    c_i    = min(1, max_norm_ratio / r_i)
-    s_i    = cos_i * c_i                                              (contribution score, in [-1, 1])
-    score  = round(s_i * 1e6)                                         (committed on-chain as int32)
-    status = NORM_OUTLIER  if r_i > max_norm_ratio
-             LOW_SCORE     elif score < round(min_score * 1e6)
-             ACCEPTED      otherwise
-    new    = base + m + (sum over accepted, in address order, of (u_i - m)) / k
+    r_i    = |u_i| / median over representatives of |u_j|              (norm relative to a typical update)
+    c_i    = min(1, max_norm_ratio / r_i)                              (clip factor)
+    s_i    = cos_i * c_i                                               (contribution, in [-1, 1])
+    status = NORM_OUTLIER  if r_i > reject_norm_ratio
+             LOW_SCORE     elif round(s_i * 1e6) < round(min_score * 1e6)
+             ACCEPTED      otherwise                                   (every member takes its representative's)
+    score  = round(s_i * 1e6 / g)                                      (committed on-chain as int32: a group of
+                                                                        copies earns together what one update earns)
+    new    = base + (m + (sum over accepted representatives, in address order, of (c_i u_i - m)) / k)
+
+Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
+``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).
 
 Rule "fedavg": every valid update accepted, new = base + plain mean (the undefended baseline).
 Rule "median": every valid update accepted, new = base + m.
 
 Dot products and norms are computed as exactly rounded float64 sums (``math.fsum`` of exact float32 products),
-so scores are reproducible bit for bit on any CPU; aggregates use element-wise IEEE float32 operations in a fixed
-order. Why this rule, from measurements: see README ("Choosing the rule").
+so scores and distances are reproducible bit for bit on any CPU; aggregates use element-wise IEEE float32 operations
+in a fixed order. Why this rule, from measurements: see README ("Choosing the rule") and docs/robustness.md.
 """
 
 from __future__ import annotations
@@ -42,10 +52,12 @@ class Status(IntEnum):
     BAD_FORMAT = 5  # not safetensors, wrong dtype, missing or extra tensors
     WRONG_SHAPE = 6
     NON_FINITE = 7  # NaN or Inf
+    FREE_RIDE = 8  # within the copy radius of a public vector (the zero update, the previous global step)
 
     @property
     def is_validity_failure(self) -> bool:
-        return self >= Status.UNAVAILABLE
+        """The blob itself was unusable (as opposed to a valid update the rule rejected)."""
+        return Status.UNAVAILABLE <= self <= Status.NON_FINITE
 
 
 AGGREGATORS = ("median-verified-mean", "fedavg", "median")
@@ -57,11 +69,13 @@ PPM = 1_000_000
 class RuleConfig:
     aggregator: str = "median-verified-mean"
     min_score: float = -0.05  # reject updates clearly opposed to the median; near-orthogonal ones earn ~0 anyway
-    max_norm_ratio: float = 2.0  # reject updates longer than 2x the median update norm (scaled attacks)
+    max_norm_ratio: float = 2.0  # longer updates are scaled down to 2x the median update norm (and score less)
+    reject_norm_ratio: float = 4.0  # and rejected beyond 4x (scaled attacks)
+    duplicate_tolerance: float | None = 0.1  # copy radius in median norms; None: no copy/free-rider detection
     score_tolerance: int = 1  # auditors accept |recomputed - committed| <= this many 1e-6 units
     reward_budget: int = 100 * 10**18  # FED (18 decimals) minted per round, split by contribution
     reputation_decay_ppm: int = 800_000  # rep' = rep * 0.8 + weight * 0.2
-    version: int = 1
+    version: int = 2
 
     def __post_init__(self) -> None:
         from trainer.errors import RuleError
@@ -72,10 +86,25 @@ class RuleConfig:
             raise RuleError(f"min_score must be in [-1, 1], got {self.min_score}")
         if self.max_norm_ratio <= 0:
             raise RuleError(f"max_norm_ratio must be > 0, got {self.max_norm_ratio}")
+        if self.reject_norm_ratio < self.max_norm_ratio:
+            raise RuleError(
+                f"reject_norm_ratio ({self.reject_norm_ratio}) must be >= max_norm_ratio ({self.max_norm_ratio})"
+            )
+        if self.duplicate_tolerance is not None and not 0 <= self.duplicate_tolerance < 1:
+            raise RuleError(f"duplicate_tolerance must be in [0, 1) or None, got {self.duplicate_tolerance}")
+        if self.version not in (1, 2):
+            raise RuleError(f"unknown rule version {self.version}: this fedledger knows versions 1 and 2")
         if not 0 <= self.reputation_decay_ppm <= PPM:
             raise RuleError(f"reputation_decay_ppm must be in [0, {PPM}], got {self.reputation_decay_ppm}")
         if self.reward_budget < 0:
             raise RuleError(f"reward_budget must be >= 0, got {self.reward_budget}")
+
+    @classmethod
+    def version1(cls, **overrides: Any) -> RuleConfig:
+        """The rule as committed before the revision (rejects beyond max_norm_ratio, no copy detection)."""
+        fields: dict[str, Any] = {"version": 1, "duplicate_tolerance": None, **overrides}
+        fields.setdefault("reject_norm_ratio", fields.get("max_norm_ratio", cls.max_norm_ratio))
+        return cls(**fields)
 
     @property
     def min_score_fixed(self) -> int:
@@ -84,7 +113,7 @@ class RuleConfig:
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["reward_budget"] = str(self.reward_budget)  # JSON-safe big integer
-        doc["formulas"] = "trainer/rules.py docstring, fedledger v1"
+        doc["formulas"] = f"trainer/rules.py docstring, fedledger rule v{self.version}"
         return doc
 
     def canonical_bytes(self) -> bytes:
@@ -101,6 +130,9 @@ class RuleConfig:
             doc = json.loads(data)
             doc.pop("formulas", None)
             doc["reward_budget"] = int(doc["reward_budget"])
+            if doc.get("version", 1) == 1:  # before the revision: reject long updates, no copy detection
+                doc.setdefault("reject_norm_ratio", doc.get("max_norm_ratio", cls.max_norm_ratio))
+                doc.setdefault("duplicate_tolerance", None)
             return cls(**doc)
         except (ValueError, KeyError, TypeError) as exc:
             raise RuleError(f"not a rule document: {exc}") from exc

@@ -89,6 +89,7 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
     params = init_params(spec, cfg.seed)
     names = [f"0x{i + 1:040x}" for i in range(cfg.participants)]
     rejected = {"honest": 0, "attacker": 0}
+    previous = None
     for r in range(1, cfg.rounds + 1):
         subs = []
         for i, name in enumerate(names):
@@ -98,8 +99,8 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
             if i < cfg.byzantine:
                 upd = apply_attack(cfg.attack, upd, seed=seed)
             subs.append(Submission(name, serialize(upd)))
-        out = evaluate_round(params, subs, rule)
-        params = out.new_params
+        out = evaluate_round(params, subs, rule, previous)
+        previous, params = params, out.new_params
         for v in out.verdicts:
             kind = "attacker" if names.index(v.participant) < cfg.byzantine else "honest"
             rejected[kind] += v.status != Status.ACCEPTED
@@ -116,8 +117,10 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
 
 PARTITIONS: tuple[str, ...] = ("iid", "dir0.5", "dir0.1")
 BENCH_DEFENSES: tuple[str, ...] = (
-    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "proposed",
+    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "platform_v1",
 )
+# the platform's rule as the aggregator runs it (evaluate_round), by name: the committed one and version 1
+PLATFORM_RULES: dict[str, RuleConfig] = {"platform": RuleConfig(), "platform_v1": RuleConfig.version1()}
 CLEAN = "none"  # the attack name of the no-attack trajectories
 HONEST_ONLY = "honest_only"  # the reference trajectory: FedAvg over the n - f honest participants only (an oracle)
 
@@ -337,6 +340,7 @@ class _Trajectory:
         self.attack = attack
         self.defense = defense
         self.params = params.clone()
+        self.prev_params: torch.Tensor | None = None  # the previous round's base (the rule's public step)
         self.prev_step = torch.zeros_like(params)  # the last global step (CC's centre; what a stale rider resends)
         self.accuracy: list[float] = []
         self.backdoor: list[float] = []
@@ -388,14 +392,16 @@ def _aggregate_step(defense: str, stack: torch.Tensor, f: int, center: torch.Ten
 
 
 KNOWN_DEFENSES: tuple[str, ...] = (*BENCH_DEFENSES, *(v for v in RULE_VARIANTS if v not in BENCH_DEFENSES))
+assert set(PLATFORM_RULES) <= set(BENCH_DEFENSES)
 
 
 def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tuple[int, ...]], r: int,
                     rule: RuleConfig) -> torch.Tensor:
     """The committed rule, exactly as the aggregator runs it: serialize, evaluate_round, rewards, reputation."""
     base = unflatten(traj.params, shapes)
+    previous = unflatten(traj.prev_params, shapes) if traj.prev_params is not None else None
     subs = [Submission(_participant(i), serialize(unflatten(u, shapes))) for i, u in enumerate(stack)]
-    out = evaluate_round(base, subs, rule)
+    out = evaluate_round(base, subs, rule, previous)
     weights = []
     for i, v in enumerate(out.verdicts):  # sorted by address == index order
         assert v.participant == _participant(i)
@@ -477,14 +483,14 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
                 pair_ratio.append(round(float(dist.min() / stack.double().norm(dim=1).median()), 6))
             if tr.attack != CLEAN and f:
                 stack[:f] = _byzantine_rows(tr, stack, trained, row_of, t, cfg, seeds, shapes, honest_idx)
-            if tr.defense == "platform":
-                new = _platform_round(tr, stack, shapes, r, rule)
+            if tr.defense in PLATFORM_RULES:
+                new = _platform_round(tr, stack, shapes, r, PLATFORM_RULES[tr.defense])
             elif tr.defense in RULE_VARIANTS:
                 new = _variant_round(tr, stack, r, rule.reward_budget, rule.reputation_decay_ppm)
             else:
                 new = tr.params + _aggregate_step(tr.defense, stack, f, tr.prev_step)
             tr.prev_step = new - tr.params
-            tr.params = new
+            tr.prev_params, tr.params = tr.params, new
         t2 = time.perf_counter()
         all_params = torch.stack([tr.params for tr in trajs])
         acc = (predict_batched(layout, all_params, data.x_test) == data.y_test).float().mean(dim=1)
@@ -555,7 +561,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
             "backdoor_success": tr.backdoor[-1],
             "backdoor_success_per_round": tr.backdoor,
         }
-        if tr.defense == "platform" or tr.defense in RULE_VARIANTS:
+        if tr.defense in PLATFORM_RULES or tr.defense in RULE_VARIANTS:
             byz = set(range(f)) if tr.attack != CLEAN else set()
             total = sum(tr.rewards)
             honest_rewards = [tr.rewards[i] / unit for i in range(cfg.n) if i not in byz]

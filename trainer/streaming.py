@@ -9,10 +9,13 @@ parameters (docs/aggregation-performance.md has the measurements: 1,000 updates 
   dtype, shape, NaN/Inf), read in slices; optionally the sha256 of the bytes against the commitment.
 * pass 1 - for each block of columns [s, e): read rows [s, e) of every valid update (``safe_open(...).get_slice``),
   take the coordinate-wise median of the block (exact, per column) and add the block's exact partial sums
-  (|u_i|^2, <u_i, m>, |m|^2) to ``ExactSums`` accumulators, which merge across blocks and threads exactly.
-  Then scores and decisions, exactly as in memory (the median of the norms is over n floats).
-* pass 2 - for each block: the aggregate ``base + (m + sum_accepted (u_i - m) / k)`` with the same element-wise
-  float32 operations in address order, reading the accepted updates' rows.
+  (|u_i|^2, <u_i, m>, |m|^2, <u_i, g> for the previous global step g) to ``ExactSums`` accumulators, which merge
+  across blocks and threads exactly; keep the public subset of columns the copy detection uses.
+* free-riders and copy groups (rules.py); the exact distance of a pair the cheap bounds cannot rule out reads the
+  two rows again. When there are copies or free-riders, a second median pass over the representatives.
+  Then scores and decisions: ``trainer.aggregation.assess``, the same code as in memory.
+* last pass - for each block: the aggregate ``base + (m + sum_accepted (c_i u_i - m) / k)`` with the same
+  element-wise float32 operations in address order, reading the accepted representatives' rows.
 
 The lower-level ``stream_rule(n, d, read, base_flat, rule)`` takes any ``read(i, start, end) -> float32 array`` (a
 slice of participant i's flat update; i in ascending address order) instead of files.
@@ -35,8 +38,9 @@ from safetensors import SafetensorError, safe_open
 
 from trainer.aggregation import (
     TILE,
+    Assessment,
+    FirstPass,
     RoundOutcome,
-    Scores,
     Verdict,
     _column_blocks,
     _pipelined,
@@ -44,12 +48,13 @@ from trainer.aggregation import (
     _SumsWork,
     aggregate_block,
     block_sums,
-    decide_all,
     flatten,
+    global_step,
     median_into,
-    scores_from_sums,
+    run_rule,
+    subset_columns,
     unflatten,
-    verdicts_for,
+    verdicts_of,
     worker_count,
 )
 from trainer.errors import UpdateRejected
@@ -79,13 +84,99 @@ class BlobSubmission:
 @dataclass(frozen=True)
 class StreamedRound:
     median: np.ndarray  # float32 [d]
-    scores: Scores
+    assessment: Assessment
     accepted: list[bool]
     new_flat: np.ndarray  # float32 [d]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The rule over a reader
+
+
+class ReaderSource:
+    """The valid updates as ``read(i, start, end)`` slices, one block of columns at a time (an ``UpdateSource``)."""
+
+    def __init__(self, n: int, d: int, read: Reader, block_cols: int, workers: int) -> None:
+        self.n, self.d = n, d
+        self.read = read
+        self.block_cols = block_cols
+        self.workers = workers
+
+    def _block(self, rows: Sequence[int], s: int, e: int) -> np.ndarray:
+        block = np.empty((len(rows), e - s), dtype=np.float32)
+        for k, i in enumerate(rows):
+            block[k] = _checked(self.read(i, s, e), i, s, e)
+        return block
+
+    def _median_sums(
+        self, rows: Sequence[int], step: np.ndarray | None, subset: np.ndarray | None
+    ) -> tuple[np.ndarray, list[float], list[float], float, list[float] | None, float | None, np.ndarray | None]:
+        """One pass over the columns: median of ``rows``, exact sums against it (and against ``step``), and the
+        ``subset`` columns of the rows."""
+        n = len(rows)
+        blocks = _column_blocks(self.d, self.block_cols)
+        median = np.empty(self.d, dtype=np.float32)
+        work = _SumsWork(2 * n + 1)
+        step_work = _SumsWork(2 * n + 1) if step is not None else None
+        sub = np.empty((n, subset.size), dtype=np.float64) if subset is not None else None
+        ids = np.arange(n, dtype=np.intp)
+
+        def read_block(j: int) -> np.ndarray:  # on a worker thread, a block ahead
+            s, e = blocks[j]
+            block = self._block(rows, s, e)
+            median_into(block, median[s:e])
+            return block
+
+        def sums(j: int, block: np.ndarray) -> None:
+            s, e = blocks[j]
+            block_sums(block, median[s:e], work, ids)
+            if step_work is not None and step is not None:
+                block_sums(block, step[s:e], step_work, ids)
+            if sub is not None and subset is not None:
+                lo, hi = np.searchsorted(subset, (s, e))
+                sub[:, lo:hi] = block[:, subset[lo:hi] - s]
+
+        _pipelined(read_block, sums, len(blocks), self.workers)
+        if work.bad_rows or work.ref_bad:
+            raise ValueError(f"updates {sorted(work.bad_rows)} contain NaN/Inf: validate before streaming")
+        t = work.totals()
+        dot_step = step_sq = None
+        if step_work is not None:
+            st = step_work.totals()
+            dot_step, step_sq = st[n : 2 * n], st[2 * n]
+        return median, t[:n], t[n : 2 * n], t[2 * n], dot_step, step_sq, sub
+
+    def first_pass(self, step: np.ndarray | None) -> FirstPass:
+        median, norm_sq, dots, median_sq, dot_step, step_sq, sub = self._median_sums(
+            range(self.n), step, subset_columns(self.d)
+        )
+        assert sub is not None
+        return FirstPass(median, norm_sq, dots, median_sq, dot_step, step_sq, sub)
+
+    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
+        median, _, dots, median_sq, _, _, _ = self._median_sums(list(rows), None, None)
+        return median, dots, median_sq
+
+    def dot(self, i: int, j: int) -> float:
+        work = _SumsWork(3)
+        ids = np.zeros(1, dtype=np.intp)
+        for s, e in _column_blocks(self.d, self.block_cols):
+            block_sums(self._block([i], s, e), _checked(self.read(j, s, e), j, s, e), work, ids)
+        return work.totals()[1]
+
+    def aggregate(
+        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
+    ) -> np.ndarray:
+        new_flat = np.empty(self.d, dtype=np.float32)
+        agg_blocks = _column_blocks(self.d, max(self.block_cols, AGGREGATE_BLOCK_COLS))
+
+        def pass2(j: int) -> None:
+            s, e = agg_blocks[j]
+            rows = ((_checked(self.read(i, s, e), i, s, e), c) for i, c in keep)
+            aggregate_block(rows, len(keep), median[s:e], base[s:e], rule, new_flat[s:e])
+
+        _run_tasks(pass2, len(agg_blocks), self.workers)
+        return new_flat
 
 
 def stream_rule(
@@ -95,14 +186,15 @@ def stream_rule(
     base_flat: np.ndarray,
     rule: RuleConfig,
     *,
+    step: np.ndarray | None = None,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
 ) -> StreamedRound:
-    """Median, scores, decisions and aggregate of n valid updates of d parameters read through ``read(i, s, e)``
-    (float32, finite, participants in ascending address order). ``block_cols`` (default: what fits
-    ``block_bytes``) never changes the result, nor does ``workers`` (default: torch's thread count, at most
-    MAX_DEFAULT_WORKERS)."""
+    """The rule (rules.py: free-riders, copies, median, scores, decisions, aggregate) over n valid updates of d
+    parameters read through ``read(i, s, e)`` (float32, finite, participants in ascending address order); ``step``
+    is the previous global step. ``block_cols`` (default: what fits ``block_bytes``) never changes the result, nor
+    does ``workers`` (default: torch's thread count, at most MAX_DEFAULT_WORKERS)."""
     if n <= 0:
         raise ValueError("stream_rule needs at least one valid update")
     base_flat = np.ascontiguousarray(base_flat, dtype=np.float32).reshape(-1)
@@ -111,39 +203,8 @@ def stream_rule(
     workers = min(worker_count(), MAX_DEFAULT_WORKERS) if workers is None else max(1, workers)
     if block_cols is None:
         block_cols = default_block_cols(n, block_bytes)
-    blocks = _column_blocks(d, block_cols)
-    median = np.empty(d, dtype=np.float32)
-    work = _SumsWork(2 * n + 1)
-    ids = np.arange(n, dtype=np.intp)
-
-    def read_block(j: int) -> np.ndarray:  # on a worker thread, a block ahead
-        s, e = blocks[j]
-        block = np.empty((n, e - s), dtype=np.float32)
-        for i in range(n):
-            block[i] = _checked(read(i, s, e), i, s, e)
-        median_into(block, median[s:e])
-        return block
-
-    def sums(j: int, block: np.ndarray) -> None:
-        s, e = blocks[j]
-        block_sums(block, median[s:e], work, ids)
-
-    _pipelined(read_block, sums, len(blocks), workers)
-    if work.bad_rows or work.ref_bad:
-        raise ValueError(f"updates {sorted(work.bad_rows)} contain NaN/Inf: validate before streaming")
-    scores = scores_from_sums(work.totals(), n, rule)
-    accepted = [status == Status.ACCEPTED for status in decide_all(scores, rule)]
-    keep = [i for i, ok in enumerate(accepted) if ok]
-    new_flat = np.empty(d, dtype=np.float32)
-    agg_blocks = _column_blocks(d, max(block_cols, AGGREGATE_BLOCK_COLS))
-
-    def pass2(j: int) -> None:
-        s, e = agg_blocks[j]
-        rows = (_checked(read(i, s, e), i, s, e) for i in keep)
-        aggregate_block(rows, len(keep), median[s:e], base_flat[s:e], rule, new_flat[s:e])
-
-    _run_tasks(pass2, len(agg_blocks), workers)
-    return StreamedRound(median, scores, accepted, new_flat)
+    result, new_flat = run_rule(ReaderSource(n, d, read, block_cols, workers), base_flat, rule, step)
+    return StreamedRound(result.median, result, result.accepted, new_flat)
 
 
 def default_block_cols(n: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
@@ -310,6 +371,7 @@ def evaluate_round_streamed(
     base: Params,
     submissions: Sequence[BlobSubmission],
     rule: RuleConfig,
+    previous_base: Params | None = None,
     *,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -355,10 +417,9 @@ def evaluate_round_streamed(
         paths = [Path(s.path) for s in valid if s.path is not None]
         result = stream_rule(
             len(valid), d, lambda i, s, e: read_flat(paths[i], layout, s, e), base_flat, rule,
-            block_cols=block_cols, block_bytes=block_bytes, workers=workers,
+            step=global_step(base, previous_base), block_cols=block_cols, block_bytes=block_bytes, workers=workers,
         )
-        valid_verdicts, _ = verdicts_for([s.participant for s in valid], result.scores, rule)
-        verdicts.extend(valid_verdicts)
+        verdicts.extend(verdicts_of([s.participant for s in valid], result.assessment))
         new_flat = torch.from_numpy(result.new_flat)
     else:
         new_flat = torch.from_numpy(base_flat.copy())

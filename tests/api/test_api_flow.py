@@ -41,7 +41,8 @@ def current_model(client: TestClient) -> dict[str, torch.Tensor]:
 
 def upload_and_commit(client: TestClient, platform: Platform, account: object, round_id: int, scale: float) -> dict:
     base = current_model(client)
-    update = {k: torch.full_like(v, 0.01 * scale) + 0.001 * torch.arange(v.numel()).reshape(v.shape) for k, v in base.items()}
+    gen = torch.Generator().manual_seed(round(scale * 1000))  # distinct updates: near-copies would share one score
+    update = {k: torch.full_like(v, 0.01) + 0.01 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
     up = client.post("/blobs", content=serialize(update), headers=OCTET)
     assert up.status_code == 201, up.text
     ref = up.json()

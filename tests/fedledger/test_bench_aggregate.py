@@ -21,6 +21,7 @@ def test_quick_bench_writes_speed_memory_and_identity(tmp_path: Path) -> None:
         "fast_median_seconds",
         "rule_seconds",
         "reference_rule_seconds",
+        "rule_speedup_vs_numpy_median",
         "stream_seconds",
     ):
         assert key in report, key
@@ -29,5 +30,6 @@ def test_quick_bench_writes_speed_memory_and_identity(tmp_path: Path) -> None:
     assert report["median_speedup_vs_numpy"] > 0
     assert 0 < report["stream_peak_rss_mb"] < 2048
     assert report["stream_statuses"]["ACCEPTED"] > 0 and report["stream_statuses"]["NORM_OUTLIER"] > 0
-    assert report["stream_vs_memory_statuses"].keys() >= {"NON_FINITE", "WRONG_SHAPE", "BAD_FORMAT"}
+    assert report["stream_vs_memory_statuses"].keys() >= {"NON_FINITE", "WRONG_SHAPE", "BAD_FORMAT", "FREE_RIDE"}
+    assert report["stream_vs_memory_statuses"]["FREE_RIDE"] == 2
     assert not list(tmp_path.glob("fedledger-bench-agg-*"))  # the update files are cleaned up

@@ -126,7 +126,7 @@ def test_audit_catches_decisions_that_do_not_follow_the_rule(tmp_path: Path) -> 
     lines = report.failure_lines()
     assert any(
         line.startswith(f"round 2: decisions: {attacker.participant}: committed ACCEPTED with score {attacker.score}")
-        and line.endswith(f"rule says {attacker.status.name}")
+        and f"rule says {attacker.status.name} (" in line
         for line in lines
     ), lines
 

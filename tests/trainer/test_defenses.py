@@ -126,23 +126,34 @@ def test_every_defence_is_invariant_to_row_order_bit_for_bit(seed: int) -> None:
         assert torch.equal(fn(stack), fn(shuffled))
 
 
-def _platform(stack: torch.Tensor) -> tuple[list[Status], list[int], torch.Tensor]:
+def _platform(stack: torch.Tensor, rule: RuleConfig) -> tuple[list[Status], list[int], torch.Tensor]:
     shapes = {"w": (stack.shape[1],)}
     base = {"w": torch.zeros(stack.shape[1])}
     subs = [Submission(f"0x{i + 1:040x}", serialize(unflatten(u, shapes))) for i, u in enumerate(stack)]
-    out = evaluate_round(base, subs, RuleConfig())
+    out = evaluate_round(base, subs, rule)
     return [v.status for v in out.verdicts], [v.score for v in out.verdicts], flatten(out.new_params)
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_float64_model_of_the_committed_rule_matches_evaluate_round(seed: int) -> None:
+def test_the_float64_model_of_the_committed_rule_matches_evaluate_round(seed: int, version: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     direction = torch.randn(60, generator=gen)
     stack = direction + torch.randn(12, 60, generator=gen) * torch.rand(12, 1, generator=gen) * 2
     stack[:3] *= -4.0
     stack[3] *= 5.0
-    statuses, scores, new = _platform(stack)
-    model = median_verified_mean(stack)
+    stack[4] *= 3.0  # clipped (version 2), rejected (version 1)
+    stack[5] = stack[6]  # a copy
+    stack[7] = 0.0  # a free-rider
+    if version == 1:
+        statuses, scores, new = _platform(stack, RuleConfig.version1())
+        model = median_verified_mean(stack)
+    else:
+        statuses, scores, new = _platform(stack, RuleConfig())
+        model = median_verified_mean(
+            stack, duplicate_tolerance=0.1, public=(torch.zeros(60),), norm_mode="clip", reject_norm_ratio=4.0
+        )
+        assert statuses[7] == Status.FREE_RIDE and scores[5] == scores[6]
     assert model.accepted == [s == Status.ACCEPTED for s in statuses]
     assert [round(s * 1e6) for s in model.scores] == pytest.approx(scores, abs=1)
     assert torch.allclose(model.step, new, atol=1e-5)

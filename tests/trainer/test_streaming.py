@@ -257,11 +257,17 @@ def test_streamed_round_checks_the_committed_hash(tmp_path: Path) -> None:
     assert status[blobs[0].participant] != Status.HASH_MISMATCH
 
 
-def test_stream_rule_reads_through_any_callable_one_block_at_a_time() -> None:
+@pytest.mark.parametrize("with_step", [False, True])
+def test_stream_rule_reads_through_any_callable_one_block_at_a_time(with_step: bool) -> None:
     rng = np.random.default_rng(3)
     n, d = 9, 10_000
     stack = nasty_stack(rng, n, d)
+    norms = np.linalg.norm(stack[:8].astype(np.float64), axis=1)
+    typical = int(np.argsort(norms)[3])
+    stack[8] = stack[typical]  # a copy of a typical update
     base = rng.standard_normal(d).astype(np.float32)
+    stale = int(np.argsort(norms)[5])
+    step = stack[stale].copy() if with_step else None  # update ``stale`` resends the previous global step
     widths: list[int] = []
 
     def read(i: int, s: int, e: int) -> np.ndarray:
@@ -269,14 +275,18 @@ def test_stream_rule_reads_through_any_callable_one_block_at_a_time() -> None:
         return stack[i, s:e].copy()
 
     rule = RuleConfig()
-    streamed = stream_rule(n, d, read, base, rule, block_cols=1234, workers=2)
+    streamed = stream_rule(n, d, read, base, rule, step=step, block_cols=1234, workers=2)
     assert max(widths) <= max(1234, 1 << 18) and 1234 in widths
-    t = torch.from_numpy(stack)
-    reference, scores = agg.median_and_scores(t, rule)
-    assert bits(streamed.median) == bits(reference)
-    assert streamed.scores == scores
-    new = agg.aggregate(torch.from_numpy(base), t, streamed.accepted, rule, reference)
-    assert bits(streamed.new_flat) == bits(new)
+    in_memory, new = agg.run_rule(agg.StackSource(stack), base, rule, step)
+    original, original_new = agg.run_rule(agg.ReferenceSource(stack), base, rule, step)
+    for result in (in_memory, original):
+        assert bits(streamed.median) == bits(result.median)
+        assert streamed.assessment.statuses == result.statuses and streamed.assessment.fixed == result.fixed
+        assert streamed.assessment.cosine == result.cosine and streamed.assessment.norm_ratio == result.norm_ratio
+        assert streamed.assessment.group == result.group
+    assert in_memory.group[8] == typical and in_memory.fixed[8] == in_memory.fixed[typical]
+    assert (in_memory.statuses[stale] == Status.FREE_RIDE) == with_step
+    assert bits(streamed.new_flat) == bits(new) == bits(original_new)
 
 
 def test_stream_rule_refuses_updates_with_nan() -> None:
