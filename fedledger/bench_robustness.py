@@ -31,7 +31,15 @@ from typing import Any
 
 from trainer.attacks import ALL_ATTACKS
 from trainer.data import DATASETS
-from trainer.simulation import BENCH_DEFENSES, CLEAN, KNOWN_DEFENSES, PARTITIONS, RULE_VARIANTS, partition_alpha
+from trainer.simulation import (
+    BENCH_DEFENSES,
+    CLEAN,
+    KNOWN_DEFENSES,
+    PARTITIONS,
+    PLATFORM_RULES,
+    RULE_VARIANTS,
+    partition_alpha,
+)
 
 FULL: dict[str, Any] = {
     "datasets": list(DATASETS),
@@ -49,7 +57,7 @@ QUICK: dict[str, Any] = {
     "seeds": [0],
     "rounds": 3,
 }
-RULES = ("platform", *RULE_VARIANTS)  # the defences that score, reject and pay
+RULES = (*PLATFORM_RULES, *RULE_VARIANTS)  # the defences that score, reject and pay
 TARGET_GAP = 0.03  # the platform rule should stay within 3 points of clean FedAvg (<= 30 % Byzantine, Dirichlet 0.5)
 
 
@@ -284,7 +292,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     lines += _published_section(idx, g, defenses)
-    if "platform" in defenses or "proposed" in defenses:
+    if any(r in defenses for r in PLATFORM_RULES):
         lines += _target_section(idx, g, attacks, rules)
         lines += _incentive_section(summary, idx, g, attacks, rules)
     lines += ["## Final accuracy per setting", "",
@@ -342,7 +350,7 @@ def _published_section(idx: dict, g: dict, defenses: Sequence[str]) -> list[str]
     fr20 = [f for f in g["fractions"] if abs(f - 0.2) < 1e-9]
     if skew and fr20:
         for df, pub in (("median", "~38 % absolute (i.e. ~ -60)"), ("centered_clipping", "75-98 % absolute"),
-                        ("fedavg", "–"), ("platform", "–"), ("proposed", "–")):
+                        ("fedavg", "–"), *((r, "–") for r in PLATFORM_RULES)):
             if df in defenses:
                 lines.append(f"| {df}, 20 % bit-flip, label skew ({skew[0]}), vs clean FedAvg | {pub} | "
                              f"{_pct(gap(skew, fr20, 'bitflip', df), True)} |")
@@ -368,7 +376,7 @@ def _target_section(idx: dict, g: dict, attacks: Sequence[str], rules: Sequence[
              "honest participants only: the part of a gap no defence can close (their data is gone).", ""]
     cols = [(d, n) for d in g["datasets"] for n in g["participants"]]
     for rule in rules:
-        if rule not in ("platform", "proposed"):
+        if rule not in PLATFORM_RULES:
             continue
         lines += [f"### {rule}", "", "| attack | " + " | ".join(f"{d} n={n}" for d, n in cols) + " |",
                   "|---|" + "---:|" * len(cols)]
@@ -406,7 +414,7 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
              "earned together / what participant 0 earned alone in the clean run; f = 2/4/6/8 of 20 and "
              "5/10/15/20 of 50: a multiplier near f means copies multiply earnings, near 1 that they do not).", ""]
     for rule in rules:
-        if rule not in ("platform", "proposed"):
+        if rule not in PLATFORM_RULES:
             continue
         fr_label = "/".join(f"{f * 100:.0f}" for f in g["fractions"])
         lines += [f"### {rule}", "",
@@ -478,7 +486,7 @@ def render_plots(result: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(path, dpi=72)
         plt.close(fig)
         written.append(path)
-    rules = [r for r in ("platform", "proposed") if r in defenses]
+    rules = [r for r in PLATFORM_RULES if r in defenses]
     byz = [a for a in attacks if a != CLEAN]
     if rules and byz:
         fig, axes = plt.subplots(1, len(rules), figsize=(6 * len(rules), 0.4 * len(byz) + 2), squeeze=False)

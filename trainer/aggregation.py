@@ -20,24 +20,24 @@ them bit for bit); they are computed by column-chunked kernels that use every co
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from trainer import kernels
 from trainer.errors import UpdateRejected
+from trainer.kernels import TILE
 from trainer.model import Params
 from trainer.rules import SCORE_SCALE, RuleConfig, Status
 from trainer.serialization import deserialize
-
-T = TypeVar("T")
-
 
 def flatten(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([params[k].reshape(-1).to(torch.float32) for k in sorted(params)])
@@ -107,22 +107,13 @@ def _reference_aggregate(
 # ----------------------------------------------------------------------------------------------------------------
 # Threads and chunking
 
-TILE = 8192  # columns per exact-sum tile: beta = 20 bits per slice (2 * 20 + 13 <= 53)
-TILE_ELEMS = 1 << 17  # rows * columns of one tile: its float32 and float64 slices stay in the caches
-BLOCK_ELEMS = 1 << 20  # rows * columns per in-memory task (median transposes one block at a time)
-MAX_SLICES = 4
+BLOCK_ELEMS = 1 << 20  # rows * columns per in-memory task: median, then exact sums, of one block in cache
 MEDIAN_ELEMS = 1 << 22  # values transposed at once by the median (16 MB)
 
 
 def worker_count() -> int:
     """Threads the kernels use: torch's intra-op setting. Results never depend on it."""
     return max(1, torch.get_num_threads())
-
-
-def _beta(cols: int) -> int:
-    """Bits per slice for sums of ``cols`` slice products: 2*beta + log2(cols) <= 53 keeps every partial sum exact,
-    and beta <= 22 keeps the float32 rounding trick valid (|x| <= 2**(E - beta + 22))."""
-    return min(20, (53 - max(1, math.ceil(math.log2(max(cols, 2))))) // 2)
 
 
 def _run_tasks(fn: Callable[[int], None], count: int, workers: int) -> None:
@@ -133,27 +124,21 @@ def _run_tasks(fn: Callable[[int], None], count: int, workers: int) -> None:
         for i in range(count):
             fn(i)
         return
-    with ThreadPoolExecutor(max_workers=min(workers, count), thread_name_prefix="fedledger-agg") as pool:
-        for fut in [pool.submit(fn, i) for i in range(count)]:
+    pool = _executor(workers)
+    futures = [pool.submit(fn, i) for i in range(count)]
+    try:
+        for fut in futures:
             fut.result()
+    finally:
+        for fut in futures:
+            fut.cancel()
 
 
-def _pipelined(prepare: Callable[[int], T], consume: Callable[[int, T], None], count: int, workers: int) -> None:
-    """consume(j, prepare(j)) for j = 0..count-1, consume in this thread and in order, prepare up to ``workers - 1``
-    blocks ahead on background threads. The exact sums (many short numpy calls) stay on one thread: two threads
-    making short calls mostly trade the GIL; the median's long sorts release it and overlap them."""
-    if workers <= 1 or count <= 1:
-        for j in range(count):
-            consume(j, prepare(j))
-        return
-    with ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="fedledger-agg") as pool:
-        pending: deque[Future[T]] = deque()
-        submitted = 0
-        for j in range(count):
-            while submitted < count and submitted <= j + workers - 1:
-                pending.append(pool.submit(prepare, submitted))
-                submitted += 1
-            consume(j, pending.popleft().result())
+@functools.lru_cache(maxsize=None)
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process (starting threads for every pass costs milliseconds).
+    Tasks never submit to a pool themselves, so a shared pool cannot deadlock."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedledger-agg")
 
 
 def _column_blocks(d: int, cols: int) -> list[tuple[int, int]]:
@@ -162,7 +147,7 @@ def _column_blocks(d: int, cols: int) -> list[tuple[int, int]]:
 
 
 def _block_cols(n: int) -> int:
-    """Columns per in-memory block: about BLOCK_ELEMS values, a multiple of TILE (at least one tile)."""
+    """Columns per in-memory block: about BLOCK_ELEMS values, whole tiles (at least one)."""
     return max(TILE, (BLOCK_ELEMS // max(n, 1)) // TILE * TILE)
 
 
@@ -325,289 +310,65 @@ class ExactSums:
         return out
 
 
-class _Pending:
-    """Batches (row, exact partial) pairs of many tiles into one ExactSums.add call."""
+class _Sums:
+    """Exact sums of one pass, computed by ``kernels.exact_sums`` into one ``ExactSums`` per thread, merged exactly.
 
-    def __init__(self, acc: ExactSums) -> None:
-        self.acc = acc
-        self._rows: list[np.ndarray] = []
-        self._vals: list[np.ndarray] = []
-        self._size = 0
+    For ``r`` rows and K references: |u_t|^2 (if ``norms``), <u_t, y_k>, |y_k|^2 (if ``ref_squares``)."""
 
-    def add(self, rows: np.ndarray | int, values: np.ndarray) -> None:
-        """``rows`` broadcasts against ``values``."""
-        self._rows.append(rows)
-        self._vals.append(values)
-        self._size += np.size(values)
-        if self._size >= 1 << 16:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._rows:
-            pairs = [np.broadcast_arrays(np.asarray(r, dtype=np.intp), np.asarray(v, dtype=np.float64))
-                     for r, v in zip(self._rows, self._vals, strict=True)]
-            self.acc.add(np.concatenate([r.reshape(-1) for r, _ in pairs]),
-                         np.concatenate([v.reshape(-1) for _, v in pairs]))
-        self._rows, self._vals, self._size = [], [], 0
-
-
-class _Scratch(threading.local):
-    """Per-thread buffers reused from tile to tile (fresh large arrays would page-fault on every tile)."""
-
-    def __init__(self) -> None:
-        self.arrays: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        size = math.prod(shape)
-        a = self.arrays.get(name)
-        if a is None or a.size < size:
-            a = np.empty(size, dtype=dtype)
-            self.arrays[name] = a
-        return a[:size].reshape(shape)
-
-
-_scratch = _Scratch()
-_ABS_MASK = np.uint32(0x7FFF_FFFF)
-_INF_BITS = 0x7F80_0000  # float32 bits of inf: |x| bits at or above it are NaN/Inf
-_BIG_BITS = 0x7180_0000  # float32 bits of 2**100: larger rows are summed element-wise (sigma would overflow)
-
-
-def _abs_bits(x: np.ndarray, sc: _Scratch | None) -> tuple[np.ndarray, np.ndarray]:
-    """(|x| as float32 bits [r, L], their max per row)."""
-    bits = sc.get("bits", x.shape, np.uint32) if sc is not None else np.empty(x.shape, dtype=np.uint32)
-    np.bitwise_and(x.view(np.uint32), _ABS_MASK, out=bits)
-    return bits, bits.max(axis=1)
-
-
-def _split(
-    x: np.ndarray, bits: np.ndarray, amax_bits: np.ndarray, beta: int, sc: _Scratch | None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Split the float32 rows of ``x`` (finite, |x| < 2**100) exactly into s float64 slices plus a few low bits:
-    x = sum(slices) + low. Slice k of row i is a multiple of 2**(E_i - k*beta) with |slice| <= 2**(E_i - (k-1)*beta)
-    (max|x_i| < 2**E_i), so a product of two slices is an integer of at most 2*beta bits on a common grid.
-
-    Returns (slices [s, r, L], li, lc, low): the low bits ``low`` at [li, lc] are what lies below the grid of the
-    last slice (elements smaller than 2**(E - s*beta + 23)); s is 2, or 3-4 when such elements are many.
-    ``bits`` (|x| bits, from ``_abs_bits``) is overwritten."""
-    rows, cols = x.shape
-    bits -= np.uint32(1)  # |x| bits - 1: 0 wraps to the largest value, so the min finds the smallest non-zero
-    amin_bits = bits.min(axis=1) + np.uint32(1)  # 0 for an all-zero row
-    e = (amax_bits >> 23).astype(np.int64) - 126  # max|x| < 2**e, from the biased exponent
-    ulp = np.maximum(amin_bits >> 23, 1).astype(np.int64) - 150  # the smallest non-zero |x| is a multiple of 2**ulp
-    need = -((ulp - e) // beta)  # slices that hold every bit: ceil((e - ulp) / beta)
-    li = lc = None
-    s = 2
-    if need.max() > 2:
-        for s in range(2, MAX_SLICES + 1):
-            if need.max() <= s:
-                li = lc = None
-                break
-            # the elements 0 < |x| < 2**(E - s*beta + 23) of the rows that have some (bits holds |x| bits - 1)
-            thr = np.ldexp(np.float32(1.0), (e - s * beta + 23).astype(np.int32)).view(np.uint32)  # >= 2**-126
-            thr = np.where(need > s, thr - np.uint32(1), np.uint32(0))
-            li, lc = np.divmod(np.flatnonzero(bits < thr[:, None]), cols)
-            if li.size * 64 <= rows * cols or s == MAX_SLICES:
-                break
-    get = sc.get if sc is not None else (lambda _name, shape, dtype: np.empty(shape, dtype=dtype))
-    xf = get("xf", (s, rows, cols), np.float64)
-    q = get("q", (rows, cols), np.float32)
-    rest = get("rest", (rows, cols), np.float32)
-    pe = (e + 23).astype(np.int32)
-    src = x
-    for k in range(1, s):
-        sigma = np.ldexp(np.float32(1.5), pe - k * beta)[:, None]
-        np.add(src, sigma, out=q)
-        q -= sigma  # src rounded to the grid 2**(E - k*beta), exactly (Rump's ExtractScalar)
-        xf[k - 1] = q
-        np.subtract(src, q, out=rest)
-        src = rest
-    low = None
-    if li is not None and li.size:
-        low = rest[li, lc].astype(np.float64)
-        rest[li, lc] = 0.0
-    else:
-        li = lc = None
-    xf[s - 1] = rest  # on the grid 2**(E - s*beta) once the low bits are out
-    return xf, li, lc, low
-
-
-def _slice_pair_sums(xf: np.ndarray) -> np.ndarray:
-    """[pairs, r]: sum_j xf[k, i, j] * xf[l, i, j] for k <= l (doubled for k < l): exact, see ``_split``."""
-    s = xf.shape[0]
-    vals = np.empty((s * (s + 1) // 2, xf.shape[1]))
-    c = 0
-    for k in range(s):
-        for j in range(k, s):
-            np.vecdot(xf[k], xf[j], out=vals[c])
-            if k != j:
-                vals[c] *= 2.0
-            c += 1
-    return vals
-
-
-@dataclass
-class _RefChunk:
-    """The reference chunk m of one tile, sliced once for all its row groups."""
-
-    m: np.ndarray | None  # float32 [L]; None when there is no reference or it has NaN/Inf
-    bad: bool = False  # NaN/Inf in m
-    big: bool = False  # |m| >= 2**100: dot products go element-wise
-    mf: np.ndarray | None = None  # float64 slices [sm, L]
-    mq: np.ndarray | None = None  # float32 [L]: m without its low bits (= sum of the slices)
-    mc: np.ndarray | None = None  # columns where m has low bits below its last slice
-    mr: np.ndarray | None = None  # those low bits (float64)
-
-
-def _ref_chunk(m: np.ndarray | None, sink: _Pending, ref_row: int | None) -> _RefChunk:
-    """Slice the reference chunk and add sum m^2 (into ``ref_row``, if given)."""
-    if m is None:
-        return _RefChunk(None)
-    m2 = m[None, :]
-    bits, amax_bits = _abs_bits(m2, None)
-    if amax_bits[0] >= _INF_BITS:
-        return _RefChunk(None, bad=True)
-    if amax_bits[0] >= _BIG_BITS:
-        if ref_row is not None:
-            m64 = m.astype(np.float64)
-            sink.add(ref_row, m64 * m64)
-        return _RefChunk(m, big=True)
-    mf, _, lc, low = _split(m2, bits, amax_bits, _beta(m.shape[0]), None)
-    ref = _RefChunk(m, mf=mf[:, 0, :], mq=m)
-    if low is not None:
-        ref.mc, ref.mr = lc, low
-        ref.mq = m.copy()
-        ref.mq[lc] -= low.astype(np.float32)  # exact: the sliced part of m
-    if ref_row is not None:
-        sink.add(ref_row, _slice_pair_sums(mf)[:, 0])
-        if low is not None:
-            sink.add(ref_row, low * (2.0 * m[lc].astype(np.float64) - low))  # m^2 - q^2 = low * (2m - low)
-    return ref
-
-
-def _dense_sums(
-    x: np.ndarray, m: np.ndarray | None, sink: _Pending, norm_rows: np.ndarray | None, dot_rows: np.ndarray | None
-) -> None:
-    """Element-wise: every product of two float32 values is exact in float64, so ExactSums takes them as they are
-    (for rows or references too large for the slices, |x| >= 2**100)."""
-    x64 = x.astype(np.float64)
-    if norm_rows is not None:
-        sink.add(norm_rows[:, None], x64 * x64)
-    if dot_rows is not None and m is not None:
-        sink.add(dot_rows[:, None], x64 * m.astype(np.float64))
-
-
-def _tile_sums(
-    x: np.ndarray,
-    ref: _RefChunk,
-    sink: _Pending,
-    norm_rows: np.ndarray | None,
-    dot_rows: np.ndarray | None,
-) -> np.ndarray | None:
-    """Add the exact partial sums of one tile to ``sink``: sum x_i^2 (into norm_rows[i]) and sum x_i*m (into
-    dot_rows[i]) for ``x`` [r, L] float32 and the reference chunk ``ref``. Returns a mask of the rows with NaN/Inf
-    (None if there is none): their sums are left out and the caller computes them with the original definition."""
-    r, cols = x.shape
-    if ref.m is None:
-        dot_rows = None
-    if (norm_rows is None and dot_rows is None) or r == 0:
-        return None
-    sc = _scratch
-    bits, amax_bits = _abs_bits(x, sc)
-    bad = None
-    if amax_bits.max() >= _BIG_BITS:  # rare: NaN/Inf rows are reported, huge rows go element-wise
-        over = amax_bits >= _BIG_BITS
-        nonfinite = amax_bits >= _INF_BITS
-        huge = over & ~nonfinite
-        if huge.any():
-            _dense_sums(
-                x[huge], ref.m, sink,
-                norm_rows[huge] if norm_rows is not None else None,
-                dot_rows[huge] if dot_rows is not None else None,
-            )
-        if nonfinite.any():
-            bad = nonfinite
-        keep = np.flatnonzero(~over)
-        if not keep.size:
-            return bad
-        x, bits, amax_bits = x[keep], bits[keep], amax_bits[keep]
-        norm_rows = norm_rows[keep] if norm_rows is not None else None
-        dot_rows = dot_rows[keep] if dot_rows is not None else None
-    if ref.big and dot_rows is not None:
-        _dense_sums(x, ref.m, sink, None, dot_rows)
-        dot_rows = None
-        if norm_rows is None:
-            return bad
-    xf, li, lc, low = _split(x, bits, amax_bits, _beta(cols), sc)
-    if norm_rows is not None:
-        sink.add(norm_rows[None, :], _slice_pair_sums(xf))
-        if low is not None:
-            sink.add(norm_rows[li], low * (2.0 * x[li, lc].astype(np.float64) - low))  # x^2 - q^2 = low (2x - low)
-    if dot_rows is not None:
-        # x.m = q_x.q_m + low_x.q_m + x.low_m (q: the sliced parts), every product exact
-        t = xf.reshape(-1, cols) @ ref.mf.T  # [s*rows, sm]: slice-pair sums, each exact
-        sink.add(np.tile(dot_rows, xf.shape[0])[:, None], t)
-        if low is not None:
-            sink.add(dot_rows[li], low * ref.mq[lc].astype(np.float64))
-        if ref.mr is not None:
-            sink.add(dot_rows[:, None], x[:, ref.mc].astype(np.float64) * ref.mr)
-    return bad
-
-
-class _SumsWork:
-    """Per-thread accumulators of one pass; merged exactly at the end."""
-
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
+    def __init__(self, r: int, k: int, *, norms: bool = True, ref_squares: bool = True) -> None:
+        self.r, self.k = r, k
+        self.norms, self.ref_squares = norms, ref_squares
         self._local = threading.local()
-        self._all: list[tuple[ExactSums, _Pending]] = []
+        self._all: list[ExactSums] = []
         self._lock = threading.Lock()
-        self.bad_rows: set[int] = set()
-        self.ref_bad = False
 
-    def sink(self) -> _Pending:
-        p = getattr(self._local, "pending", None)
-        if p is None:
-            acc = ExactSums(self.rows)
-            p = _Pending(acc)
-            self._local.pending = p
+    def _acc(self) -> ExactSums:
+        acc = getattr(self._local, "acc", None)
+        if acc is None:
+            acc = ExactSums(self.r + self.k * self.r + self.k)
+            self._local.acc = acc
             with self._lock:
-                self._all.append((acc, p))
-        return p
+                self._all.append(acc)
+        return acc
 
-    def note(self, bad: np.ndarray | None, row_ids: np.ndarray, m_bad: bool) -> None:
-        """Record rows (of ``row_ids``) with NaN/Inf, and a reference with NaN/Inf."""
-        with self._lock:
-            if bad is not None:
-                self.bad_rows.update(int(i) for i in row_ids[bad])
-            self.ref_bad = self.ref_bad or m_bad
+    def add(self, x: np.ndarray, rows: np.ndarray, c0: int, c1: int, refs: np.ndarray, r0: int = 0) -> None:
+        """Columns [c0, c1) of the ``rows`` of x [*, D] (float32, C-contiguous) against refs [K, *] at columns
+        [r0, r0 + c1 - c0). Raises ValueError on NaN/Inf (validate updates first)."""
+        acc = self._acc()
+        bound = 2 * (c1 - c0) + 8  # the most values one call adds to an accumulator row
+        over = np.flatnonzero(acc._count > _SPILL_AT - bound)
+        if over.size:
+            acc._spill(over)
+        bad = kernels.exact_sums(
+            x, x.view(np.uint32), rows, c0, c1, refs, refs.view(np.uint32), r0,
+            acc._hi, acc._lo, acc._count, self.norms, self.ref_squares,
+        )
+        if bad == -1:
+            return
+        if bad >= 0:
+            raise ValueError(f"update row {int(rows[bad])} contains NaN/Inf: validate updates first")
+        raise ValueError(f"reference {-2 - bad} contains NaN/Inf")
 
-    def totals(self) -> list[float]:
+    def totals(self) -> tuple[list[float], list[list[float]], list[float]]:
+        """(|u_t|^2, <u_t, y_k> per k, |y_k|^2), each rounded once (== math.fsum of the float64 products)."""
         if not self._all:
-            return [0.0] * self.rows
-        first, pending = self._all[0]
-        pending.flush()
-        for acc, p in self._all[1:]:
-            p.flush()
-            first.merge(acc)
-        return first.totals()
+            t = [0.0] * (self.r + self.k * self.r + self.k)
+        else:
+            first = self._all[0]
+            for acc in self._all[1:]:
+                first.merge(acc)
+            self._all = [first]
+            t = first.totals()
+        r, k = self.r, self.k
+        return t[:r], [t[r + j * r : r + (j + 1) * r] for j in range(k)], t[r + k * r :]
 
 
-def block_sums(block: np.ndarray, ref: np.ndarray, work: _SumsWork, row_ids: np.ndarray) -> None:
-    """Exact partial sums of a column block [n, c] against the reference chunk [c], into ``work``'s accumulators:
-    rows 0..n-1: |u_i|^2, n..2n-1: <u_i, m>, 2n: |m|^2 (``row_ids`` selects which of the n updates these rows are)."""
-    n_all = (work.rows - 1) // 2
-    n, c = block.shape
-    groups = max(1, -(-n * min(c, TILE) // TILE_ELEMS))
-    tile_rows = -(-n // groups)
-    sink = work.sink()
-    for c0 in range(0, c, TILE):
-        c1 = min(c, c0 + TILE)
-        chunk = _ref_chunk(ref[c0:c1], sink, 2 * n_all)
-        for r0 in range(0, n, tile_rows):
-            ids = row_ids[r0 : r0 + tile_rows]
-            bad = _tile_sums(block[r0 : r0 + tile_rows, c0:c1], chunk, sink, ids, ids + n_all)
-            if bad is not None or chunk.bad:
-                work.note(bad, ids, chunk.bad)
+def _as_rows(*vectors: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.stack(vectors), dtype=np.float32)
+
+
+def _all_rows(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.intp)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -617,45 +378,25 @@ def block_sums(block: np.ndarray, ref: np.ndarray, work: _SumsWork, row_ids: np.
 def exact_dot(a: torch.Tensor, b: torch.Tensor) -> float:
     """<a, b> of float32 vectors as a correctly rounded float64: each product is exact in float64 and
     ``math.fsum`` rounds the sum once, so the result does not depend on summation order, SIMD or threads."""
-    value = _vector_sum(a, b) if _fast_vectors(a, b) else None
-    return _reference_dot(a, b) if value is None else value
+    if not _fast_vectors(a, b):
+        return _reference_dot(a, b)
+    sums = _Sums(1, 1, norms=False, ref_squares=False)
+    try:
+        sums.add(_as_rows(a.detach().numpy()), _all_rows(1), 0, a.numel(), _as_rows(b.detach().numpy()))
+    except ValueError:  # NaN/Inf: math.fsum's own answer (inf, nan or an error)
+        return _reference_dot(a, b)
+    value = sums.totals()[1][0][0]
+    return value if value != 0.0 or _FSUM_ZERO_IS_POSITIVE else _reference_dot(a, b)
 
 
 def exact_norm(a: torch.Tensor) -> float:
-    value = _vector_sum(a, None) if _fast_vectors(a, a) else None
-    return math.sqrt(_reference_dot(a, a) if value is None else value)
-
-
-def _vector_sum(a: torch.Tensor, b: torch.Tensor | None) -> float | None:
-    """sum a*b (sum a^2 when b is None) by the exact kernels; None when the original definition must decide (NaN/Inf,
-    or an exact zero on a Python whose fsum would give -0.0)."""
-    x = a.detach().numpy()
-    y = b.detach().numpy() if b is not None else None
-    work = _SumsWork(3)
-    sink = work.sink()
-    ids = np.zeros(1, dtype=np.intp)
-    for c0 in range(0, x.size, TILE):
-        c1 = min(x.size, c0 + TILE)
-        chunk = _ref_chunk(y[c0:c1], sink, None) if y is not None else _RefChunk(None)
-        rows = (None, ids + 1) if y is not None else (ids, None)
-        if _tile_sums(x[None, c0:c1], chunk, sink, *rows) is not None or chunk.bad:
-            return None
-    value = work.totals()[1 if y is not None else 0]
-    return value if value != 0.0 or _FSUM_ZERO_IS_POSITIVE else None
+    return math.sqrt(exact_dot(a, a))
 
 
 def _fast_vectors(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return (
-        a.dtype == torch.float32
-        and b.dtype == torch.float32
-        and a.ndim == 1
-        and b.ndim == 1
-        and a.shape == b.shape
-        and a.is_contiguous()
-        and b.is_contiguous()
-        and a.device.type == "cpu"
-        and b.device.type == "cpu"
-    )
+    return all(
+        v.dtype == torch.float32 and v.ndim == 1 and v.device.type == "cpu" for v in (a, b)
+    ) and a.shape == b.shape
 
 
 @dataclass(frozen=True)
@@ -686,49 +427,6 @@ def _scores(
     return Scores(cosine, ratio, clip, fixed)
 
 
-def scores_from_sums(
-    totals: Sequence[float],
-    n: int,
-    rule: RuleConfig,
-    fallback: Callable[[str, int], float] | None = None,
-    bad_rows: Iterable[int] = (),
-    ref_bad: bool = False,
-) -> Scores:
-    """Scores from the exact sums of a pass (rows 0..n-1: |u_i|^2, n..2n-1: <u_i, m>, 2n: |m|^2). Sums the kernels
-    could not take (NaN/Inf rows, or an exact zero on a Python whose fsum returns -0.0) come from
-    ``fallback(kind, i)`` with kind "norm_sq" | "dot" | "ref_sq"."""
-    sums = list(totals)
-    redo: set[tuple[str, int]] = set()
-    for i in bad_rows:
-        redo.update({("norm_sq", i), ("dot", i)})
-    if ref_bad:
-        redo.update({("dot", i) for i in range(n)} | {("ref_sq", 0)})
-    if not _FSUM_ZERO_IS_POSITIVE:
-        redo.update(("norm_sq", i) for i in range(n) if sums[i] == 0)
-        redo.update(("dot", i) for i in range(n) if sums[n + i] == 0)
-        if sums[2 * n] == 0:
-            redo.add(("ref_sq", 0))
-    if redo:
-        if fallback is None:
-            raise ValueError("updates with NaN/Inf cannot be scored here: validate them first")
-        for kind, i in redo:
-            index = {"norm_sq": i, "dot": n + i, "ref_sq": 2 * n}[kind]
-            sums[index] = fallback(kind, i)
-    norms = [math.sqrt(v) for v in sums[:n]]
-    return _scores(norms, sums[n : 2 * n], math.sqrt(sums[2 * n]), rule)
-
-
-def _stack_fallback(stack: torch.Tensor, reference: torch.Tensor) -> Callable[[str, int], float]:
-    def fallback(kind: str, i: int) -> float:
-        if kind == "norm_sq":
-            return _reference_dot(stack[i], stack[i])
-        if kind == "dot":
-            return _reference_dot(stack[i], reference)
-        return _reference_dot(reference, reference)
-
-    return fallback
-
-
 def _fast_stack(stack: torch.Tensor, reference: torch.Tensor | None = None) -> bool:
     ok = stack.dtype == torch.float32 and stack.ndim == 2 and stack.device.type == "cpu" and not stack.requires_grad
     if reference is not None:
@@ -737,51 +435,35 @@ def _fast_stack(stack: torch.Tensor, reference: torch.Tensor | None = None) -> b
     return ok
 
 
-def _stack_pass(u: np.ndarray, reference: np.ndarray | None) -> tuple[np.ndarray, _SumsWork]:
-    """One pass over the columns of an in-memory stack [n, d], block by block: the exact sums against ``reference``,
-    or, when it is None, the median (on the other worker threads, a block ahead) and the exact sums against it."""
-    n, d = u.shape
-    median = np.empty(d, dtype=np.float32) if reference is None else reference
-    work = _SumsWork(2 * n + 1)
-    ids = np.arange(n, dtype=np.intp)
-    blocks = _column_blocks(d, _block_cols(n))
-
-    def prepare(j: int) -> None:
-        if reference is None:
-            s, e = blocks[j]
-            median_into(u[:, s:e], median[s:e])
-
-    def consume(j: int, _: None) -> None:
-        s, e = blocks[j]
-        block_sums(u[:, s:e], median[s:e], work, ids)
-
-    _pipelined(prepare, consume, len(blocks), worker_count() if reference is None else 1)
-    return median, work
-
-
 def score_updates(stack: torch.Tensor, reference: torch.Tensor, rule: RuleConfig) -> Scores:
+    """Scores of every update against ``reference`` (rules.py, every update its own group)."""
     if not _fast_stack(stack, reference) or stack.shape[0] == 0:
         return _reference_score_updates(stack, reference, rule)
     u = stack.detach().contiguous().numpy()
-    _, work = _stack_pass(u, reference.detach().contiguous().numpy())
-    return scores_from_sums(
-        work.totals(), u.shape[0], rule, _stack_fallback(stack, reference), work.bad_rows, work.ref_bad
-    )
+    try:
+        norm_sq, dots, ref_sq = _stack_sums(u, _as_rows(reference.detach().numpy()))
+    except ValueError:  # NaN/Inf: the original definition decides
+        return _reference_score_updates(stack, reference, rule)
+    if not _FSUM_ZERO_IS_POSITIVE and 0.0 in (*norm_sq, *dots[0], ref_sq[0]):
+        return _reference_score_updates(stack, reference, rule)
+    return _scores([math.sqrt(v) for v in norm_sq], dots[0], math.sqrt(ref_sq[0]), rule)
 
 
 def median_and_scores(stack: torch.Tensor, rule: RuleConfig) -> tuple[torch.Tensor, Scores]:
-    """``coordinate_median(stack)`` and ``score_updates(stack, median, rule)`` in one pass over the columns (every
-    update scored on its own: no copy groups)."""
-    if stack.shape[0] == 0 or not _fast_stack(stack):
-        reference = coordinate_median(stack)
-        return reference, score_updates(stack, reference, rule)
-    u = stack.detach().contiguous().numpy()
-    median, work = _stack_pass(u, None)
-    reference = torch.from_numpy(median)
-    scores = scores_from_sums(
-        work.totals(), u.shape[0], rule, _stack_fallback(stack, reference), work.bad_rows, work.ref_bad
-    )
-    return reference, scores
+    """``coordinate_median(stack)`` and ``score_updates(stack, median, rule)``."""
+    reference = coordinate_median(stack)
+    return reference, score_updates(stack, reference, rule)
+
+
+def _stack_sums(u: np.ndarray, refs: np.ndarray) -> tuple[list[float], list[list[float]], list[float]]:
+    """Exact (|u_i|^2, <u_i, y_k>, |y_k|^2) of an in-memory [n, d] array against refs [K, d], block by block on
+    every worker thread."""
+    n, d = u.shape
+    sums = _Sums(n, refs.shape[0])
+    rows = _all_rows(n)
+    blocks = _column_blocks(d, _block_cols(n))
+    _run_tasks(lambda j: sums.add(u, rows, *blocks[j], refs, blocks[j][0]), len(blocks), worker_count())
+    return sums.totals()
 
 
 def decide(score: int, norm_ratio: float, rule: RuleConfig) -> Status:
@@ -809,25 +491,26 @@ def aggregate_block(
     """``out = base + (ref + (sum over rows, in order, of (c*u - ref)) / k)`` for one column block (float32, the same
     element-wise operations as the original), or ``base + ref`` for the "median" rule, or ``base`` when k == 0.
     A row is an array (c = 1) or ``(array, c)``; c = 1 skips the multiplication (u * 1 == u exactly)."""
+    total = np.zeros_like(ref) if rule.aggregator != "median" and k else None
+    if total is not None:
+        zero = np.zeros(1, dtype=np.intp)
+        for row in rows:
+            u, c = row if isinstance(row, tuple) else (row, 1.0)
+            kernels.accumulate_rows(u[None, :], zero, np.array([c], dtype=np.float32), 0, ref.size, ref, total)
+    _finish(total, k, ref, base, rule, out)
+
+
+def _finish(total: np.ndarray | None, k: int, ref: np.ndarray, base: np.ndarray, rule: RuleConfig,
+            out: np.ndarray) -> None:
+    """out = base + (ref + total / k); base + ref ("median"); base (nothing accepted)."""
     if rule.aggregator == "median":
         np.add(base, ref, out=out)
-        return
-    if k == 0:
+    elif k == 0 or total is None:
         out[...] = base
-        return
-    total = np.zeros_like(ref)
-    diff = np.empty_like(ref)
-    for row in rows:
-        u, c = row if isinstance(row, tuple) else (row, 1.0)
-        if c == 1.0:
-            np.subtract(u, ref, out=diff)
-        else:
-            np.multiply(u, np.float32(c), out=diff)
-            diff -= ref
-        total += diff
-    total /= np.float32(k)
-    total += ref  # ref + total/k: addition commutes bit for bit
-    np.add(base, total, out=out)
+    else:
+        total /= np.float32(k)
+        total += ref  # ref + total/k: addition commutes bit for bit
+        np.add(base, total, out=out)
 
 
 def aggregate(
@@ -866,10 +549,16 @@ def _aggregate_np(
     """``aggregate`` over an in-memory [n, d] array; ``keep``: (row, clip factor) of the accepted rows, in order."""
     out = np.empty_like(base)
     blocks = _column_blocks(base.size, 1 << 16)
+    idx = np.array([i for i, _ in keep], dtype=np.intp)
+    factors = np.array([c for _, c in keep], dtype=np.float32)
 
-    def task(i: int) -> None:
-        s, e = blocks[i]
-        aggregate_block(((u[j, s:e], c) for j, c in keep), len(keep), ref[s:e], base[s:e], rule, out[s:e])
+    def task(j: int) -> None:
+        s, e = blocks[j]
+        total = None
+        if rule.aggregator != "median" and keep:
+            total = np.zeros(e - s, dtype=np.float32)
+            kernels.accumulate_rows(u, idx, factors, s, e, ref[s:e], total)
+        _finish(total, len(keep), ref[s:e], base[s:e], rule, out[s:e])
 
     _run_tasks(task, len(blocks), worker_count())
     return out
@@ -878,8 +567,34 @@ def _aggregate_np(
 # ----------------------------------------------------------------------------------------------------------------
 # The rule over a source of updates (in memory here, streamed from files in trainer/streaming.py)
 
-SUBSET_COLUMNS = 16_384  # columns of the public subset used to rule out far-apart pairs before an exact distance
+SUBSET_COLUMNS = 4096  # the copy / free-rider tests compare updates on this many columns (all of a smaller model)
 _EPS = 2.0**-53
+
+
+def subset_seed(content_hashes: Sequence[bytes], d: int) -> bytes:
+    """The seed of the round's column subset: the sha256 of the valid updates' content hashes in address order
+    (known only once every update is committed, so no one can aim an update at the subset)."""
+    h = hashlib.sha256(b"fedledger rule v2 subset\x00" + d.to_bytes(8, "big"))
+    for c in content_hashes:
+        h.update(c)
+    return h.digest()
+
+
+def subset_columns(d: int, seed: bytes) -> np.ndarray:
+    """The round's column subset, ascending: all d columns when d <= SUBSET_COLUMNS, otherwise the first
+    SUBSET_COLUMNS distinct values of int.from_bytes(sha256(seed || counter)[8k:8k+8], "big") % d for counter =
+    0, 1, ... (8-byte big-endian) and k = 0..3."""
+    if d <= SUBSET_COLUMNS:
+        return np.arange(d, dtype=np.intp)
+    chosen: dict[int, None] = {}
+    counter = 0
+    while len(chosen) < SUBSET_COLUMNS:
+        digest = hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+        for k in range(4):
+            if len(chosen) < SUBSET_COLUMNS:
+                chosen.setdefault(int.from_bytes(digest[8 * k : 8 * k + 8], "big") % d)
+        counter += 1
+    return np.array(sorted(chosen), dtype=np.intp)
 
 
 @dataclass(frozen=True)
@@ -890,9 +605,7 @@ class FirstPass:
     norm_sq: list[float]  # |u_i|^2
     dot_median: list[float]  # <u_i, median>
     median_sq: float
-    dot_step: list[float] | None  # <u_i, g> for the previous global step g, None when there is none
-    step_sq: float | None
-    subset: np.ndarray  # float64 [n, s]: the updates at the columns of ``subset_columns(d)``
+    subset: np.ndarray  # float32 [n, s]: the updates at the round's subset columns
 
 
 class UpdateSource(Protocol):
@@ -901,23 +614,15 @@ class UpdateSource(Protocol):
     n: int
     d: int
 
-    def first_pass(self, step: np.ndarray | None) -> FirstPass: ...
+    def first_pass(self, columns: np.ndarray) -> FirstPass: ...
 
     def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
         """(median of ``rows``, <u_i, that median> for i in rows, |median|^2)."""
         ...
 
-    def dot(self, i: int, j: int) -> float:
-        """Exactly rounded <u_i, u_j>."""
-        ...
-
-    def aggregate(self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
-        ...
-
-
-def subset_columns(d: int) -> np.ndarray:
-    """The public subset: every ceil(d / SUBSET_COLUMNS)-th column (all columns of a small model)."""
-    return np.arange(0, d, max(1, -(-d // SUBSET_COLUMNS)), dtype=np.intp)
+    def aggregate(
+        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -940,37 +645,29 @@ class Assessment:
         return [s == Status.ACCEPTED for s in self.statuses]
 
 
-def assess(source: UpdateSource, rule: RuleConfig, step: np.ndarray | None = None) -> Assessment:
-    """Free-riders, copy groups, median, scores and decisions (rules.py) from a source of n >= 1 valid updates."""
+def assess(
+    source: UpdateSource, rule: RuleConfig, step: np.ndarray | None = None, seed: bytes = b""
+) -> Assessment:
+    """Free-riders, copy groups, median, scores and decisions (rules.py) from a source of n >= 1 valid updates;
+    ``step``: the previous global step (None in round 1), ``seed``: ``subset_seed`` of the round."""
     n = source.n
     verified = rule.aggregator == "median-verified-mean"
-    detect = verified and rule.duplicate_tolerance is not None
-    first = source.first_pass(step if detect else None)
+    columns = subset_columns(source.d, seed)
+    first = source.first_pass(columns)
     norms = [math.sqrt(v) for v in first.norm_sq]
     group = list(range(n))
     details = [""] * n
-    if detect:
-        radius = rule.duplicate_tolerance * float(np.median(np.asarray(norms, dtype=np.float64)))
-        radius_sq = radius * radius
-        for i in range(n):
-            if first.norm_sq[i] <= radius_sq:
-                group[i], details[i] = -1, f"within {radius:.4g} (the copy radius) of the zero update"
-            elif first.dot_step is not None and first.step_sq is not None and (
-                (first.norm_sq[i] + first.step_sq) - 2.0 * first.dot_step[i] <= radius_sq
-            ):
-                group[i], details[i] = -1, f"within {radius:.4g} (the copy radius) of the previous global step"
-        _group_copies(source, first, norms, radius, group)
+    if verified and rule.duplicate_tolerance is not None:
+        step_s = None if step is None else np.ascontiguousarray(step[columns], dtype=np.float32)
+        _copies_and_free_riders(first.subset, step_s, rule.duplicate_tolerance, group, details)
     reps = [i for i in range(n) if group[i] == i]
     size = {r: sum(1 for g in group if g == r) for r in reps}
-    if reps == list(range(n)):
-        median, dots, median_sq = first.median, first.dot_median, first.median_sq
-    elif reps:
+    median, dots, median_sq = first.median, first.dot_median, first.median_sq
+    if reps and len(reps) < n:
         median, rep_dots, median_sq = source.median_pass(reps)
         dots = [0.0] * n
         for r, v in zip(reps, rep_dots, strict=True):
             dots[r] = v
-    else:
-        median, dots, median_sq = first.median, first.dot_median, first.median_sq
     typical = float(np.median(np.asarray([norms[r] for r in reps], dtype=np.float64))) if reps else 0.0
     ref_norm = math.sqrt(median_sq)
     statuses = [Status.FREE_RIDE] * n
@@ -988,59 +685,91 @@ def assess(source: UpdateSource, rule: RuleConfig, step: np.ndarray | None = Non
     return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep)
 
 
-def _group_copies(source: UpdateSource, first: FirstPass, norms: Sequence[float], radius: float, group: list[int]) -> None:
-    """Each update (not a free-rider) joins the group of the first earlier representative within ``radius``.
+def _copies_and_free_riders(
+    sub: np.ndarray, step: np.ndarray | None, tolerance: float, group: list[int], details: list[str]
+) -> None:
+    """On the subset columns ``sub`` [n, s] (rules.py): free-riders (within R of 0 or of the previous step) get
+    group -1; every other update joins the group of the first earlier representative within R.
 
-    D(i, j)^2 = (|u_i|^2 + |u_j|^2) - 2 <u_i, u_j> from exact sums decides; the exact <u_i, u_j> (a pass over two
-    rows) is only computed for pairs two necessary conditions cannot rule out, each with a margin that covers its
-    rounding: | |u_i| - |u_j| | <= D, and the distance over the public subset of columns <= D."""
+    Every distance is D^2 = (|a|^2 + |b|^2) - 2 <a, b> from exactly rounded sums. Pairs are screened with a float64
+    Gram matrix whose error is bounded (|fl(<a, b>) - <a, b>| <= gamma_s |a| |b| in any order); only a pair whose
+    estimate falls within that bound of R^2 gets its exact <a, b>, so the screening never changes a decision."""
+    n, s = sub.shape
+    rows = _all_rows(n)
+    refs = step[None, :] if step is not None else np.zeros((1, s), dtype=np.float32)
+    sums = _Sums(n, 1)
+    sums.add(sub, rows, 0, s, refs)
+    norm_sq, dots, ref_sq = sums.totals()
+    radius = tolerance * float(np.median(np.sqrt(np.asarray(norm_sq, dtype=np.float64))))
     radius_sq = radius * radius
-    sub = first.subset
-    sub_sq = np.einsum("ij,ij->i", sub, sub)
-    gram = sub @ sub.T
-    gamma = sub.shape[1] * _EPS / (1 - sub.shape[1] * _EPS)  # |fl(<a, b>) - <a, b>| <= gamma |a| |b|, any order
-    reps: list[int] = []
-    for i in range(len(group)):
-        if group[i] < 0:
-            continue
-        for j in reps:
-            slack = 8 * _EPS * (first.norm_sq[i] + first.norm_sq[j])
-            gap = abs(norms[i] - norms[j]) * (1 - 1e-12)
-            if gap > radius and gap * gap > radius_sq + slack:
+    for i in range(n):
+        if norm_sq[i] <= radius_sq:
+            group[i], details[i] = -1, f"within {radius:.4g} (the copy radius, subset columns) of the zero update"
+        elif step is not None and (norm_sq[i] + ref_sq[0]) - 2.0 * dots[0][i] <= radius_sq:
+            group[i], details[i] = -1, f"within {radius:.4g} (the copy radius, subset columns) of the previous step"
+    live = [i for i in range(n) if group[i] >= 0]
+    if len(live) < 2:
+        return
+    x64 = sub[live].astype(np.float64)
+    gram = x64 @ x64.T
+    gamma = s * _EPS / (1 - s * _EPS)
+    reps: list[int] = []  # positions in ``live``
+    for a, i in enumerate(live):
+        for b in reps:
+            j = live[b]
+            total = norm_sq[i] + norm_sq[j]
+            margin = (2 * gamma + 8 * _EPS) * total + 1e-300
+            est = total - 2.0 * float(gram[a, b])
+            if est > radius_sq + margin:
                 continue
-            est = (sub_sq[i] + sub_sq[j]) - 2.0 * gram[i, j]
-            if est - 4 * gamma * (sub_sq[i] + sub_sq[j]) > radius_sq * (1 + 1e-9) + slack:
-                continue
-            if (first.norm_sq[i] + first.norm_sq[j]) - 2.0 * source.dot(i, j) <= radius_sq:
+            if est < radius_sq - margin or _exact_distance_sq(sub, i, j, norm_sq) <= radius_sq:
                 group[i] = j
                 break
         else:
-            reps.append(i)
+            reps.append(a)
+
+
+def _exact_distance_sq(sub: np.ndarray, i: int, j: int, norm_sq: Sequence[float]) -> float:
+    sums = _Sums(1, 1, norms=False, ref_squares=False)
+    sums.add(sub, np.array([i], dtype=np.intp), 0, sub.shape[1], sub[j : j + 1])
+    return (norm_sq[i] + norm_sq[j]) - 2.0 * sums.totals()[1][0][0]
 
 
 class StackSource:
     """The valid updates in memory: a C-contiguous float32 [n, d] array."""
 
     def __init__(self, u: np.ndarray) -> None:
-        self.u = u
+        self.u = np.ascontiguousarray(u, dtype=np.float32)
         self.n, self.d = u.shape
 
-    def first_pass(self, step: np.ndarray | None) -> FirstPass:
-        median, norm_sq, dots, median_sq = _median_sums(self.u)
-        dot_step = step_sq = None
-        if step is not None:
-            _, dot_step, step_sq = _sums_against(self.u, step)
-        subset = self.u[:, subset_columns(self.d)].astype(np.float64)
-        return FirstPass(median, norm_sq, dots, median_sq, dot_step, step_sq, subset)
+    def _median_sums(self, rows: np.ndarray) -> tuple[np.ndarray, list[float], list[float], float]:
+        """One pass, block by block on every worker thread: the median of ``rows`` and, on the same block while it
+        is in cache, the exact sums against it: (median, |u_i|^2, <u_i, median>, |median|^2)."""
+        median = np.empty((1, self.d), dtype=np.float32)
+        sums = _Sums(rows.size, 1)
+        whole = rows.size == self.n
+        blocks = _column_blocks(self.d, _block_cols(rows.size))
+
+        def task(j: int) -> None:
+            s, e = blocks[j]
+            median_into(self.u[:, s:e] if whole else self.u[rows, s:e], median[0, s:e])
+            sums.add(self.u, rows, s, e, median, s)
+
+        _run_tasks(task, len(blocks), worker_count())
+        norm_sq, dots, ref_sq = sums.totals()
+        return median[0], norm_sq, dots[0], ref_sq[0]
+
+    def first_pass(self, columns: np.ndarray) -> FirstPass:
+        median, norm_sq, dots, median_sq = self._median_sums(_all_rows(self.n))
+        return FirstPass(median, norm_sq, dots, median_sq, np.ascontiguousarray(self.u[:, columns]))
 
     def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
-        median, _, dots, median_sq = _median_sums(np.ascontiguousarray(self.u[list(rows)]))
+        median, _, dots, median_sq = self._median_sums(np.asarray(rows, dtype=np.intp))
         return median, dots, median_sq
 
-    def dot(self, i: int, j: int) -> float:
-        return exact_dot(torch.from_numpy(self.u[i]), torch.from_numpy(self.u[j]))
-
-    def aggregate(self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
+    def aggregate(
+        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
+    ) -> np.ndarray:
         return _aggregate_np(base, self.u, keep, rule, median)
 
 
@@ -1048,27 +777,22 @@ class ReferenceSource(StackSource):
     """The same source computed with the original definitions (``_reference_*``): the oracle of the tests and of
     ``fedledger bench aggregate``. Slow (``math.fsum`` over numpy scalars)."""
 
-    def first_pass(self, step: np.ndarray | None) -> FirstPass:
+    def first_pass(self, columns: np.ndarray) -> FirstPass:
         t = torch.from_numpy(self.u)
         median = _reference_median(t)
         norm_sq = [_reference_dot(r, r) for r in t]
         dots = [_reference_dot(r, median) for r in t]
-        dot_step = step_sq = None
-        if step is not None:
-            g = torch.from_numpy(step)
-            dot_step, step_sq = [_reference_dot(r, g) for r in t], _reference_dot(g, g)
-        subset = self.u[:, subset_columns(self.d)].astype(np.float64)
-        return FirstPass(median.numpy(), norm_sq, dots, _reference_dot(median, median), dot_step, step_sq, subset)
+        subset = np.ascontiguousarray(self.u[:, columns])
+        return FirstPass(median.numpy(), norm_sq, dots, _reference_dot(median, median), subset)
 
     def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
         t = torch.from_numpy(np.ascontiguousarray(self.u[list(rows)]))
         median = _reference_median(t)
         return median.numpy(), [_reference_dot(r, median) for r in t], _reference_dot(median, median)
 
-    def dot(self, i: int, j: int) -> float:
-        return _reference_dot(torch.from_numpy(self.u[i]), torch.from_numpy(self.u[j]))
-
-    def aggregate(self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
+    def aggregate(
+        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
+    ) -> np.ndarray:
         flags = [False] * self.n
         clips = [1.0] * self.n
         for i, c in keep:
@@ -1077,41 +801,20 @@ class ReferenceSource(StackSource):
         return _reference_aggregate(torch.from_numpy(base), t, flags, rule, torch.from_numpy(median), clips).numpy()
 
 
-def _totals(work: _SumsWork) -> list[float]:
-    if work.bad_rows or work.ref_bad:
-        raise ValueError(f"updates {sorted(work.bad_rows)} contain NaN/Inf: validate them first")
-    return work.totals()
-
-
-def _median_sums(u: np.ndarray) -> tuple[np.ndarray, list[float], list[float], float]:
-    """(median, |u_i|^2, <u_i, median>, |median|^2) of an [n, d] array in one pass."""
-    n = u.shape[0]
-    median, work = _stack_pass(u, None)
-    sums = _totals(work)
-    return median, sums[:n], sums[n : 2 * n], sums[2 * n]
-
-
-def _sums_against(u: np.ndarray, ref: np.ndarray) -> tuple[list[float], list[float], float]:
-    """(|u_i|^2, <u_i, ref>, |ref|^2)."""
-    n = u.shape[0]
-    _, work = _stack_pass(u, np.ascontiguousarray(ref, dtype=np.float32))
-    sums = _totals(work)
-    return sums[:n], sums[n : 2 * n], sums[2 * n]
-
-
 def run_rule(
-    source: UpdateSource, base: np.ndarray, rule: RuleConfig, step: np.ndarray | None = None
+    source: UpdateSource, base: np.ndarray, rule: RuleConfig, step: np.ndarray | None = None, seed: bytes = b""
 ) -> tuple[Assessment, np.ndarray]:
     """The whole rule: (verdicts of the valid updates, the new flat global model)."""
-    verdicts = assess(source, rule, step)
+    verdicts = assess(source, rule, step, seed)
     return verdicts, source.aggregate(base, verdicts.keep, verdicts.median, rule)
 
 
 def warm_up() -> None:
     """Run every kernel once on a tiny round (compiled kernels load from their cache or compile here)."""
     rng = np.random.default_rng(0)
-    u = rng.standard_normal((5, 3 * TILE + 5), dtype=np.float32)
+    u = rng.standard_normal((5, SUBSET_COLUMNS + 3 * TILE + 5), dtype=np.float32)
     u[4] = u[3]
+    u[2, :7] = np.float32(1e-30)  # elements the two slices do not hold
     run_rule(StackSource(u), np.zeros(u.shape[1], dtype=np.float32), RuleConfig(), u[0] * np.float32(0.5))
 
 
@@ -1144,6 +847,7 @@ class ValidSet:
     participants: list[str]
     stack: torch.Tensor  # [n_valid, d]
     invalid: list[Verdict]
+    hashes: list[bytes]  # sha256 of each valid update's bytes (its committed content hash)
 
 
 def validate(submissions: Sequence[Submission], shapes: Mapping[str, tuple[int, ...]]) -> ValidSet:
@@ -1153,6 +857,7 @@ def validate(submissions: Sequence[Submission], shapes: Mapping[str, tuple[int, 
     fetched = sum(1 for s in ordered if s.failure is None and s.payload is not None)
     stack = torch.empty((fetched, d), dtype=torch.float32)
     invalid: list[Verdict] = []
+    hashes: list[bytes] = []
     for sub in ordered:
         if sub.failure is not None or sub.payload is None:
             invalid.append(Verdict(sub.participant, sub.failure or Status.UNAVAILABLE, 0, sub.detail))
@@ -1168,7 +873,8 @@ def validate(submissions: Sequence[Submission], shapes: Mapping[str, tuple[int, 
             row[offset : offset + values.size] = values
             offset += values.size
         valid.append(sub.participant)
-    return ValidSet(valid, stack[: len(valid)], invalid)
+        hashes.append(hashlib.sha256(sub.payload).digest())
+    return ValidSet(valid, stack[: len(valid)], invalid, hashes)
 
 
 @dataclass(frozen=True)
@@ -1222,7 +928,8 @@ def evaluate_round(
     base_flat = flatten(base).numpy()
     if vs.participants:
         result, new_flat = run_rule(
-            source(vs.stack.numpy()), base_flat, rule, global_step(base, previous_base)
+            source(vs.stack.numpy()), base_flat, rule, global_step(base, previous_base),
+            subset_seed(vs.hashes, base_flat.size),
         )
         verdicts.extend(verdicts_of(vs.participants, result))
     else:

@@ -4,13 +4,17 @@ Rule "median-verified-mean" (the platform default), version 2, for the valid upd
 participants sorted by address, and the public vectors P = {0, g} (g: the previous round's global step, base_r -
 base_{r-1} in float32; only 0 in round 1):
 
-    R      = duplicate_tolerance * median_i |u_i|                     (the copy radius)
-    D(a,b) = sqrt((|a|^2 + |b|^2) - 2 <a, b>)                          (exact sums, then float64 in this order)
+    S      = the round's column subset: all d columns when d <= 4096, otherwise 4096 columns drawn from
+             sha256(the valid updates' content hashes in address order) (trainer.aggregation.subset_columns):
+             fixed only once every update is committed, so no update can be aimed at it
+    x|S    = x restricted to the columns S
+    R      = duplicate_tolerance * median_i |u_i|S|                  (the copy radius)
+    D(a,b) = sqrt((|a|S|^2 + |b|S|^2) - 2 <a|S, b|S>)                (exact sums, then float64 in this order)
     free-rider: D(u_i, p) <= R for some p in P                        -> FREE_RIDE, score 0
     groups: each other update joins the group of the first earlier representative within R (address order),
             otherwise it is the representative of a new group; g = the size of its group
     m      = coordinate-wise median of the representatives            (the robust reference; exact: a selection)
-    cos_i  = <u_i, m> / (|u_i| |m|)                                   (0 when a norm is 0)
+    cos_i  = <u_i, m> / (|u_i| |m|)                                   (0 when a norm is 0; all d columns)
     r_i    = |u_i| / median over representatives of |u_j|              (norm relative to a typical update)
     c_i    = min(1, max_norm_ratio / r_i)                              (clip factor)
     s_i    = cos_i * c_i                                               (contribution, in [-1, 1])

@@ -5,15 +5,15 @@
 never holds more than a block of columns of the updates in memory, so memory does not grow with participants x
 parameters (docs/aggregation-performance.md has the measurements: 1,000 updates x 1M parameters):
 
-* pass 0 - validation, one blob at a time: the same checks and reason codes as ``deserialize`` (header, names,
-  dtype, shape, NaN/Inf), read in slices; optionally the sha256 of the bytes against the commitment.
+* pass 0 - validation, one blob at a time: the sha256 of the bytes (checked against the commitment when given; the
+  hashes seed the round's column subset), then the same checks and reason codes as ``deserialize`` (header,
+  names, dtype, shape, NaN/Inf), read in slices.
 * pass 1 - for each block of columns [s, e): read rows [s, e) of every valid update (``safe_open(...).get_slice``),
   take the coordinate-wise median of the block (exact, per column) and add the block's exact partial sums
-  (|u_i|^2, <u_i, m>, |m|^2, <u_i, g> for the previous global step g) to ``ExactSums`` accumulators, which merge
-  across blocks and threads exactly; keep the public subset of columns the copy detection uses.
-* free-riders and copy groups (rules.py); the exact distance of a pair the cheap bounds cannot rule out reads the
-  two rows again. When there are copies or free-riders, a second median pass over the representatives.
-  Then scores and decisions: ``trainer.aggregation.assess``, the same code as in memory.
+  (|u_i|^2, <u_i, m>, |m|^2; trainer/kernels.py) to ``ExactSums`` accumulators, which merge across blocks and
+  threads exactly; keep the round's subset columns, on which free-riders and copies are found (rules.py).
+  When there are copies or free-riders, a second median pass over the representatives. Then scores and
+  decisions: ``trainer.aggregation.assess``, the same code as in memory.
 * last pass - for each block: the aggregate ``base + (m + sum_accepted (c_i u_i - m) / k)`` with the same
   element-wise float32 operations in address order, reading the accepted representatives' rows.
 
@@ -42,17 +42,16 @@ from trainer.aggregation import (
     FirstPass,
     RoundOutcome,
     Verdict,
+    _all_rows,
     _column_blocks,
-    _pipelined,
     _run_tasks,
-    _SumsWork,
+    _Sums,
     aggregate_block,
-    block_sums,
     flatten,
     global_step,
     median_into,
     run_rule,
-    subset_columns,
+    subset_seed,
     unflatten,
     verdicts_of,
     worker_count,
@@ -109,60 +108,38 @@ class ReaderSource:
         return block
 
     def _median_sums(
-        self, rows: Sequence[int], step: np.ndarray | None, subset: np.ndarray | None
-    ) -> tuple[np.ndarray, list[float], list[float], float, list[float] | None, float | None, np.ndarray | None]:
-        """One pass over the columns: median of ``rows``, exact sums against it (and against ``step``), and the
-        ``subset`` columns of the rows."""
+        self, rows: Sequence[int], columns: np.ndarray | None
+    ) -> tuple[np.ndarray, list[float], list[float], float, np.ndarray | None]:
+        """One pass over the columns, ``workers`` blocks at a time: the median of ``rows`` and, on the same block,
+        the exact sums against it; and the rows at ``columns`` (ascending)."""
         n = len(rows)
         blocks = _column_blocks(self.d, self.block_cols)
-        median = np.empty(self.d, dtype=np.float32)
-        work = _SumsWork(2 * n + 1)
-        step_work = _SumsWork(2 * n + 1) if step is not None else None
-        sub = np.empty((n, subset.size), dtype=np.float64) if subset is not None else None
-        ids = np.arange(n, dtype=np.intp)
+        median = np.empty((1, self.d), dtype=np.float32)
+        sums = _Sums(n, 1)
+        sub = np.empty((n, columns.size), dtype=np.float32) if columns is not None else None
+        local = _all_rows(n)
 
-        def read_block(j: int) -> np.ndarray:  # on a worker thread, a block ahead
+        def task(j: int) -> None:
             s, e = blocks[j]
             block = self._block(rows, s, e)
-            median_into(block, median[s:e])
-            return block
+            median_into(block, median[0, s:e])
+            sums.add(block, local, 0, e - s, median, s)
+            if sub is not None and columns is not None:
+                lo, hi = np.searchsorted(columns, (s, e))
+                sub[:, lo:hi] = block[:, columns[lo:hi] - s]
 
-        def sums(j: int, block: np.ndarray) -> None:
-            s, e = blocks[j]
-            block_sums(block, median[s:e], work, ids)
-            if step_work is not None and step is not None:
-                block_sums(block, step[s:e], step_work, ids)
-            if sub is not None and subset is not None:
-                lo, hi = np.searchsorted(subset, (s, e))
-                sub[:, lo:hi] = block[:, subset[lo:hi] - s]
+        _run_tasks(task, len(blocks), self.workers)
+        norm_sq, dots, ref_sq = sums.totals()
+        return median[0], norm_sq, dots[0], ref_sq[0], sub
 
-        _pipelined(read_block, sums, len(blocks), self.workers)
-        if work.bad_rows or work.ref_bad:
-            raise ValueError(f"updates {sorted(work.bad_rows)} contain NaN/Inf: validate before streaming")
-        t = work.totals()
-        dot_step = step_sq = None
-        if step_work is not None:
-            st = step_work.totals()
-            dot_step, step_sq = st[n : 2 * n], st[2 * n]
-        return median, t[:n], t[n : 2 * n], t[2 * n], dot_step, step_sq, sub
-
-    def first_pass(self, step: np.ndarray | None) -> FirstPass:
-        median, norm_sq, dots, median_sq, dot_step, step_sq, sub = self._median_sums(
-            range(self.n), step, subset_columns(self.d)
-        )
+    def first_pass(self, columns: np.ndarray) -> FirstPass:
+        median, norm_sq, dots, median_sq, sub = self._median_sums(range(self.n), columns)
         assert sub is not None
-        return FirstPass(median, norm_sq, dots, median_sq, dot_step, step_sq, sub)
+        return FirstPass(median, norm_sq, dots, median_sq, sub)
 
     def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
-        median, _, dots, median_sq, _, _, _ = self._median_sums(list(rows), None, None)
+        median, _, dots, median_sq, _ = self._median_sums(list(rows), None)
         return median, dots, median_sq
-
-    def dot(self, i: int, j: int) -> float:
-        work = _SumsWork(3)
-        ids = np.zeros(1, dtype=np.intp)
-        for s, e in _column_blocks(self.d, self.block_cols):
-            block_sums(self._block([i], s, e), _checked(self.read(j, s, e), j, s, e), work, ids)
-        return work.totals()[1]
 
     def aggregate(
         self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
@@ -187,13 +164,14 @@ def stream_rule(
     rule: RuleConfig,
     *,
     step: np.ndarray | None = None,
+    seed: bytes = b"",
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
 ) -> StreamedRound:
     """The rule (rules.py: free-riders, copies, median, scores, decisions, aggregate) over n valid updates of d
     parameters read through ``read(i, s, e)`` (float32, finite, participants in ascending address order); ``step``
-    is the previous global step. ``block_cols`` (default: what fits ``block_bytes``) never changes the result, nor
+    is the previous global step, ``seed`` the round's ``subset_seed``. ``block_cols`` (default: what fits ``block_bytes``) never changes the result, nor
     does ``workers`` (default: torch's thread count, at most MAX_DEFAULT_WORKERS)."""
     if n <= 0:
         raise ValueError("stream_rule needs at least one valid update")
@@ -203,7 +181,7 @@ def stream_rule(
     workers = min(worker_count(), MAX_DEFAULT_WORKERS) if workers is None else max(1, workers)
     if block_cols is None:
         block_cols = default_block_cols(n, block_bytes)
-    result, new_flat = run_rule(ReaderSource(n, d, read, block_cols, workers), base_flat, rule, step)
+    result, new_flat = run_rule(ReaderSource(n, d, read, block_cols, workers), base_flat, rule, step, seed)
     return StreamedRound(result.median, result, result.accepted, new_flat)
 
 
@@ -384,17 +362,18 @@ def evaluate_round_streamed(
     ordered = sorted(submissions, key=lambda s: s.participant.lower())
     workers = min(worker_count(), MAX_DEFAULT_WORKERS) if workers is None else max(1, workers)
     problems: list[UpdateRejected | None] = [None] * len(ordered)
+    hashes: list[bytes] = [b""] * len(ordered)  # the content hashes seed the round's column subset
 
     def check(j: int) -> None:
         sub = ordered[j]
         if sub.failure is not None or sub.path is None:
             return
+        try:
+            got = hashes[j] = file_sha256(sub.path)
+        except OSError as exc:
+            problems[j] = UpdateRejected(Status.UNAVAILABLE, f"cannot read {sub.path}: {exc}")
+            return
         if sub.sha256 is not None:
-            try:
-                got = file_sha256(sub.path)
-            except OSError as exc:
-                problems[j] = UpdateRejected(Status.UNAVAILABLE, f"cannot read {sub.path}: {exc}")
-                return
             if got != sub.sha256:
                 problems[j] = UpdateRejected(
                     Status.HASH_MISMATCH, f"blob hashes to 0x{got.hex()}, committed 0x{sub.sha256.hex()}"
@@ -405,19 +384,22 @@ def evaluate_round_streamed(
     _run_tasks(check, len(ordered), workers)
     verdicts: list[Verdict] = []
     valid: list[BlobSubmission] = []
-    for sub, problem in zip(ordered, problems, strict=True):
+    valid_hashes: list[bytes] = []
+    for sub, problem, digest in zip(ordered, problems, hashes, strict=True):
         if sub.failure is not None or sub.path is None:
             verdicts.append(Verdict(sub.participant, sub.failure or Status.UNAVAILABLE, 0, sub.detail))
         elif problem is not None:
             verdicts.append(Verdict(sub.participant, problem.status, 0, problem.detail))
         else:
             valid.append(sub)
+            valid_hashes.append(digest)
     base_flat = flatten(base).numpy()
     if valid:
         paths = [Path(s.path) for s in valid if s.path is not None]
         result = stream_rule(
             len(valid), d, lambda i, s, e: read_flat(paths[i], layout, s, e), base_flat, rule,
-            step=global_step(base, previous_base), block_cols=block_cols, block_bytes=block_bytes, workers=workers,
+            step=global_step(base, previous_base), seed=subset_seed(valid_hashes, d), block_cols=block_cols,
+            block_bytes=block_bytes, workers=workers,
         )
         verdicts.extend(verdicts_of([s.participant for s in valid], result.assessment))
         new_flat = torch.from_numpy(result.new_flat)
