@@ -137,8 +137,9 @@ def _square_sums(a1: np.ndarray, a2: np.ndarray) -> tuple:
 
 @_jit
 def _fused1(x: np.ndarray, e: int, g1: np.ndarray, g2: np.ndarray) -> tuple:
-    """The fast path of one row tile against one reference tile (slices g1, g2), in one vectorisable loop: the
-    uncovered count, then the slice sums of x.x and x.y. Only valid when the count is 0."""
+    """The fast path of one row tile against one reference tile (slices g1, g2), in one vectorised loop: the
+    uncovered count, then the slice sums of x.x and x.y. Only valid when the count is 0 (else ``_split`` and the
+    general path redo the tile)."""
     scale = math.ldexp(1.0, 26 - e)
     unc = np.int64(0)
     s11 = np.int64(0)
@@ -166,48 +167,6 @@ def _fused1(x: np.ndarray, e: int, g1: np.ndarray, g2: np.ndarray) -> tuple:
         d21 += b * p
         d22 += b * q
     return unc, s11, s12, s22, d11, d12, d21, d22
-
-
-@_jit
-def _fused2(x: np.ndarray, e: int, g1: np.ndarray, g2: np.ndarray, f1: np.ndarray, f2: np.ndarray) -> tuple:
-    """``_fused1`` against two reference tiles (g and f slices)."""
-    scale = math.ldexp(1.0, 26 - e)
-    unc = np.int64(0)
-    s11 = np.int64(0)
-    s12 = np.int64(0)
-    s22 = np.int64(0)
-    d11 = np.int64(0)
-    d12 = np.int64(0)
-    d21 = np.int64(0)
-    d22 = np.int64(0)
-    c11 = np.int64(0)
-    c12 = np.int64(0)
-    c21 = np.int64(0)
-    c22 = np.int64(0)
-    for j in range(x.shape[0]):
-        v = np.float64(x[j]) * scale
-        a32 = np.int32(v)
-        r = (v - np.float64(a32)) * 67108864.0
-        b32 = np.int32(r)
-        unc += np.int64(r != np.float64(b32))
-        a = np.int64(a32)
-        b = np.int64(b32)
-        s11 += a * a
-        s12 += a * b
-        s22 += b * b
-        p = np.int64(g1[j])
-        q = np.int64(g2[j])
-        d11 += a * p
-        d12 += a * q
-        d21 += b * p
-        d22 += b * q
-        p = np.int64(f1[j])
-        q = np.int64(f2[j])
-        c11 += a * p
-        c12 += a * q
-        c21 += b * p
-        c22 += b * q
-    return unc, s11, s12, s22, d11, d12, d21, d22, c11, c12, c21, c22
 
 
 @_jit
@@ -302,14 +261,6 @@ def exact_sums(
                     if norms:
                         _add_square(hi, lo, count, t, res[1], res[2], res[3], e)
                     _add_dot(hi, lo, count, r + t, res[4], res[5], res[6], res[7], e, ge[0])
-                    continue
-            elif simple_refs and not dense and kk == 2:
-                res2 = _fused2(xt, e, g1[0, :m], g2[0, :m], g1[1, :m], g2[1, :m])
-                if res2[0] == 0:
-                    if norms:
-                        _add_square(hi, lo, count, t, res2[1], res2[2], res2[3], e)
-                    _add_dot(hi, lo, count, r + t, res2[4], res2[5], res2[6], res2[7], e, ge[0])
-                    _add_dot(hi, lo, count, 2 * r + t, res2[8], res2[9], res2[10], res2[11], e, ge[1])
                     continue
             if dense:  # element by element: every product of two float32 is exact in float64
                 for j in range(m):

@@ -2,7 +2,7 @@
 
 Used for yardsticks (the clean FedAvg reference in the demo) and for studying rules across seeds quickly:
 
-    python -m trainer.simulation --seeds 0 1 2 3 4 --max-norm-ratio 2.0 --min-score -0.05
+    python -m trainer.simulation --seeds 0 1 2 3 4 [--rule-version 1] [--max-norm-ratio 2.0 --min-score -0.05]
 
 The second half is the engine of ``fedledger bench robustness``: ``run_cell`` plays every (attack, defence)
 trajectory of one grid cell (data set, partition, n, Byzantine fraction, seed) in lock-step. Local training of all
@@ -619,8 +619,10 @@ def main() -> None:
     parser.add_argument("--byzantine", type=int, default=3)
     parser.add_argument("--attack", default="signflip")
     parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--rule-version", type=int, choices=(1, 2), default=2)
     args = parser.parse_args()
-    rule = RuleConfig(aggregator=args.aggregator, max_norm_ratio=args.max_norm_ratio, min_score=args.min_score)
+    fields = {"aggregator": args.aggregator, "max_norm_ratio": args.max_norm_ratio, "min_score": args.min_score}
+    rule = RuleConfig.version1(**fields) if args.rule_version == 1 else RuleConfig(**fields)
     print("seed  final_acc  honest_rej  attacker_rej")
     for seed in args.seeds:
         cfg = FederationConfig(args.participants, args.byzantine, args.attack, alpha=args.alpha, seed=seed)
