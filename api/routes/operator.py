@@ -21,7 +21,12 @@ class OpenRoundRequest(BaseModel):
     duration_s: int = Field(default=3600, ge=1, le=30 * 24 * 3600, examples=[3600])
     aggregator: str = Field(default="median-verified-mean", description=f"one of {', '.join(AGGREGATORS)}")
     min_score: float = Field(default=RuleConfig.min_score, ge=-1, le=1)
-    max_norm_ratio: float = Field(default=RuleConfig.max_norm_ratio, gt=0, le=1e6)
+    max_norm_ratio: float = Field(default=RuleConfig.max_norm_ratio, gt=0, le=1e6,
+                                  description="longer updates are clipped to this many typical norms")
+    reject_norm_ratio: float = Field(default=RuleConfig.reject_norm_ratio, gt=0, le=1e6,
+                                     description="and rejected beyond this many (must be >= max_norm_ratio)")
+    duplicate_tolerance: float | None = Field(default=RuleConfig.duplicate_tolerance, ge=0, lt=1,
+                                              description="copy radius in typical norms; null: no copy tests")
     reward_budget: int = Field(default=RuleConfig.reward_budget, ge=0, lt=2**128)
     reputation_decay_ppm: int = Field(default=RuleConfig.reputation_decay_ppm, ge=0, le=1_000_000)
 
@@ -38,6 +43,7 @@ def genesis(body: GenesisRequest, platform: PlatformDep) -> dict[str, Any]:
 @router.post("/rounds", status_code=201, summary="Open the next round on the current global model")
 def open_round(body: OpenRoundRequest, platform: PlatformDep) -> dict[str, Any]:
     rule = RuleConfig(aggregator=body.aggregator, min_score=body.min_score, max_norm_ratio=body.max_norm_ratio,
+                      reject_norm_ratio=body.reject_norm_ratio, duplicate_tolerance=body.duplicate_tolerance,
                       reward_budget=body.reward_budget, reputation_decay_ppm=body.reputation_decay_ppm)
     return platform.open_round(duration_s=body.duration_s, rule=rule)
 

@@ -119,6 +119,8 @@ def test_bad_input_gets_a_clear_4xx(client: TestClient, platform: Platform, peop
 
     bad_addr = client.get("/participants/0x1234")
     assert bad_addr.status_code == 422 and "not an Ethereum address" in bad_addr.text
+    bad_rule = client.post("/operator/rounds", json={"max_norm_ratio": 5.0}, headers=OPERATOR)
+    assert bad_rule.status_code == 400 and "reject_norm_ratio (4.0) must be >= max_norm_ratio (5.0)" in bad_rule.text
     assert client.get("/rounds/99").status_code == 404
     assert client.get("/audit/rounds/99").status_code == 404
     wrong_type = client.post("/blobs", content=b"x", headers={"content-type": "text/plain"})
