@@ -549,7 +549,8 @@ def render_plots(result: dict[str, Any], out: Path) -> list[Path]:
                         ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8)
             ax.set_yticks(range(len(attacks)), attacks if ax is axes.flat[0] else [])
             ax.set_xticks(range(len(g["fractions"])), [f"{f:.0%}" for f in g["fractions"]])
-            ax.set_title(f"{rule}: points vs clean FedAvg ({parts[0]}, mean over data sets and n)")
+            ax.set_title(f"{rule}: points vs clean FedAvg")
+        fig.suptitle(f"{parts[0]}, mean over data sets, n and seeds")
         fig.tight_layout()
         path = out / "gap_to_clean_fedavg.png"
         fig.savefig(path, dpi=90)
