@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from trainer.attacks import ATTACKS
+from trainer.attacks import ALL_ATTACKS
 from trainer.data import DATASETS
 from trainer.rules import AGGREGATORS
 
@@ -107,7 +107,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run federated rounds end to end on the embedded stack, then audit them")
     p.add_argument("--participants", type=int, default=10)
     p.add_argument("--byzantine", type=int, default=3, help="how many participants attack")
-    p.add_argument("--attack", choices=ATTACKS, default="signflip", help="signflip: send -4 x update")
+    p.add_argument("--attack", choices=ALL_ATTACKS, default="signflip",
+                   help="what the Byzantine participants do (trainer/attacks.py; signflip: send -4 x update)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--aggregator", choices=AGGREGATORS, default="median-verified-mean")
     p.add_argument("--dataset", choices=DATASETS, default="digits")

@@ -31,10 +31,11 @@ from fedledger.audit import AuditReport, Auditor, print_audit
 from fedledger.roles import Aggregator, Operator, ParticipantClient, fetch_params
 from storage import BlobStore
 from trainer.aggregation import Verdict
-from trainer.attacks import apply_attack
+from trainer.attacks import ALL_ATTACKS, AttackContext, Trigger, apply_attack, make_trigger
 from trainer.data import Dataset, dirichlet_partition, load_dataset
 from trainer.local import LocalConfig, train_local
-from trainer.model import ModelSpec, Params, accuracy, init_params
+from trainer.metrics import attack_success_rate
+from trainer.model import ModelSpec, Params, accuracy, init_params, load_into
 from trainer.rules import RuleConfig, Status
 from trainer.simulation import FederationConfig, local_seed, simulate
 
@@ -65,6 +66,8 @@ class DemoConfig:
             raise ValueError(f"--stack must be embedded or devnet, got {self.stack!r}")
         if self.rounds < 1:
             raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.attack not in ALL_ATTACKS:
+            raise ValueError(f"unknown --attack {self.attack!r}: choose one of {', '.join(ALL_ATTACKS)}")
 
 
 @dataclass
@@ -111,6 +114,9 @@ class Consortium:
         self.byzantine = {c.address for c in self.clients[: cfg.byzantine]}
         self.rule = RuleConfig(aggregator=cfg.aggregator)
         self.local = LocalConfig()
+        self.trigger: Trigger = make_trigger(cfg.dataset, self.data.x_train, self.data.num_classes)
+        self._last_base: Params | None = None  # the previous round's base: the stale free-rider resends base - it
+        self.latest_params: Params | None = None  # the global model after the last round played
 
     def enroll(self) -> int:
         """Participants register their wallets (unless already registered: a devnet deployment outlives a demo);
@@ -143,13 +149,45 @@ class Consortium:
         if state in (1, 2):
             self.aggregator.finalize(count)
 
-    def local_update(self, i: int, base: Params, round_id: int) -> Params:
+    def _train(self, i: int, base: Params, round_id: int, transform: Any = None) -> Params:
         idx = torch.from_numpy(self.parts[i])
-        seed = local_seed(self.cfg.seed, round_id, i)
-        update = train_local(self.spec, base, self.data.x_train[idx], self.data.y_train[idx], self.local, seed=seed)
-        if self.clients[i].address in self.byzantine:
-            update = apply_attack(self.cfg.attack, update, seed=seed)
-        return update
+        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        if transform is not None:
+            x, y = transform(x, y)
+        return train_local(self.spec, base, x, y, self.local, seed=local_seed(self.cfg.seed, round_id, i))
+
+    def round_updates(self, bases: list[Params], round_id: int) -> list[Params]:
+        """Every participant's update for this round (participant i trained from ``bases[i]``, the model it fetched):
+        honest participants train; attackers train too, then apply ``cfg.attack`` with what it needs (the round's
+        honest updates for ALIE / IPM / the adaptive backdoor, a retraining hook for label flip and backdoors, the
+        previous global step for the stale free-rider; sybils copy the first attacker's update)."""
+        updates = [self._train(i, bases[i], round_id) for i in range(len(self.clients))]
+        attackers = [i for i, c in enumerate(self.clients) if c.address in self.byzantine]
+        if not attackers:
+            return updates
+        honest = [u for i, u in enumerate(updates) if i not in attackers]
+        base = bases[attackers[0]]
+        step = None
+        if self._last_base is not None:
+            step = {k: (base[k] - self._last_base[k]).contiguous() for k in base}
+        self._last_base = base
+        sent = list(updates)
+        for i in attackers:
+            context = AttackContext(
+                honest=honest, n=len(self.clients), f=len(attackers), previous_global_step=step,
+                retrain=lambda transform, i=i: self._train(i, bases[i], round_id, transform),
+                num_classes=self.data.num_classes, trigger=self.trigger, sybil_source=updates[attackers[0]],
+            )
+            sent[i] = apply_attack(self.cfg.attack, updates[i], seed=local_seed(self.cfg.seed, round_id, i),
+                                   context=context)
+        return sent
+
+    @torch.no_grad()
+    def backdoor_success(self, params: Params) -> float:
+        """Share of triggered test inputs (true class not the target) the model classifies as the target."""
+        module = load_into(self.spec, params).eval()
+        predictions = module(self.trigger.apply(self.data.x_test)).argmax(dim=1)
+        return attack_success_rate(predictions, self.data.y_test, self.trigger.target)
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
@@ -203,6 +241,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "participants": cfg.participants,
         "byzantine": cfg.byzantine,
         "attack": cfg.attack,
+        # under a backdoor attack its success; under any other, the trigger's natural rate (the floor)
+        "backdoor_success": round(world.backdoor_success(world.latest_params), 4) if world.latest_params else None,
         "aggregator": cfg.aggregator,
         "dataset": cfg.dataset,
         "alpha": cfg.alpha,
@@ -225,9 +265,8 @@ def submit_updates(world: Consortium, round_id: int, on_stage: Callable[[str], N
     Returns the gas used."""
     gas = 0
     on_stage(f"round {round_id}: training")
-    for i, client in enumerate(world.clients):
-        base = client.fetch_global_model()
-        update = world.local_update(i, base, round_id)
+    updates = world.round_updates([client.fetch_global_model() for client in world.clients], round_id)
+    for i, (client, update) in enumerate(zip(world.clients, updates, strict=True)):
         if i % 2 == 0:
             gas += client.submit(round_id, update)[1].gas_used
         else:
@@ -245,6 +284,7 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
     on_stage(f"round {round_id}: aggregating")
     outcome, _, fin_tx = world.aggregator.finalize(round_id)
     gas += fin_tx.gas_used
+    world.latest_params = outcome.new_params
     scored = d.rounds.contribution_scored_in(fin_tx)
     (finalized,) = d.rounds.round_finalized_in(fin_tx)
     row = RoundRow(

@@ -14,9 +14,9 @@ Three kinds:
 * free-riders send nothing useful: a zero update, or a stale one (the previous round's public global step);
 * sybils: several wallets send copies of one (honest) update to multiply earnings.
 
-``apply_attack(name, update, seed=..., context=...)`` covers every name in ``ALL_ATTACKS``; the names in ``ATTACKS``
-need nothing but the update (what the demo offers). Flat-tensor versions (``alie``, ``ipm``) are what the benchmark
-vectorizes over.
+``apply_attack(name, update, seed=..., context=...)`` covers every name in ``ALL_ATTACKS`` (the demo's ``--attack``
+offers them all); signflip, bitflip and noise need nothing but the update. Flat-tensor versions (``alie``, ``ipm``)
+are what the benchmark vectorizes over.
 """
 
 from __future__ import annotations
@@ -25,14 +25,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
-
 import torch
 
 from trainer.model import Params
-
-AttackName = Literal["signflip", "noise"]
-ATTACKS: tuple[AttackName, ...] = ("signflip", "noise")  # update-only attacks: what the demo's --attack offers
 
 # Every attack the benchmark (and apply_attack with a context) knows, with its parameters.
 ALL_ATTACKS: tuple[str, ...] = (
