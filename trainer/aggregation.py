@@ -8,14 +8,15 @@ them bit for bit); they are computed by column-chunked kernels that use every co
 * median: each chunk of columns is transposed to [columns, n] and sorted along the contiguous axis (numpy's SIMD
   sort). A selection is exact, so any algorithm gives the same value; the only freedom is the sign of a zero median
   (-0.0 and +0.0 compare equal) and NaN, and those columns are recomputed with the original torch call.
-* exact dot products: each float32 row of a chunk is split exactly into 2-4 float32 "slices" on a power-of-two grid
-  derived from the row's largest magnitude (Ozaki-style error-free splitting). A product of two slices has at most
-  2*beta significant bits on a common grid, so a float64 sum of up to 2**(53 - 2*beta) of them is exact in *any*
-  order: BLAS / SIMD reductions compute every slice-pair sum exactly. The few low bits below the last slice go
-  through the same exact path element by element. All those exact float64 partials are merged in ``ExactSums``
-  (per binary exponent buckets, exact), and the final value is rounded once by ``math.fsum``: the same correctly
-  rounded float64 as ``math.fsum`` of the products, independent of chunking, order and thread count.
-* aggregate: the same element-wise float32 operations in the same per-coordinate order, per column chunk.
+* exact norms and dot products: the compiled kernels of trainer/kernels.py split every float32 value exactly into
+  two integer slices per tile and sum slice products in int64 (exact in any order), then add the exact partials
+  to ``ExactSums`` (per binary exponent buckets, exact); the final value is rounded once by ``math.fsum``: the same
+  correctly rounded float64 as ``math.fsum`` of the products, independent of chunking, order and thread count.
+  Each worker takes the median of a block of columns and then its sums while the block is in cache.
+* free-riders and copies (rules.py) on the round's column subset: a float64 Gram matrix with a proven error bound
+  screens the pairs; only pairs near the copy radius get an exact dot product.
+* aggregate: the same element-wise float32 operations in the same per-coordinate order, per column chunk (a compiled
+  loop).
 """
 
 from __future__ import annotations
@@ -219,9 +220,10 @@ def coordinate_median(stack: torch.Tensor) -> torch.Tensor:
 # Exact sums
 
 _HI_MASK = np.uint64(0xFFFF_FFFF_FFFF_FFFF ^ ((1 << 26) - 1))  # sign, exponent and the top 26 fraction bits
-_BUCKET_LO = 704  # buckets cover biased float64 exponents [704, 1344): |v| in [2**-319, 2**321), which holds every
-_BUCKETS = 640  # product of float32 values and every slice-pair sum; others go straight to the exact spill list
+_BUCKET_LO = kernels.BUCKET_LO  # buckets cover biased float64 exponents [704, 1344): |v| in [2**-319, 2**321), which
+_BUCKETS = kernels.BUCKETS  # holds every product of float32 values and every slice-pair sum (others: the spill list)
 _SPILL_AT = 1 << 25  # values a row may take between spills; a bucket stays exact up to 2**26
+_SUMS_CALL_COLS = 1 << 22  # columns per kernel call, so one call cannot add more than 2**23 + 8 values to a row
 _MAX_VALUE = 2.0**990  # 2**26 addends of a bucket below this cannot overflow
 _FSUM_ZERO_IS_POSITIVE = math.copysign(1.0, math.fsum([-0.0, -0.0])) > 0  # CPython: an exact zero sum is +0.0
 
@@ -335,19 +337,21 @@ class _Sums:
         """Columns [c0, c1) of the ``rows`` of x [*, D] (float32, C-contiguous) against refs [K, *] at columns
         [r0, r0 + c1 - c0). Raises ValueError on NaN/Inf (validate updates first)."""
         acc = self._acc()
-        bound = 2 * (c1 - c0) + 8  # the most values one call adds to an accumulator row
-        over = np.flatnonzero(acc._count > _SPILL_AT - bound)
-        if over.size:
-            acc._spill(over)
-        bad = kernels.exact_sums(
-            x, x.view(np.uint32), rows, c0, c1, refs, refs.view(np.uint32), r0,
-            acc._hi, acc._lo, acc._count, self.norms, self.ref_squares,
-        )
-        if bad == -1:
-            return
-        if bad >= 0:
-            raise ValueError(f"update row {int(rows[bad])} contains NaN/Inf: validate updates first")
-        raise ValueError(f"reference {-2 - bad} contains NaN/Inf")
+        xbits, refbits = x.view(np.uint32), refs.view(np.uint32)
+        for s in range(c0, c1, _SUMS_CALL_COLS):
+            e = min(c1, s + _SUMS_CALL_COLS)
+            # a call adds at most 2 (e - s) + 8 values to an accumulator row: spill rows that could pass 2**25
+            over = np.flatnonzero(acc._count > _SPILL_AT - (2 * (e - s) + 8))
+            if over.size:
+                acc._spill(over)
+            bad = kernels.exact_sums(
+                x, xbits, rows, s, e, refs, refbits, r0 + (s - c0),
+                acc._hi, acc._lo, acc._count, self.norms, self.ref_squares,
+            )
+            if bad >= 0:
+                raise ValueError(f"update row {int(rows[bad])} contains NaN/Inf: validate updates first")
+            if bad < -1:
+                raise ValueError(f"reference {-2 - bad} contains NaN/Inf")
 
     def totals(self) -> tuple[list[float], list[list[float]], list[float]]:
         """(|u_t|^2, <u_t, y_k> per k, |y_k|^2), each rounded once (== math.fsum of the float64 products)."""

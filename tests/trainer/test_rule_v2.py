@@ -51,6 +51,20 @@ def test_exact_sums_equal_fsum_however_columns_and_threads_split_the_work(seed: 
     assert ref_sq == expected_refs
 
 
+def test_exact_sums_stay_exact_across_calls_and_spills(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agg, "_SUMS_CALL_COLS", 1500)  # several kernel calls per range ...
+    monkeypatch.setattr(agg, "_SPILL_AT", 4000)  # ... with accumulator rows spilled between them
+    rng = np.random.default_rng(5)
+    x = wide_rows(rng, 3, 20_000)
+    ref = np.ascontiguousarray(rng.standard_normal((1, 20_000)).astype(np.float32))
+    sums = agg._Sums(3, 1)
+    sums.add(x, agg._all_rows(3), 0, 20_000, ref)
+    norms, dots, ref_sq = sums.totals()
+    assert norms == [fsum_dot(r, r) for r in x]
+    assert dots == [[fsum_dot(r, ref[0]) for r in x]]
+    assert ref_sq == [fsum_dot(ref[0], ref[0])]
+
+
 def test_exact_sums_name_the_row_with_nan() -> None:
     x = np.ones((3, 50), dtype=np.float32)
     x[2, 7] = np.inf
