@@ -5,13 +5,15 @@
 1. Speed, in memory, on ``n`` x ``d`` float32 updates (deterministic random data, best of ``--repeats`` wall-clock
    runs each): ``np.median(stack, axis=0)`` (how Flower's FedMedian computes it) against ``coordinate_median``, and the
    whole rule (``run_rule``: median, exact norms and dot products against it, free-rider tests against zero and
-   the previous global step and copy tests on the round's column subset, scores, decisions, aggregate) against ``np.median`` alone and against the original
-   definitions (``ReferenceSource``: ``trainer.aggregation._reference_*``). Every result is compared bit for bit.
+   the previous global step and copy tests on the round's column subset, scores, decisions, aggregate) against
+   ``np.median`` alone and against the original definitions (``ReferenceSource``: ``_reference_*``). Every result
+   is compared bit for bit.
 2. Streaming, on ``stream_n`` x ``stream_d`` updates written as safetensors files in a temporary directory (reduced,
    and said so, when the disk cannot hold them): ``evaluate_round_streamed`` runs in a child process, which reports
    its own peak RSS (/proc/self/status VmHWM; the parent also reads getrusage(RUSAGE_CHILDREN)), twice with
    different block sizes; both outcomes must be identical. On the in-memory size, the streamed outcome (files) must
-   equal ``evaluate_round`` (bytes) bit for bit, with invalid blobs (NaN, wrong shape, junk) mixed in.
+   equal ``evaluate_round`` (bytes) bit for bit, with invalid blobs (NaN, wrong shape, junk) mixed in; on the
+   streamed size, the streamed outcome must equal ``run_rule`` over the whole stack loaded in memory (when it fits).
 
 Timings are wall-clock on whatever else the machine is doing: the JSON records the load average before and after.
 """
@@ -74,13 +76,19 @@ def run(args: argparse.Namespace) -> int:
             _write_round(work / "big", stream_n, sizes["stream_d"], args.seed + 1)
             report["stream_generate_seconds"] = time.perf_counter() - t0
         report.update(_stream_big(console, work / "big", stream_n, sizes["stream_d"]))
+        with console.status(f"the same {stream_n} x {sizes['stream_d']:,} round in memory (StackSource)"):
+            report.update(_big_in_memory(work / "big", stream_n, sizes["stream_d"], report))
     report["machine"]["loadavg_after"] = os.getloadavg()
     report["bit_identical"] = bool(
         report["median_bit_identical_vs_numpy"]
         and report["median_bit_identical_vs_reference"]
         and report["rule_bit_identical_vs_reference"]
     )
-    report["stream_bit_identical"] = bool(report["stream_vs_memory_bit_identical"] and report["stream_runs_identical"])
+    report["stream_bit_identical"] = bool(
+        report["stream_vs_memory_bit_identical"]
+        and report["stream_runs_identical"]
+        and report.get("stream_big_vs_memory_bit_identical") is not False  # None: not enough memory to compare
+    )
     _print(console, report)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -321,8 +329,46 @@ def _stream_big(console: Any, directory: Path, n: int, d: int) -> dict[str, Any]
         "stream_rusage_children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "stream_statuses": first["statuses"],
         "stream_model_sha256": first["model_sha256"],
+        "stream_verdicts_sha256": first["verdicts_sha256"],
         "stream_runs_identical": first["model_sha256"] == second["model_sha256"]
         and first["verdicts_sha256"] == second["verdicts_sha256"],
+    }
+
+
+def _big_in_memory(directory: Path, n: int, d: int, report: dict[str, Any]) -> dict[str, Any]:
+    """The streamed round again with every update in memory (``run_rule`` over ``StackSource``): the same outcome
+    bit for bit? Skipped (None) when the stack would not fit comfortably in the available memory."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from trainer.aggregation import RoundOutcome, StackSource, run_rule, subset_seed, verdicts_of
+    from trainer.rules import RuleConfig
+    from trainer.streaming import file_sha256
+
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if 4 * n * d * 2 > available:
+        return {"stream_big_vs_memory_bit_identical": None,
+                "stream_big_vs_memory_skipped": f"{4 * n * d / 1e9:.1f} GB stack, {available / 1e9:.1f} GB available"}
+    order = sorted(range(n), key=lambda i: _participant(i).lower())  # the rule reads updates in address order
+    t0 = time.perf_counter()
+    u = np.empty((n, d), dtype=np.float32)
+    hashes = []
+    for row, i in enumerate(order):
+        path = directory / f"{i:06d}.safetensors"
+        u[row] = load_file(str(path))["w"]
+        hashes.append(file_sha256(path))
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result, new = run_rule(StackSource(u), np.zeros(d, dtype=np.float32), RuleConfig(), None, subset_seed(hashes, d))
+    t_rule = time.perf_counter() - t0
+    del u
+    outcome = RoundOutcome(verdicts_of([_participant(i) for i in order], result), {"w": torch.from_numpy(new)})
+    digest = _outcome_digest(outcome)
+    return {
+        "stream_big_in_memory_load_seconds": t_load,
+        "stream_big_in_memory_rule_seconds": t_rule,
+        "stream_big_vs_memory_bit_identical": digest["model_sha256"] == report["stream_model_sha256"]
+        and digest["verdicts_sha256"] == report["stream_verdicts_sha256"],
     }
 
 
@@ -405,6 +451,9 @@ def _print(console: Any, r: dict[str, Any]) -> None:
     st.add_row("writing the files", f"{r['stream_generate_seconds']:.1f} s")
     st.add_row("statuses", ", ".join(f"{k} {v}" for k, v in sorted(r["stream_statuses"].items())))
     st.add_row("two block sizes give the same outcome", str(r["stream_runs_identical"]))
+    big = r.get("stream_big_vs_memory_bit_identical")
+    st.add_row("streamed == the same round in memory (run_rule over the whole stack)",
+               str(big) if big is not None else f"not compared: {r.get('stream_big_vs_memory_skipped')}")
     st.add_row(f"streamed == in memory ({r['stream_vs_memory_n']} x {r['stream_vs_memory_d']:,}, + 3 invalid, "
                "a copy, 2 free-riders)",
                str(r["stream_vs_memory_bit_identical"]))

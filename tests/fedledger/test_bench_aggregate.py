@@ -27,6 +27,7 @@ def test_quick_bench_writes_speed_memory_and_identity(tmp_path: Path) -> None:
         assert key in report, key
     assert report["bit_identical"] is True
     assert report["stream_bit_identical"] is True
+    assert report["stream_big_vs_memory_bit_identical"] is True  # 40 x 20k streamed == the same stack in memory
     assert report["median_speedup_vs_numpy"] > 0
     assert 0 < report["stream_peak_rss_mb"] < 2048
     assert report["stream_statuses"]["ACCEPTED"] > 0 and report["stream_statuses"]["NORM_OUTLIER"] > 0
