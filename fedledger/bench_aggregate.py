@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -207,15 +208,8 @@ def _speed(n: int, d: int, repeats: int, seed: int) -> dict[str, Any]:
         "reference_rule_seconds": t_ref,
         "rule_speedup_vs_reference": t_ref / t_rule,
         "rule_bit_identical_vs_reference": bool(same_rule),
-        "speed_round_statuses": _count(s.name for s in verdicts.statuses),
+        "speed_round_statuses": dict(Counter(s.name for s in verdicts.statuses)),
     }
-
-
-def _count(names: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for name in names:
-        out[name] = out.get(name, 0) + 1
-    return out
 
 
 def _save(path: Path, flat: np.ndarray) -> None:
@@ -249,7 +243,7 @@ def _outcome_digest(outcome: Any) -> dict[str, Any]:
     return {
         "model_sha256": model,
         "verdicts_sha256": hashlib.sha256(json.dumps(verdicts).encode()).hexdigest(),
-        "statuses": _count(v.status.name for v in outcome.verdicts),
+        "statuses": dict(Counter(v.status.name for v in outcome.verdicts)),
     }
 
 

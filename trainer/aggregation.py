@@ -367,6 +367,42 @@ class _Sums:
         return t[:r], [t[r + j * r : r + (j + 1) * r] for j in range(k)], t[r + k * r :]
 
 
+def _row_dot(x: np.ndarray, i: int, y: np.ndarray) -> float:
+    """Exactly rounded <x[i], y[0]> for x [*, d], y [1, d] (float32, C-contiguous); ValueError on NaN/Inf."""
+    sums = _Sums(1, 1, norms=False, ref_squares=False)
+    sums.add(x, np.array([i], dtype=np.intp), 0, x.shape[1], y)
+    return sums.totals()[1][0][0]
+
+
+def _median_sums_pass(
+    d: int,
+    n: int,
+    block_cols: int,
+    workers: int,
+    block: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, int]],
+    on_block: Callable[[int, int, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, list[float], list[float], float]:
+    """One pass over the columns of n updates, a block per task on ``workers`` threads: the block's coordinate-wise
+    median and, while the block is in cache, its exact sums against it. ``block(s, e)`` gives (the [n, e - s]
+    values the median reads, x, rows, c0) with x[rows, c0 : c0 + e - s] the same values for the sums;
+    ``on_block(s, e, values)`` sees every block. Returns (median, |u_i|^2, <u_i, median>, |median|^2)."""
+    median = np.empty((1, d), dtype=np.float32)
+    sums = _Sums(n, 1)
+    blocks = _column_blocks(d, block_cols)
+
+    def task(j: int) -> None:
+        s, e = blocks[j]
+        values, x, rows, c0 = block(s, e)
+        median_into(values, median[0, s:e])
+        sums.add(x, rows, c0, c0 + (e - s), median, s)
+        if on_block is not None:
+            on_block(s, e, values)
+
+    _run_tasks(task, len(blocks), workers)
+    norm_sq, dots, ref_sq = sums.totals()
+    return median[0], norm_sq, dots[0], ref_sq[0]
+
+
 def _as_rows(*vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.stack(vectors), dtype=np.float32)
 
@@ -384,12 +420,10 @@ def exact_dot(a: torch.Tensor, b: torch.Tensor) -> float:
     ``math.fsum`` rounds the sum once, so the result does not depend on summation order, SIMD or threads."""
     if not _fast_vectors(a, b):
         return _reference_dot(a, b)
-    sums = _Sums(1, 1, norms=False, ref_squares=False)
     try:
-        sums.add(_as_rows(a.detach().numpy()), _all_rows(1), 0, a.numel(), _as_rows(b.detach().numpy()))
+        value = _row_dot(_as_rows(a.detach().numpy()), 0, _as_rows(b.detach().numpy()))
     except ValueError:  # NaN/Inf: math.fsum's own answer (inf, nan or an error)
         return _reference_dot(a, b)
-    value = sums.totals()[1][0][0]
     return value if value != 0.0 or _FSUM_ZERO_IS_POSITIVE else _reference_dot(a, b)
 
 
@@ -726,17 +760,11 @@ def _copies_and_free_riders(
             est = total - 2.0 * float(gram[a, b])
             if est > radius_sq + margin:
                 continue
-            if est < radius_sq - margin or _exact_distance_sq(sub, i, j, norm_sq) <= radius_sq:
+            if est < radius_sq - margin or total - 2.0 * _row_dot(sub, i, sub[j : j + 1]) <= radius_sq:
                 group[i] = j
                 break
         else:
             reps.append(a)
-
-
-def _exact_distance_sq(sub: np.ndarray, i: int, j: int, norm_sq: Sequence[float]) -> float:
-    sums = _Sums(1, 1, norms=False, ref_squares=False)
-    sums.add(sub, np.array([i], dtype=np.intp), 0, sub.shape[1], sub[j : j + 1])
-    return (norm_sq[i] + norm_sq[j]) - 2.0 * sums.totals()[1][0][0]
 
 
 class StackSource:
@@ -747,21 +775,12 @@ class StackSource:
         self.n, self.d = u.shape
 
     def _median_sums(self, rows: np.ndarray) -> tuple[np.ndarray, list[float], list[float], float]:
-        """One pass, block by block on every worker thread: the median of ``rows`` and, on the same block while it
-        is in cache, the exact sums against it: (median, |u_i|^2, <u_i, median>, |median|^2)."""
-        median = np.empty((1, self.d), dtype=np.float32)
-        sums = _Sums(rows.size, 1)
+        """(median of ``rows``, |u_i|^2, <u_i, median>, |median|^2) in one pass (the sums read the stack itself)."""
         whole = rows.size == self.n
-        blocks = _column_blocks(self.d, _block_cols(rows.size))
-
-        def task(j: int) -> None:
-            s, e = blocks[j]
-            median_into(self.u[:, s:e] if whole else self.u[rows, s:e], median[0, s:e])
-            sums.add(self.u, rows, s, e, median, s)
-
-        _run_tasks(task, len(blocks), worker_count())
-        norm_sq, dots, ref_sq = sums.totals()
-        return median[0], norm_sq, dots[0], ref_sq[0]
+        return _median_sums_pass(
+            self.d, rows.size, _block_cols(rows.size), worker_count(),
+            lambda s, e: (self.u[:, s:e] if whole else self.u[rows, s:e], self.u, rows, s),
+        )
 
     def first_pass(self, columns: np.ndarray) -> FirstPass:
         median, norm_sq, dots, median_sq = self._median_sums(_all_rows(self.n))

@@ -124,18 +124,6 @@ def _pair_sums(a1: np.ndarray, a2: np.ndarray, b1: np.ndarray, b2: np.ndarray) -
 
 
 @_jit
-def _square_sums(a1: np.ndarray, a2: np.ndarray) -> tuple:
-    s11 = np.int64(0)
-    s12 = np.int64(0)
-    s22 = np.int64(0)
-    for j in range(a1.shape[0]):
-        s11 += np.int64(a1[j]) * np.int64(a1[j])
-        s12 += np.int64(a1[j]) * np.int64(a2[j])
-        s22 += np.int64(a2[j]) * np.int64(a2[j])
-    return s11, s12, s22
-
-
-@_jit
 def _fused1(x: np.ndarray, e: int, g1: np.ndarray, g2: np.ndarray) -> tuple:
     """The fast path of one row tile against one reference tile (slices g1, g2), in one vectorised loop: the
     uncovered count, then the slice sums of x.x and x.y. Only valid when the count is 0 (else ``_split`` and the
@@ -239,7 +227,7 @@ def exact_sums(
             else:
                 gunc[k] = _split(y, e, g1[k, :m], g2[k, :m])
                 if ref_squares:
-                    s11, s12, s22 = _square_sums(g1[k, :m], g2[k, :m])
+                    s11, s12, _, s22 = _pair_sums(g1[k, :m], g2[k, :m], g1[k, :m], g2[k, :m])
                     _add_square(hi, lo, count, sq, s11, s12, s22, e)
                     if gunc[k]:
                         for j in range(m):
@@ -272,7 +260,7 @@ def exact_sums(
                 continue
             unc = _split(xt, e, h1[:m], h2[:m])
             if norms:
-                s11, s12, s22 = _square_sums(h1[:m], h2[:m])
+                s11, s12, _, s22 = _pair_sums(h1[:m], h2[:m], h1[:m], h2[:m])
                 _add_square(hi, lo, count, t, s11, s12, s22, e)
             for k in range(kk):
                 row = r + k * r + t

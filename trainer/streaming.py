@@ -44,8 +44,8 @@ from trainer.aggregation import (
     Verdict,
     _all_rows,
     _column_blocks,
+    _median_sums_pass,
     _run_tasks,
-    _Sums,
     aggregate_block,
     flatten,
     global_step,
@@ -110,27 +110,25 @@ class ReaderSource:
     def _median_sums(
         self, rows: Sequence[int], columns: np.ndarray | None
     ) -> tuple[np.ndarray, list[float], list[float], float, np.ndarray | None]:
-        """One pass over the columns, ``workers`` blocks at a time: the median of ``rows`` and, on the same block,
-        the exact sums against it; and the rows at ``columns`` (ascending)."""
+        """One pass over the columns, ``workers`` blocks in memory at a time: the median of ``rows``, the exact sums
+        against it, and the rows at ``columns`` (ascending)."""
         n = len(rows)
-        blocks = _column_blocks(self.d, self.block_cols)
-        median = np.empty((1, self.d), dtype=np.float32)
-        sums = _Sums(n, 1)
         sub = np.empty((n, columns.size), dtype=np.float32) if columns is not None else None
         local = _all_rows(n)
 
-        def task(j: int) -> None:
-            s, e = blocks[j]
-            block = self._block(rows, s, e)
-            median_into(block, median[0, s:e])
-            sums.add(block, local, 0, e - s, median, s)
+        def keep_subset(s: int, e: int, block: np.ndarray) -> None:
             if sub is not None and columns is not None:
                 lo, hi = np.searchsorted(columns, (s, e))
                 sub[:, lo:hi] = block[:, columns[lo:hi] - s]
 
-        _run_tasks(task, len(blocks), self.workers)
-        norm_sq, dots, ref_sq = sums.totals()
-        return median[0], norm_sq, dots[0], ref_sq[0], sub
+        def read_block(s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+            block = self._block(rows, s, e)
+            return block, block, local, 0
+
+        median, norm_sq, dots, median_sq = _median_sums_pass(
+            self.d, n, self.block_cols, self.workers, read_block, keep_subset
+        )
+        return median, norm_sq, dots, median_sq, sub
 
     def first_pass(self, columns: np.ndarray) -> FirstPass:
         median, norm_sq, dots, median_sq, sub = self._median_sums(range(self.n), columns)
@@ -171,8 +169,9 @@ def stream_rule(
 ) -> StreamedRound:
     """The rule (rules.py: free-riders, copies, median, scores, decisions, aggregate) over n valid updates of d
     parameters read through ``read(i, s, e)`` (float32, finite, participants in ascending address order); ``step``
-    is the previous global step, ``seed`` the round's ``subset_seed``. ``block_cols`` (default: what fits ``block_bytes``) never changes the result, nor
-    does ``workers`` (default: torch's thread count, at most MAX_DEFAULT_WORKERS)."""
+    is the previous global step, ``seed`` the round's ``subset_seed``. ``block_cols`` (default: what fits
+    ``block_bytes``) never changes the result, nor does ``workers`` (default: torch's thread count, at most
+    MAX_DEFAULT_WORKERS)."""
     if n <= 0:
         raise ValueError("stream_rule needs at least one valid update")
     base_flat = np.ascontiguousarray(base_flat, dtype=np.float32).reshape(-1)
