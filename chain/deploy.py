@@ -104,6 +104,7 @@ def deploy_all(
         registry.grant_role(registry.operator_role(), operator, sender=admin),
         rounds.grant_role(rounds.operator_role(), operator, sender=admin),
         rounds.grant_role(rounds.aggregator_role(), aggregator, sender=admin),
+        rounds.grant_role(rounds.relayer_role(), operator, sender=admin),  # the API relays batches with the operator key
     ]
     compiled = load_artifact("FederatedRounds", artifacts_dir)
     manifest = Manifest(
@@ -111,7 +112,7 @@ def deploy_all(
         contracts={"FedToken": token.address, "ParticipantRegistry": registry.address, "FederatedRounds": rounds.address},
         deployment_block=r1.block_number,
         compiler={"version": compiled.compiler_version, "settings": compiled.settings, "sourcesHash": compiled.sources_hash},
-        roles={"admin": admin, "operator": operator, "aggregator": aggregator},
+        roles={"admin": admin, "operator": operator, "aggregator": aggregator, "relayer": operator},
         network=network,
         endpoints=endpoints or {},
     )

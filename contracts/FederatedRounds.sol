@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {ParticipantRegistry} from "./ParticipantRegistry.sol";
 import {FedToken} from "./FedToken.sol";
 
@@ -23,21 +24,54 @@ import {FedToken} from "./FedToken.sol";
 ///   weight_i     = status_i == ACCEPTED ? max(score_i, 0) : 0              (score in 1e-6 units)
 ///   reward_i     = total == 0 ? 0 : rewardBudget * weight_i / total        (total = sum of weights)
 ///   reputation_i = (reputation_i * decay + weight_i * (ONE - decay)) / ONE (decay in 1e-6 units)
+///
+/// At scale (docs/merkle-rounds.md) a round costs gas that does not grow with its participants:
+/// * commitments: besides the per-participant commit, a relayer posts one Merkle root per batch of EIP-712 signed
+///   commitments plus the signed list's blob (`commitBatch`). The contract cannot check the signatures it never
+///   sees: the auditor checks every one against the list, and the list against the root. A participant left out
+///   of a batch can still commit by its own transaction until the round closes.
+/// * results: `finalizeRoundWithResults` commits one Merkle root over the round's result list (roundId,
+///   participant, status, score, reward, reputation after) plus the list's blob, and the total of its rewards,
+///   which must not exceed the budget. Leaves follow OpenZeppelin's StandardMerkleTree:
+///   keccak256(bytes.concat(keccak256(abi.encode(values)))), pairs hashed sorted.
+/// * claims: each participant (or anyone for it) proves its leaf once per round and is minted its reward; its
+///   registry reputation becomes the one of the newest round it has claimed. Minted rewards never exceed the
+///   committed total: the contract counts what is claimed.
 contract FederatedRounds is AccessControl, EIP712 {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
+    bytes32 public constant RELAYER_ROLE = keccak256("RELAYER_ROLE");
     bytes32 public constant COMMITMENT_TYPEHASH = keccak256("Commitment(uint256 roundId,bytes32 contentHash,string cid)");
 
     int32 public constant SCORE_ONE = 1_000_000;
     uint32 public constant PPM_ONE = 1_000_000;
     uint8 public constant STATUS_ACCEPTED = 0;
     uint8 public constant MAX_STATUS = 15;
+    /// Bounds what an aggregator must fetch for one batch; a relayer posts more batches for more participants.
+    uint32 public constant MAX_BATCH_ENTRIES = 10_000;
 
     enum RoundState {
         None,
         Open,
         Closed,
         Finalized
+    }
+
+    /// What `finalizeRoundWithResults` committed and how much of it has been claimed.
+    struct Results {
+        bytes32 root;
+        uint256 total;
+        uint256 claimed;
+    }
+
+    /// One leaf of a result list; `proof` proves it under the round's results root.
+    struct Claim {
+        uint256 roundId;
+        uint8 status;
+        int32 score;
+        uint256 reward;
+        uint32 reputation;
+        bytes32[] proof;
     }
 
     struct Round {
@@ -61,6 +95,10 @@ contract FederatedRounds is AccessControl, EIP712 {
     mapping(uint256 roundId => Round) private _rounds;
     /// One slot per commitment: the content hash (never zero). When and by whom is in the UpdateCommitted event.
     mapping(uint256 roundId => mapping(address participant => bytes32 contentHash)) private _commitments;
+    mapping(uint256 roundId => bytes32[] roots) private _batchRoots;
+    mapping(uint256 roundId => Results) private _results;
+    /// Claimed flags, one bit per round: word roundId / 256 of a participant's bitmap, bit roundId % 256.
+    mapping(address participant => mapping(uint256 word => uint256 bits)) private _claimedBits;
     bytes32 private _globalModelHash;
     string private _globalModelCid;
 
@@ -85,6 +123,15 @@ contract FederatedRounds is AccessControl, EIP712 {
     error RoundsNotCommitted(uint256 roundId, address participant);
     error RoundsScoreOutOfRange(address participant, int32 score);
     error RoundsStatusOutOfRange(address participant, uint8 status);
+    error RoundsEmptyRoot();
+    error RoundsBatchSizeOutOfRange(uint32 entries, uint32 maxEntries);
+    error RoundsRewardsExceedBudget(uint256 roundId, uint256 total, uint256 budget);
+    error RoundsResultsMissDirectCommitments(uint256 roundId, uint32 directCommitments, uint32 entries);
+    error RoundsResultsNotCommitted(uint256 roundId, RoundState state);
+    error RoundsAlreadyClaimed(uint256 roundId, address participant);
+    error RoundsInvalidProof(uint256 roundId, address participant, bytes32 leaf);
+    error RoundsClaimsExceedTotal(uint256 roundId, uint256 claimed, uint256 total);
+    error RoundsNoClaims();
 
     event GenesisModelPublished(bytes32 indexed modelHash, string cid);
     event RoundOpened(
@@ -100,6 +147,21 @@ contract FederatedRounds is AccessControl, EIP712 {
         uint256 indexed roundId, address indexed participant, bytes32 indexed contentHash, string cid, address relayer
     );
     event RoundClosed(uint256 indexed roundId, uint64 closedAt, uint32 submissions);
+    event CommitmentBatchPosted(
+        uint256 indexed roundId,
+        uint256 indexed batchIndex,
+        bytes32 indexed root,
+        bytes32 listHash,
+        string listCid,
+        uint32 entries,
+        address relayer
+    );
+    event RoundResultsCommitted(
+        uint256 indexed roundId, bytes32 indexed root, bytes32 listHash, string listCid, uint32 entries, uint256 total
+    );
+    event RewardClaimed(
+        uint256 indexed roundId, address indexed participant, uint8 indexed status, int32 score, uint256 reward, uint32 reputation
+    );
     event ContributionScored(
         uint256 indexed roundId, address indexed participant, uint8 indexed status, int32 score, uint256 reward, uint32 reputation
     );
@@ -190,6 +252,25 @@ contract FederatedRounds is AccessControl, EIP712 {
         _commit(roundId, participant, contentHash, cid);
     }
 
+    /// @notice Post one batch of EIP-712 signed commitments collected off-chain: the Merkle root over its leaves
+    ///         (roundId, participant, contentHash, cid) and the signed list's blob (sha256 + CID). The list holds
+    ///         each commitment with its signature; auditors check them, since the contract never sees them.
+    function commitBatch(uint256 roundId, bytes32 root, uint32 entries, bytes32 listHash, string calldata listCid)
+        external
+        onlyRole(RELAYER_ROLE)
+        returns (uint256 batchIndex)
+    {
+        Round storage r = _existingRound(roundId);
+        if (r.state != RoundState.Open) revert RoundsRoundNotOpen(roundId, r.state);
+        if (block.timestamp > r.deadline) revert RoundsDeadlinePassed(roundId, r.deadline, block.timestamp);
+        if (root == bytes32(0)) revert RoundsEmptyRoot();
+        if (entries == 0 || entries > MAX_BATCH_ENTRIES) revert RoundsBatchSizeOutOfRange(entries, MAX_BATCH_ENTRIES);
+        _requireRef(listHash, listCid);
+        batchIndex = _batchRoots[roundId].length;
+        _batchRoots[roundId].push(root);
+        emit CommitmentBatchPosted(roundId, batchIndex, root, listHash, listCid, entries, msg.sender);
+    }
+
     // ---------------------------------------------------------------- aggregator
 
     /// @notice Finalize `roundId`: record the new global model and the verdict on every committed update,
@@ -240,7 +321,135 @@ contract FederatedRounds is AccessControl, EIP712 {
         }
     }
 
+    /// @notice Finalize `roundId` with one Merkle root over its result list instead of per-participant writes:
+    ///         gas does not grow with participants. Rewards and reputation are claimed by proof (`claim`).
+    /// @param entries how many results the list holds; it must cover at least the direct commitments
+    /// @param accepted how many of them are accepted
+    /// @param total the sum of the list's rewards, at most the round's budget; claims can never mint more
+    function finalizeRoundWithResults(
+        uint256 roundId,
+        bytes32 newModelHash,
+        string calldata newModelCid,
+        bytes32 resultsRoot,
+        bytes32 listHash,
+        string calldata listCid,
+        uint32 entries,
+        uint32 accepted,
+        uint256 total
+    ) external onlyRole(AGGREGATOR_ROLE) {
+        Round storage r = _existingRound(roundId);
+        if (r.state == RoundState.Finalized) revert RoundsAlreadyFinalized(roundId, r.newModelHash);
+        if (r.state == RoundState.Open && block.timestamp <= r.deadline) {
+            revert RoundsSubmissionsStillOpen(roundId, r.deadline, block.timestamp);
+        }
+        _requireRef(newModelHash, newModelCid);
+        _requireRef(listHash, listCid);
+        if (resultsRoot == bytes32(0)) revert RoundsEmptyRoot();
+        if (total > r.rewardBudget) revert RoundsRewardsExceedBudget(roundId, total, r.rewardBudget);
+        if (entries < r.submissions) revert RoundsResultsMissDirectCommitments(roundId, r.submissions, entries);
+
+        r.state = RoundState.Finalized;
+        r.newModelHash = newModelHash;
+        r.accepted = accepted;
+        _results[roundId] = Results({root: resultsRoot, total: total, claimed: 0});
+        _globalModelHash = newModelHash;
+        _globalModelCid = newModelCid;
+        emit RoundResultsCommitted(roundId, resultsRoot, listHash, listCid, entries, total);
+        emit RoundFinalized(roundId, newModelHash, r.baseModelHash, newModelCid, accepted, 0);
+    }
+
+    // ---------------------------------------------------------------- claims
+
+    /// @notice Claim `participant`'s results of one or more Merkle-finalized rounds: each leaf is proven against
+    ///         its round's results root, once per participant and round. The rewards are minted to `participant`
+    ///         (whoever sends the transaction), and its registry reputation becomes the one proven for the newest
+    ///         round claimed, if that round is newer than the one its reputation comes from.
+    function claim(address participant, Claim[] calldata claims) external {
+        if (claims.length == 0) revert RoundsNoClaims();
+        uint256 reward;
+        uint256 newestRound;
+        uint32 newestReputation;
+        for (uint256 i = 0; i < claims.length; ++i) {
+            Claim calldata c = claims[i];
+            Round storage r = _existingRound(c.roundId);
+            Results storage res = _results[c.roundId];
+            if (res.root == bytes32(0)) revert RoundsResultsNotCommitted(c.roundId, r.state);
+            uint256 bit = 1 << (c.roundId & 255);
+            mapping(uint256 => uint256) storage bits = _claimedBits[participant];
+            if (bits[c.roundId >> 8] & bit != 0) revert RoundsAlreadyClaimed(c.roundId, participant);
+            bytes32 leaf = resultLeaf(c.roundId, participant, c.status, c.score, c.reward, c.reputation);
+            if (!MerkleProof.verifyCalldata(c.proof, res.root, leaf)) {
+                revert RoundsInvalidProof(c.roundId, participant, leaf);
+            }
+            bits[c.roundId >> 8] |= bit;
+            uint256 claimed = res.claimed + c.reward;
+            if (claimed > res.total) revert RoundsClaimsExceedTotal(c.roundId, claimed, res.total);
+            res.claimed = claimed;
+            r.minted += c.reward;
+            reward += c.reward;
+            if (c.roundId > newestRound) {
+                newestRound = c.roundId;
+                newestReputation = c.reputation;
+            }
+            emit RewardClaimed(c.roundId, participant, c.status, c.score, c.reward, c.reputation);
+        }
+        // Interactions last, only with the registry and token this contract was deployed with (no callbacks).
+        if (newestRound > registry.reputationRoundOf(participant)) {
+            registry.setReputation(participant, newestRound, newestReputation);
+        }
+        if (reward != 0) token.mint(participant, reward);
+    }
+
     // --------------------------------------------------------------------- views
+
+    /// @notice The OpenZeppelin-standard leaf of one result: keccak256(bytes.concat(keccak256(abi.encode(...)))).
+    function resultLeaf(uint256 roundId, address participant, uint8 status, int32 score, uint256 reward, uint32 reputation)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(bytes.concat(keccak256(abi.encode(roundId, participant, status, score, reward, reputation))));
+    }
+
+    /// @notice The leaf of one batched commitment (roundId, participant, contentHash, cid).
+    function commitmentLeaf(uint256 roundId, address participant, bytes32 contentHash, string calldata cid)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(bytes.concat(keccak256(abi.encode(roundId, participant, contentHash, cid))));
+    }
+
+    /// @notice Whether a relayer's batch `batchIndex` of `roundId` includes this commitment (a participant's receipt).
+    function isInBatch(
+        uint256 roundId,
+        uint256 batchIndex,
+        address participant,
+        bytes32 contentHash,
+        string calldata cid,
+        bytes32[] calldata proof
+    ) external view returns (bool) {
+        bytes32[] storage roots = _batchRoots[roundId];
+        if (batchIndex >= roots.length) return false;
+        return MerkleProof.verifyCalldata(proof, roots[batchIndex], commitmentLeaf(roundId, participant, contentHash, cid));
+    }
+
+    function batchCount(uint256 roundId) external view returns (uint256) {
+        return _batchRoots[roundId].length;
+    }
+
+    function batchRoot(uint256 roundId, uint256 batchIndex) external view returns (bytes32) {
+        return _batchRoots[roundId][batchIndex];
+    }
+
+    /// @notice The committed results root, reward total and claimed amount of a Merkle-finalized round (zeros otherwise).
+    function resultsOf(uint256 roundId) external view returns (Results memory) {
+        return _results[roundId];
+    }
+
+    function isClaimed(uint256 roundId, address participant) external view returns (bool) {
+        return _claimedBits[participant][roundId >> 8] & (1 << (roundId & 255)) != 0;
+    }
 
     function roundCount() external view returns (uint256) {
         return _roundCount;

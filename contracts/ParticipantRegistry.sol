@@ -9,7 +9,9 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 /// @notice Wallet self-registration (by own transaction, or by an EIP-712 signature that anyone may relay, so a
 ///         participant needs no ether to join), operator suspension, and on-chain reputation.
 /// @dev Reputation is fixed-point with REPUTATION_ONE = 1.0. Only REPUTATION_WRITER_ROLE
-///      (the round manager) writes it, and only while finalizing a round.
+///      (the round manager) writes it: while finalizing a round, or when a participant claims a Merkle-committed
+///      round result. Each write names its round and must be newer than the last one, so an old round's result
+///      claimed late cannot overwrite a newer reputation.
 contract ParticipantRegistry is AccessControl, EIP712 {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant REPUTATION_WRITER_ROLE = keccak256("REPUTATION_WRITER_ROLE");
@@ -28,6 +30,7 @@ contract ParticipantRegistry is AccessControl, EIP712 {
         Status status;
         uint32 reputation;
         uint64 registeredAt;
+        uint64 reputationRound; // the round whose result set `reputation` (0: the initial value)
     }
 
     /// Not enumerable on-chain (an array would cost every registration ~40k gas): enumerate through the
@@ -42,6 +45,7 @@ contract ParticipantRegistry is AccessControl, EIP712 {
     error RegistryReputationOutOfRange(address account, uint256 reputation);
     error RegistryInvalidSignature(address account, address recovered);
     error RegistrySignatureExpired(address account, uint256 deadline, uint256 timestamp);
+    error RegistryStaleReputation(address account, uint256 roundId, uint256 latestRoundId);
 
     event ParticipantRegistered(address indexed account, uint256 reputation);
     event ParticipantSuspended(address indexed account, address indexed operator, bytes32 indexed reason);
@@ -100,13 +104,16 @@ contract ParticipantRegistry is AccessControl, EIP712 {
         emit ParticipantReinstated(account, msg.sender);
     }
 
-    /// @notice Record a participant's reputation after round `roundId`.
+    /// @notice Record a participant's reputation after round `roundId`, which must be newer than the round of the
+    ///         value it replaces.
     function setReputation(address account, uint256 roundId, uint32 value) external onlyRole(REPUTATION_WRITER_ROLE) {
         Participant storage p = _participants[account];
         if (p.status == Status.None) revert RegistryNotRegistered(account);
         if (value > REPUTATION_ONE) revert RegistryReputationOutOfRange(account, value);
+        if (roundId <= p.reputationRound) revert RegistryStaleReputation(account, roundId, p.reputationRound);
         uint32 previous = p.reputation;
         p.reputation = value;
+        p.reputationRound = uint64(roundId); // round ids count up from 1 by one: they never reach 2**64
         emit ReputationUpdated(account, roundId, previous, value);
     }
 
@@ -120,6 +127,11 @@ contract ParticipantRegistry is AccessControl, EIP712 {
 
     function reputationOf(address account) external view returns (uint32) {
         return _participants[account].reputation;
+    }
+
+    /// @notice The round whose result set `account`'s reputation (0 while it is the initial value).
+    function reputationRoundOf(address account) external view returns (uint256) {
+        return _participants[account].reputationRound;
     }
 
     function participantOf(address account) external view returns (Participant memory) {

@@ -5,6 +5,12 @@ previous round's output; every committed blob is available and hashes to its com
 scores recompute within the rule's tolerance; every decision follows the committed scores and the rule; the
 aggregate recomputes bit for bit to the committed model hash; rewards and reputation follow the contract formulas
 and match what was minted.
+
+Rounds finalized with a results root (docs/merkle-rounds.md) are checked the same way over their public lists, plus:
+every relayer batch's signed list hashes to what was posted, rebuilds the posted root, and every signature in it
+recovers to its participant ("batches"); the result list hashes to what was committed, rebuilds the results root,
+covers exactly the round's committers, and its rewards sum to the committed total within the budget ("results");
+reputation follows from the state the earlier rounds proved; every claim matches its leaf ("claims").
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from chain.deploy import Deployment
-from fedledger.history import ChainHistory, RoundRecord
+from chain.lists import ListFormatError, ResultList
+from fedledger.history import ChainHistory, RoundRecord, ScoredUpdate
 from fedledger.roles import fetch_params, gather_submissions, previous_base
+from fedledger.settlement import ReputationLedger, committed_set, evaluate_committed, header_of, load_results
 from storage import BlobStore, StorageError
 from trainer.aggregation import evaluate_round, flatten, unflatten
 from trainer.errors import RuleError, UpdateRejected
@@ -77,6 +85,7 @@ class Auditor:
     def __init__(self, deployment: Deployment, store: BlobStore) -> None:
         self.history = ChainHistory(deployment)
         self.store = store
+        self.reputation = ReputationLedger(self.history, store)
 
     def verify(self, round_id: int | None = None) -> AuditReport:
         count = self.history.round_count()
@@ -105,11 +114,27 @@ class Auditor:
             return audit
         audit.add("base", [])
 
+        results: ResultList | None = None
+        if rec.results is not None:
+            results = self._check_merkle_lists(audit, rec)
+            if results is None:
+                return audit
         committed = {s.participant: s for s in rec.scored}
         problems = []
         if sorted(committed) != sorted(c.participant for c in rec.commitments):
             problems.append("the scored set differs from the set of commitments")
-        submissions = gather_submissions(self.store, rec)
+        if rule is None:
+            return audit
+        try:
+            previous = previous_base(self.store, self.history, rec.round_id)
+        except (StorageError, UpdateRejected) as exc:
+            audit.add("base", [f"previous base model (the public global step) unusable: {exc}"])
+            return audit
+        if results is not None:  # streamed from files, as the aggregator ran it
+            outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous)
+        else:
+            submissions = gather_submissions(self.store, rec)  # type: ignore[assignment]
+            outcome = evaluate_round(base, submissions, rule, previous)  # type: ignore[arg-type]
         blob_problems = []
         for sub in submissions:
             status = committed.get(sub.participant)
@@ -120,16 +145,10 @@ class Auditor:
                         f"(committed status {Status(status.status).name}): {sub.detail}"
                     )
         audit.add("blobs", problems + blob_problems, f"{len(submissions)} blobs match their commitments")
-        if rule is None or blob_problems or problems:
+        if blob_problems or problems:
             return audit
 
         shapes = {k: tuple(v.shape) for k, v in base.items()}
-        try:
-            previous = previous_base(self.store, self.history, rec.round_id)
-        except (StorageError, UpdateRejected) as exc:
-            audit.add("base", [f"previous base model (the public global step) unusable: {exc}"])
-            return audit
-        outcome = evaluate_round(base, submissions, rule, previous)
         recomputed = {v.participant: v for v in outcome.verdicts}
         score_problems = []
         decision_problems = []
@@ -166,8 +185,76 @@ class Auditor:
             agg_problems.append(f"committed global model blob: {exc}")
         audit.add("aggregate", agg_problems, "bit-identical")
 
-        self._check_incentives(audit, rec, rule)
+        if results is not None:
+            self._check_merkle_incentives(audit, rec, results)
+        else:
+            self._check_incentives(audit, rec, rule)
         return audit
+
+    def _check_merkle_lists(self, audit: RoundAudit, rec: RoundRecord) -> ResultList | None:
+        """The batches and the result list of a Merkle-finalized round; fills ``rec.commitments`` with the round's
+        effective commitments and ``rec.scored`` with the list's entries. None when the list is unusable."""
+        assert rec.results is not None
+        cs = committed_set(self.history, self.store, rec)
+        audit.add(
+            "batches", cs.problems,
+            f"{len(rec.batches)} batches, {cs.signatures_checked} signatures verified, {cs.batched} batched + "
+            f"{len(cs.commitments) - cs.batched} direct commitments",
+        )
+        rec.commitments = cs.commitments
+        try:
+            results = load_results(self.store, rec)
+        except (StorageError, ListFormatError) as exc:
+            audit.add("results", [f"result list unusable: {exc}"])
+            return None
+        problems = []
+        if (why := results.header.mismatch(header_of(self.history, rec.round_id))) is not None:
+            problems.append(why)
+        if results.root != rec.results.root:
+            problems.append(f"the result list's root 0x{results.root.hex()} is not the committed 0x{rec.results.root.hex()}")
+        if len(results.entries) != rec.results.entries:
+            problems.append(f"the result list has {len(results.entries)} entries, {rec.results.entries} were committed")
+        if results.total_reward != rec.results.total:
+            problems.append(f"the result list's rewards sum to {results.total_reward}, the committed total is {rec.results.total}")
+        if results.total_reward > rec.reward_budget:
+            problems.append(f"the result list's rewards sum to {results.total_reward}, over the budget {rec.reward_budget}")
+        if results.rule_hash != rec.rule_hash or results.new_model_hash != rec.new_model_hash:
+            problems.append("the result list names another rule or global model than the round")
+        listed = [e.participant for e in results.entries]
+        if listed != [c.participant for c in cs.commitments]:
+            missing = sorted({c.participant for c in cs.commitments} - set(listed))
+            extra = sorted(set(listed) - {c.participant for c in cs.commitments})
+            problems.append(f"the result list does not cover the committers: missing {missing[:5]}, not committers {extra[:5]}")
+        audit.add("results", problems, f"{len(results.entries)} results under root 0x{results.root.hex()[:12]}")
+        rec.scored = [ScoredUpdate(e.participant, e.status, e.score, e.reward, e.reputation) for e in results.entries]
+        return results
+
+    def _check_merkle_incentives(self, audit: RoundAudit, rec: RoundRecord, results: ResultList) -> None:
+        """Rewards and reputation of the list by the contract's formulas from the proven earlier state; claims."""
+        prior = self.reputation.before(rec.round_id)
+        entries = results.entries
+        weights = [weight(e.status, e.score) for e in entries]
+        expected = reward_split(rec.reward_budget, weights)
+        problems = []
+        for e, w, r in zip(entries, weights, expected, strict=True):
+            if e.reward != r:
+                problems.append(f"{e.participant}: listed reward {e.reward}, rule gives {r}")
+            rep = next_reputation(prior.get(e.participant, INITIAL_REPUTATION), w, rec.reputation_decay)
+            if e.reputation != rep:
+                problems.append(f"{e.participant}: listed reputation {e.reputation}, rule gives {rep}")
+        audit.add("rewards", problems, f"{sum(expected)} claimable as the rule says")
+        claim_problems = []
+        by_participant = {e.participant: e for e in entries}
+        for c in rec.claims:
+            e = by_participant.get(c.participant)
+            if e is None or (c.status, c.score, c.reward, c.reputation) != (e.status, e.score, e.reward, e.reputation):
+                claim_problems.append(f"{c.participant}: claimed {c.reward} in {c.tx_hash}, not its listed result")
+        claimed = sum(c.reward for c in rec.claims)
+        if claimed > results.total_reward:
+            claim_problems.append(f"claims total {claimed}, more than the listed {results.total_reward}")
+        if claimed != rec.minted:
+            claim_problems.append(f"claims total {claimed}, the round records {rec.minted} minted")
+        audit.add("claims", claim_problems, f"{len(rec.claims)} claims, {claimed} minted")
 
     def _check_rule(self, audit: RoundAudit, rec: RoundRecord) -> RuleConfig | None:
         try:

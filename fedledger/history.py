@@ -43,6 +43,42 @@ class ScoredUpdate:
     reputation: int
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    """A relayer's batch of signed commitments (``CommitmentBatchPosted``): the list itself is a blob."""
+
+    batch_index: int
+    root: bytes
+    list_hash: bytes
+    list_cid: str
+    entries: int
+    relayer: str
+    block_number: int
+
+
+@dataclass(frozen=True)
+class ResultsRecord:
+    """What ``finalizeRoundWithResults`` committed: the results root, the list's blob, its size and reward total."""
+
+    root: bytes
+    list_hash: bytes
+    list_cid: str
+    entries: int
+    total: int
+    block_number: int
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    participant: str
+    status: int
+    score: int
+    reward: int
+    reputation: int
+    block_number: int
+    tx_hash: str
+
+
 @dataclass
 class RoundRecord:
     round_id: int
@@ -63,6 +99,9 @@ class RoundRecord:
     opened_block: int = 0
     finalized_block: int = 0
     finalize_tx: str = ""
+    batches: list[BatchRecord] = field(default_factory=list)
+    results: ResultsRecord | None = None  # set when the round was finalized with a Merkle root
+    claims: list[ClaimRecord] = field(default_factory=list)
 
 
 class ChainHistory:
@@ -128,6 +167,11 @@ class ChainHistory:
             a = ev.args
             rec.commitments.append(CommittedUpdate(a.participant, a.content_hash, a.cid, a.relayer, ev.block_number))
         rec.commitments.sort(key=lambda c: c.participant.lower())
+        for ev in self.events("CommitmentBatchPosted", round_id=round_id):
+            a = ev.args
+            rec.batches.append(BatchRecord(a.batch_index, a.root, a.list_hash, a.list_cid, a.entries, a.relayer,
+                                           ev.block_number))
+        rec.batches.sort(key=lambda b: b.batch_index)
         if info.state == 3:
             (fin,) = self.events("RoundFinalized", round_id=round_id)
             rec.new_model_hash = fin.args.new_model_hash
@@ -135,12 +179,34 @@ class ChainHistory:
             rec.minted = fin.args.minted
             rec.finalized_block = fin.block_number
             rec.finalize_tx = fin.tx_hash
+            for ev in self.events("RoundResultsCommitted", round_id=round_id):
+                a = ev.args
+                rec.results = ResultsRecord(a.root, a.list_hash, a.list_cid, a.entries, a.total, ev.block_number)
+                rec.minted = info.minted  # minted by claims, counted by the contract
+            for ev in self.events("RewardClaimed", round_id=round_id):
+                a = ev.args
+                rec.claims.append(ClaimRecord(a.participant, a.status, a.score, a.reward, a.reputation,
+                                              ev.block_number, ev.tx_hash))
             for ev in self.events("ContributionScored", round_id=round_id):
                 a = ev.args
                 rec.scored.append(ScoredUpdate(a.participant, a.status, a.score, a.reward, a.reputation))
             for rep in self.events("ReputationUpdated", round_id=round_id):
                 rec.reputation_before[rep.args.account] = rep.args.previous
         return rec
+
+    def active_at(self, block: int) -> set[str]:
+        """The accounts registered and not suspended after ``block`` (from the registry's events; what
+        ``commitUpdate`` checks on-chain, re-derived for batched commitments the contract never saw)."""
+        self.refresh()
+        active: set[str] = set()
+        for e in self._events:
+            if e.block_number > block:
+                break
+            if e.name in ("ParticipantRegistered", "ParticipantReinstated"):
+                active.add(e.args.account)
+            elif e.name == "ParticipantSuspended":
+                active.discard(e.args.account)
+        return active
 
     def minted_to(self, account: str, *, block: int) -> int:
         """FED minted to ``account`` in ``block`` (Transfer events from the zero address)."""

@@ -12,8 +12,17 @@ from chain.compiler import ARTIFACTS_DIR
 from chain.gateway import DEFAULT_LOG_WINDOW, ContractGateway, EventRecord
 from chain.transactor import Transactor, TxResult
 
-ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RoundsAlreadyFinalized', 'RoundsDeadlineNotInFuture', 'RoundsDeadlinePassed', 'RoundsDecayOutOfRange', 'RoundsDuplicateCommitment', 'RoundsEmptyCid', 'RoundsEmptyHash', 'RoundsGenesisAlreadyPublished', 'RoundsInvalidSignature', 'RoundsLengthMismatch', 'RoundsNoGenesisModel', 'RoundsNotCommitted', 'RoundsParticipantNotActive', 'RoundsParticipantsNotSorted', 'RoundsPreviousRoundNotFinalized', 'RoundsRoundNotOpen', 'RoundsScoreOutOfRange', 'RoundsStatusOutOfRange', 'RoundsSubmissionCountMismatch', 'RoundsSubmissionsStillOpen', 'RoundsUnknownRound', 'StringTooLong'})
+ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RoundsAlreadyClaimed', 'RoundsAlreadyFinalized', 'RoundsBatchSizeOutOfRange', 'RoundsClaimsExceedTotal', 'RoundsDeadlineNotInFuture', 'RoundsDeadlinePassed', 'RoundsDecayOutOfRange', 'RoundsDuplicateCommitment', 'RoundsEmptyCid', 'RoundsEmptyHash', 'RoundsEmptyRoot', 'RoundsGenesisAlreadyPublished', 'RoundsInvalidProof', 'RoundsInvalidSignature', 'RoundsLengthMismatch', 'RoundsNoClaims', 'RoundsNoGenesisModel', 'RoundsNotCommitted', 'RoundsParticipantNotActive', 'RoundsParticipantsNotSorted', 'RoundsPreviousRoundNotFinalized', 'RoundsResultsMissDirectCommitments', 'RoundsResultsNotCommitted', 'RoundsRewardsExceedBudget', 'RoundsRoundNotOpen', 'RoundsScoreOutOfRange', 'RoundsStatusOutOfRange', 'RoundsSubmissionCountMismatch', 'RoundsSubmissionsStillOpen', 'RoundsUnknownRound', 'StringTooLong'})
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
+
+
+class Claim(NamedTuple):
+    round_id: int
+    status: int
+    score: int
+    reward: int
+    reputation: int
+    proof: list[bytes]
 
 
 class Eip712DomainResult(NamedTuple):
@@ -31,6 +40,12 @@ class GlobalModelResult(NamedTuple):
     cid: str
 
 
+class Results(NamedTuple):
+    root: bytes
+    total: int
+    claimed: int
+
+
 class Round(NamedTuple):
     state: int
     opened_at: int
@@ -43,6 +58,16 @@ class Round(NamedTuple):
     new_model_hash: bytes
     reward_budget: int
     minted: int
+
+
+class CommitmentBatchPosted(NamedTuple):
+    round_id: int
+    batch_index: int
+    root: bytes
+    list_hash: bytes
+    list_cid: str
+    entries: int
+    relayer: str
 
 
 class ContributionScored(NamedTuple):
@@ -61,6 +86,15 @@ class EIP712DomainChanged(NamedTuple):
 class GenesisModelPublished(NamedTuple):
     model_hash: bytes
     cid: str
+
+
+class RewardClaimed(NamedTuple):
+    round_id: int
+    participant: str
+    status: int
+    score: int
+    reward: int
+    reputation: int
 
 
 class RoleAdminChanged(NamedTuple):
@@ -106,6 +140,15 @@ class RoundOpened(NamedTuple):
     rule_cid: str
 
 
+class RoundResultsCommitted(NamedTuple):
+    round_id: int
+    root: bytes
+    list_hash: bytes
+    list_cid: str
+    entries: int
+    total: int
+
+
 class UpdateCommitted(NamedTuple):
     round_id: int
     participant: str
@@ -116,17 +159,20 @@ class UpdateCommitted(NamedTuple):
 
 class FederatedRoundsGateway(ContractGateway):
     CONTRACT_NAME = "FederatedRounds"
-    ABI_HASH = "7d209eecca7ddf37b65cbac38fba36f22d28a138a506897fbfde49f1ac490651"
+    ABI_HASH = "18beb1f71c0d1f71a1ff5a41d3b6bcbf32712838fe4024173ab6099cc8a74d1e"
     EVENT_CONVERTERS = {
+        "CommitmentBatchPosted": "_to_commitment_batch_posted",
         "ContributionScored": "_to_contribution_scored",
         "EIP712DomainChanged": "_to_eip712_domain_changed",
         "GenesisModelPublished": "_to_genesis_model_published",
+        "RewardClaimed": "_to_reward_claimed",
         "RoleAdminChanged": "_to_role_admin_changed",
         "RoleGranted": "_to_role_granted",
         "RoleRevoked": "_to_role_revoked",
         "RoundClosed": "_to_round_closed",
         "RoundFinalized": "_to_round_finalized",
         "RoundOpened": "_to_round_opened",
+        "RoundResultsCommitted": "_to_round_results_committed",
         "UpdateCommitted": "_to_update_committed",
     }
 
@@ -139,8 +185,22 @@ class FederatedRoundsGateway(ContractGateway):
         raw = self._call("AGGREGATOR_ROLE", (), block)
         return bytes(raw)
 
+    def batch_count(self, round_id: int, *, block: Any = "latest") -> int:
+        raw = self._call("batchCount", (round_id,), block)
+        return raw
+
+    def batch_root(self, round_id: int, batch_index: int, *, block: Any = "latest") -> bytes:
+        raw = self._call("batchRoot", (round_id, batch_index), block)
+        return bytes(raw)
+
+    def claim(self, participant: str, claims: Sequence[Claim], *, sender: str) -> TxResult:
+        return self._transact("claim", (to_checksum_address(participant), claims), sender)
+
     def close_round(self, round_id: int, *, sender: str) -> TxResult:
         return self._transact("closeRound", (round_id,), sender)
+
+    def commit_batch(self, round_id: int, root: bytes, entries: int, list_hash: bytes, list_cid: str, *, sender: str) -> TxResult:
+        return self._transact("commitBatch", (round_id, root, entries, list_hash, list_cid), sender)
 
     def commit_update(self, round_id: int, content_hash: bytes, cid: str, *, sender: str) -> TxResult:
         return self._transact("commitUpdate", (round_id, content_hash, cid), sender)
@@ -150,6 +210,10 @@ class FederatedRoundsGateway(ContractGateway):
 
     def commitment_digest(self, round_id: int, content_hash: bytes, cid: str, *, block: Any = "latest") -> bytes:
         raw = self._call("commitmentDigest", (round_id, content_hash, cid), block)
+        return bytes(raw)
+
+    def commitment_leaf(self, round_id: int, participant: str, content_hash: bytes, cid: str, *, block: Any = "latest") -> bytes:
+        raw = self._call("commitmentLeaf", (round_id, to_checksum_address(participant), content_hash, cid), block)
         return bytes(raw)
 
     def commitment_of(self, round_id: int, participant: str, *, block: Any = "latest") -> bytes:
@@ -171,6 +235,9 @@ class FederatedRoundsGateway(ContractGateway):
     def finalize_round(self, round_id: int, new_model_hash: bytes, new_model_cid: str, participants: Sequence[str], scores: Sequence[int], statuses: Sequence[int], *, sender: str) -> TxResult:
         return self._transact("finalizeRound", (round_id, new_model_hash, new_model_cid, [to_checksum_address(a) for a in participants], scores, statuses), sender)
 
+    def finalize_round_with_results(self, round_id: int, new_model_hash: bytes, new_model_cid: str, results_root: bytes, list_hash: bytes, list_cid: str, entries: int, accepted: int, total: int, *, sender: str) -> TxResult:
+        return self._transact("finalizeRoundWithResults", (round_id, new_model_hash, new_model_cid, results_root, list_hash, list_cid, entries, accepted, total), sender)
+
     def get_role_admin(self, role: bytes, *, block: Any = "latest") -> bytes:
         raw = self._call("getRoleAdmin", (role,), block)
         return bytes(raw)
@@ -188,6 +255,18 @@ class FederatedRoundsGateway(ContractGateway):
 
     def has_role(self, role: bytes, account: str, *, block: Any = "latest") -> bool:
         raw = self._call("hasRole", (role, to_checksum_address(account)), block)
+        return raw
+
+    def is_claimed(self, round_id: int, participant: str, *, block: Any = "latest") -> bool:
+        raw = self._call("isClaimed", (round_id, to_checksum_address(participant)), block)
+        return raw
+
+    def is_in_batch(self, round_id: int, batch_index: int, participant: str, content_hash: bytes, cid: str, proof: Sequence[bytes], *, block: Any = "latest") -> bool:
+        raw = self._call("isInBatch", (round_id, batch_index, to_checksum_address(participant), content_hash, cid, proof), block)
+        return raw
+
+    def max_batch_entries(self, *, block: Any = "latest") -> int:
+        raw = self._call("MAX_BATCH_ENTRIES", (), block)
         return raw
 
     def max_status(self, *, block: Any = "latest") -> int:
@@ -212,8 +291,20 @@ class FederatedRoundsGateway(ContractGateway):
         raw = self._call("registry", (), block)
         return to_checksum_address(raw)
 
+    def relayer_role(self, *, block: Any = "latest") -> bytes:
+        raw = self._call("RELAYER_ROLE", (), block)
+        return bytes(raw)
+
     def renounce_role(self, role: bytes, caller_confirmation: str, *, sender: str) -> TxResult:
         return self._transact("renounceRole", (role, to_checksum_address(caller_confirmation)), sender)
+
+    def result_leaf(self, round_id: int, participant: str, status: int, score: int, reward: int, reputation: int, *, block: Any = "latest") -> bytes:
+        raw = self._call("resultLeaf", (round_id, to_checksum_address(participant), status, score, reward, reputation), block)
+        return bytes(raw)
+
+    def results_of(self, round_id: int, *, block: Any = "latest") -> Results:
+        raw = self._call("resultsOf", (round_id,), block)
+        return Results(*raw)
 
     def revoke_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
         return self._transact("revokeRole", (role, to_checksum_address(account)), sender)
@@ -237,6 +328,18 @@ class FederatedRoundsGateway(ContractGateway):
     def token(self, *, block: Any = "latest") -> str:
         raw = self._call("token", (), block)
         return to_checksum_address(raw)
+
+    @staticmethod
+    def _to_commitment_batch_posted(a: dict[str, Any]) -> CommitmentBatchPosted:
+        return CommitmentBatchPosted(a['roundId'], a['batchIndex'], bytes(a['root']), bytes(a['listHash']), a['listCid'], a['entries'], to_checksum_address(a['relayer']))
+
+    def commitment_batch_posted_events(
+        self, *, from_block: int, to_block: int | str = "latest", round_id: int | None = None, batch_index: int | None = None, root: bytes | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[CommitmentBatchPosted]]:
+        return self._events("CommitmentBatchPosted", self._to_commitment_batch_posted, from_block, to_block, {"roundId": round_id, "batchIndex": batch_index, "root": root}, window)
+
+    def commitment_batch_posted_in(self, result: TxResult) -> list[CommitmentBatchPosted]:
+        return self._decode_receipt("CommitmentBatchPosted", result, self._to_commitment_batch_posted)
 
     @staticmethod
     def _to_contribution_scored(a: dict[str, Any]) -> ContributionScored:
@@ -273,6 +376,18 @@ class FederatedRoundsGateway(ContractGateway):
 
     def genesis_model_published_in(self, result: TxResult) -> list[GenesisModelPublished]:
         return self._decode_receipt("GenesisModelPublished", result, self._to_genesis_model_published)
+
+    @staticmethod
+    def _to_reward_claimed(a: dict[str, Any]) -> RewardClaimed:
+        return RewardClaimed(a['roundId'], to_checksum_address(a['participant']), a['status'], a['score'], a['reward'], a['reputation'])
+
+    def reward_claimed_events(
+        self, *, from_block: int, to_block: int | str = "latest", round_id: int | None = None, participant: str | None = None, status: int | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[RewardClaimed]]:
+        return self._events("RewardClaimed", self._to_reward_claimed, from_block, to_block, {"roundId": round_id, "participant": participant, "status": status}, window)
+
+    def reward_claimed_in(self, result: TxResult) -> list[RewardClaimed]:
+        return self._decode_receipt("RewardClaimed", result, self._to_reward_claimed)
 
     @staticmethod
     def _to_role_admin_changed(a: dict[str, Any]) -> RoleAdminChanged:
@@ -345,6 +460,18 @@ class FederatedRoundsGateway(ContractGateway):
 
     def round_opened_in(self, result: TxResult) -> list[RoundOpened]:
         return self._decode_receipt("RoundOpened", result, self._to_round_opened)
+
+    @staticmethod
+    def _to_round_results_committed(a: dict[str, Any]) -> RoundResultsCommitted:
+        return RoundResultsCommitted(a['roundId'], bytes(a['root']), bytes(a['listHash']), a['listCid'], a['entries'], a['total'])
+
+    def round_results_committed_events(
+        self, *, from_block: int, to_block: int | str = "latest", round_id: int | None = None, root: bytes | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[RoundResultsCommitted]]:
+        return self._events("RoundResultsCommitted", self._to_round_results_committed, from_block, to_block, {"roundId": round_id, "root": root}, window)
+
+    def round_results_committed_in(self, result: TxResult) -> list[RoundResultsCommitted]:
+        return self._decode_receipt("RoundResultsCommitted", result, self._to_round_results_committed)
 
     @staticmethod
     def _to_update_committed(a: dict[str, Any]) -> UpdateCommitted:

@@ -12,7 +12,7 @@ from chain.compiler import ARTIFACTS_DIR
 from chain.gateway import DEFAULT_LOG_WINDOW, ContractGateway, EventRecord
 from chain.transactor import Transactor, TxResult
 
-ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RegistryAlreadyRegistered', 'RegistryAlreadySuspended', 'RegistryInvalidSignature', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryReputationOutOfRange', 'RegistrySignatureExpired', 'StringTooLong'})
+ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RegistryAlreadyRegistered', 'RegistryAlreadySuspended', 'RegistryInvalidSignature', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryReputationOutOfRange', 'RegistrySignatureExpired', 'RegistryStaleReputation', 'StringTooLong'})
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
 
 
@@ -30,6 +30,7 @@ class Participant(NamedTuple):
     status: int
     reputation: int
     registered_at: int
+    reputation_round: int
 
 
 class EIP712DomainChanged(NamedTuple):
@@ -79,7 +80,7 @@ class RoleRevoked(NamedTuple):
 
 class ParticipantRegistryGateway(ContractGateway):
     CONTRACT_NAME = "ParticipantRegistry"
-    ABI_HASH = "ccdc452e4ee840e36ccd88284719720e8c555160aaccf2b4f1f8fd0384ff9e03"
+    ABI_HASH = "56824823c686daa3225ca7552efc953591f0abb8cc2fff51f41f2988e6ad2870"
     EVENT_CONVERTERS = {
         "EIP712DomainChanged": "_to_eip712_domain_changed",
         "ParticipantRegistered": "_to_participant_registered",
@@ -161,6 +162,10 @@ class ParticipantRegistryGateway(ContractGateway):
 
     def reputation_one(self, *, block: Any = "latest") -> int:
         raw = self._call("REPUTATION_ONE", (), block)
+        return raw
+
+    def reputation_round_of(self, account: str, *, block: Any = "latest") -> int:
+        raw = self._call("reputationRoundOf", (to_checksum_address(account),), block)
         return raw
 
     def reputation_writer_role(self, *, block: Any = "latest") -> bytes:

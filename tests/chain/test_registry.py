@@ -52,7 +52,7 @@ def test_self_registration_emits_event_and_records_an_active_participant(chain_e
 
     assert registry.participant_registered_in(result) == [ParticipantRegistered(p, INITIAL_REPUTATION)]
     block_time = chain_env.w3.eth.get_block(result.block_number)["timestamp"]
-    assert registry.participant_of(p) == Participant(ACTIVE, INITIAL_REPUTATION, block_time)
+    assert registry.participant_of(p) == Participant(ACTIVE, INITIAL_REPUTATION, block_time, 0)
     assert registry.is_active(p) is True and registry.reputation_of(p) == INITIAL_REPUTATION
     assert registry.participant_count() == 1
     events = registry.participant_registered_events(from_block=0)
@@ -131,3 +131,17 @@ def test_a_writer_sets_reputation_within_bounds(env, reverts) -> None:
         registry.set_reputation(p, 8, 1_000_001, sender=env.admin)
     with reverts("RegistryNotRegistered", account=stranger):
         registry.set_reputation(stranger, 8, 1, sender=env.admin)
+
+
+def test_reputation_writes_must_name_a_newer_round(env, reverts) -> None:
+    registry, p = env.deployment.registry, env.participants[0]
+    registry.grant_role(WRITER_ROLE, env.admin, sender=env.admin)
+    assert registry.reputation_round_of(p) == 0
+    registry.set_reputation(p, 5, 700_000, sender=env.admin)
+    assert registry.reputation_round_of(p) == 5
+    for stale in (5, 4, 1):  # a late claim of an older round cannot overwrite a newer reputation
+        with reverts("RegistryStaleReputation", account=p, roundId=stale, latestRoundId=5):
+            registry.set_reputation(p, stale, 100_000, sender=env.admin)
+    assert registry.reputation_of(p) == 700_000
+    registry.set_reputation(p, 6, 650_000, sender=env.admin)
+    assert (registry.reputation_of(p), registry.reputation_round_of(p)) == (650_000, 6)
