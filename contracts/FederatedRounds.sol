@@ -132,6 +132,8 @@ contract FederatedRounds is AccessControl, EIP712 {
     error RoundsInvalidProof(uint256 roundId, address participant, bytes32 leaf);
     error RoundsClaimsExceedTotal(uint256 roundId, uint256 claimed, uint256 total);
     error RoundsNoClaims();
+    error RoundsAcceptedExceedEntries(uint256 roundId, uint32 accepted, uint32 entries);
+    error RoundsUnknownBatch(uint256 roundId, uint256 batchIndex, uint256 batchCount);
 
     event GenesisModelPublished(bytes32 indexed modelHash, string cid);
     event RoundOpened(
@@ -347,6 +349,7 @@ contract FederatedRounds is AccessControl, EIP712 {
         if (resultsRoot == bytes32(0)) revert RoundsEmptyRoot();
         if (total > r.rewardBudget) revert RoundsRewardsExceedBudget(roundId, total, r.rewardBudget);
         if (entries < r.submissions) revert RoundsResultsMissDirectCommitments(roundId, r.submissions, entries);
+        if (accepted > entries) revert RoundsAcceptedExceedEntries(roundId, accepted, entries);
 
         r.state = RoundState.Finalized;
         r.newModelHash = newModelHash;
@@ -439,7 +442,9 @@ contract FederatedRounds is AccessControl, EIP712 {
     }
 
     function batchRoot(uint256 roundId, uint256 batchIndex) external view returns (bytes32) {
-        return _batchRoots[roundId][batchIndex];
+        bytes32[] storage roots = _batchRoots[roundId];
+        if (batchIndex >= roots.length) revert RoundsUnknownBatch(roundId, batchIndex, roots.length);
+        return roots[batchIndex];
     }
 
     /// @notice The committed results root, reward total and claimed amount of a Merkle-finalized round (zeros otherwise).

@@ -100,7 +100,7 @@ def _bench_module(name: str) -> Any:
 def _cmd_bench_gas(args: argparse.Namespace) -> int:
     from fedledger.bench_gas import run
 
-    return run(sorted(args.participants), args.json)
+    return run(sorted(args.participants), args.json, batch_size=args.batch_size)
 
 
 def register(sub: Any) -> None:
@@ -154,12 +154,16 @@ def register(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     p = bench_sub.add_parser("gas", help="gas per operation and per round on a throw-away Hardhat node")
-    p.add_argument("--participants", type=int, nargs="+", default=[10, 50, 100])
+    p.add_argument("--participants", type=int, nargs="+", default=[10, 100, 1000])
+    p.add_argument("--batch-size", type=int, default=500, help="signed commitments per relayed batch")
     p.add_argument("--json", type=Path, default=None)
     p.set_defaults(func=_cmd_bench_gas)
     p = bench_sub.add_parser("aggregate", help="median speed vs numpy and streamed aggregation memory")
     _bench_module("fedledger.bench_aggregate").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_aggregate").run(a))
+    p = bench_sub.add_parser("scale", help="Merkle-committed rounds of many participants on a real Hardhat + Kubo")
+    _bench_module("fedledger.bench_scale").add_arguments(p)
+    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_scale").run(a))
     p = bench_sub.add_parser("robustness", help="attacks x defenses grid: accuracy, score AUROC, reward shares")
     _bench_module("fedledger.bench_robustness").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_robustness").run(a))

@@ -81,3 +81,24 @@ def dirichlet_partition(
         if min(len(p) for p in parts) >= min_size:
             return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
     raise ValueError(f"no Dirichlet(alpha={alpha}) split gave every client >= {min_size} samples in {max_tries} tries")
+
+
+def dirichlet_resample(
+    labels: np.ndarray, n_clients: int, alpha: float, *, size: int, seed: int = 0
+) -> list[np.ndarray]:
+    """Simulated clients for more participants than the data set can split: client k draws ``size`` samples with
+    replacement from its own Dirichlet(alpha) class mix (so clients overlap, unlike ``dirichlet_partition``).
+    Returns sorted index arrays."""
+    if n_clients < 1 or size < 1:
+        raise ValueError(f"need n_clients >= 1 and size >= 1, got {n_clients} and {size}")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    by_class = [np.flatnonzero(labels == c) for c in classes]
+    out = []
+    for _ in range(n_clients):
+        counts = rng.multinomial(size, rng.dirichlet(np.full(len(classes), alpha)))
+        picks = [rng.choice(idx, k) for idx, k in zip(by_class, counts, strict=True) if k]
+        out.append(np.sort(np.concatenate(picks).astype(np.int64)))
+    return out

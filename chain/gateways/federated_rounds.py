@@ -12,7 +12,7 @@ from chain.compiler import ARTIFACTS_DIR
 from chain.gateway import DEFAULT_LOG_WINDOW, ContractGateway, EventRecord
 from chain.transactor import Transactor, TxResult
 
-ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RoundsAlreadyClaimed', 'RoundsAlreadyFinalized', 'RoundsBatchSizeOutOfRange', 'RoundsClaimsExceedTotal', 'RoundsDeadlineNotInFuture', 'RoundsDeadlinePassed', 'RoundsDecayOutOfRange', 'RoundsDuplicateCommitment', 'RoundsEmptyCid', 'RoundsEmptyHash', 'RoundsEmptyRoot', 'RoundsGenesisAlreadyPublished', 'RoundsInvalidProof', 'RoundsInvalidSignature', 'RoundsLengthMismatch', 'RoundsNoClaims', 'RoundsNoGenesisModel', 'RoundsNotCommitted', 'RoundsParticipantNotActive', 'RoundsParticipantsNotSorted', 'RoundsPreviousRoundNotFinalized', 'RoundsResultsMissDirectCommitments', 'RoundsResultsNotCommitted', 'RoundsRewardsExceedBudget', 'RoundsRoundNotOpen', 'RoundsScoreOutOfRange', 'RoundsStatusOutOfRange', 'RoundsSubmissionCountMismatch', 'RoundsSubmissionsStillOpen', 'RoundsUnknownRound', 'StringTooLong'})
+ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RoundsAcceptedExceedEntries', 'RoundsAlreadyClaimed', 'RoundsAlreadyFinalized', 'RoundsBatchSizeOutOfRange', 'RoundsClaimsExceedTotal', 'RoundsDeadlineNotInFuture', 'RoundsDeadlinePassed', 'RoundsDecayOutOfRange', 'RoundsDuplicateCommitment', 'RoundsEmptyCid', 'RoundsEmptyHash', 'RoundsEmptyRoot', 'RoundsGenesisAlreadyPublished', 'RoundsInvalidProof', 'RoundsInvalidSignature', 'RoundsLengthMismatch', 'RoundsNoClaims', 'RoundsNoGenesisModel', 'RoundsNotCommitted', 'RoundsParticipantNotActive', 'RoundsParticipantsNotSorted', 'RoundsPreviousRoundNotFinalized', 'RoundsResultsMissDirectCommitments', 'RoundsResultsNotCommitted', 'RoundsRewardsExceedBudget', 'RoundsRoundNotOpen', 'RoundsScoreOutOfRange', 'RoundsStatusOutOfRange', 'RoundsSubmissionCountMismatch', 'RoundsSubmissionsStillOpen', 'RoundsUnknownBatch', 'RoundsUnknownRound', 'StringTooLong'})
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
 
 
@@ -159,7 +159,7 @@ class UpdateCommitted(NamedTuple):
 
 class FederatedRoundsGateway(ContractGateway):
     CONTRACT_NAME = "FederatedRounds"
-    ABI_HASH = "18beb1f71c0d1f71a1ff5a41d3b6bcbf32712838fe4024173ab6099cc8a74d1e"
+    ABI_HASH = "d39fca83765e3f7155af59286070074b2994517df171272d2299d583d646f756"
     EVENT_CONVERTERS = {
         "CommitmentBatchPosted": "_to_commitment_batch_posted",
         "ContributionScored": "_to_contribution_scored",
