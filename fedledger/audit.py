@@ -9,7 +9,8 @@ and match what was minted.
 Rounds finalized with a results root (docs/merkle-rounds.md) are checked the same way over their public lists, plus:
 every relayer batch's signed list hashes to what was posted, rebuilds the posted root, and every signature in it
 recovers to its participant ("batches"); the result list hashes to what was committed, rebuilds the results root,
-covers exactly the round's committers, and its rewards sum to the committed total within the budget ("results");
+has the committed size and accepted count, covers exactly the round's committers, and its rewards sum to the
+committed total within the budget ("results");
 reputation follows from the state the earlier rounds proved; every claim matches its leaf ("claims").
 """
 
@@ -33,6 +34,13 @@ from trainer.errors import RuleError, UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import content_hash, serialize
+
+# The status codes the rule defines. finalizeRound refuses any other; a result list's statuses never reach the chain.
+_STATUS_CODES = frozenset(int(s) for s in Status)
+
+
+def _status_name(code: int) -> str:
+    return Status(code).name if code in _STATUS_CODES else f"status {code}"
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ class Auditor:
                 if status.status != Status.UNAVAILABLE:
                     blob_problems.append(
                         f"{sub.participant}: {sub.failure.name.lower().replace('_', ' ')} "
-                        f"(committed status {Status(status.status).name}): {sub.detail}"
+                        f"(committed status {_status_name(status.status)}): {sub.detail}"
                     )
         audit.add("blobs", problems + blob_problems, f"{len(submissions)} blobs match their commitments")
         if blob_problems or problems:
@@ -153,6 +161,9 @@ class Auditor:
         score_problems = []
         decision_problems = []
         for p, s in committed.items():
+            if s.status not in _STATUS_CODES:
+                decision_problems.append(f"{p}: committed status {s.status}, which the rule does not define")
+                continue
             v = recomputed[p]
             if Status(v.status).is_validity_failure:
                 if s.status != int(v.status) and s.status != Status.UNAVAILABLE:
@@ -214,6 +225,10 @@ class Auditor:
             problems.append(f"the result list's root 0x{results.root.hex()} is not the committed 0x{rec.results.root.hex()}")
         if len(results.entries) != rec.results.entries:
             problems.append(f"the result list has {len(results.entries)} entries, {rec.results.entries} were committed")
+        # finalizeRoundWithResults records the aggregator's accepted count as the round's; nothing on-chain checks it
+        accepted = self.history.d.rounds.get_round(rec.round_id).accepted
+        if results.accepted != accepted:
+            problems.append(f"the result list has {results.accepted} accepted, {accepted} were committed")
         if results.total_reward != rec.results.total:
             problems.append(f"the result list's rewards sum to {results.total_reward}, the committed total is {rec.results.total}")
         if results.total_reward > rec.reward_budget:
@@ -231,14 +246,20 @@ class Auditor:
 
     def _check_merkle_incentives(self, audit: RoundAudit, rec: RoundRecord, results: ResultList) -> None:
         """Rewards and reputation of the list by the contract's formulas from the proven earlier state; claims."""
-        prior = self.reputation.before(rec.round_id)
         entries = results.entries
         weights = [weight(e.status, e.score) for e in entries]
         expected = reward_split(rec.reward_budget, weights)
         problems = []
+        try:
+            prior = self.reputation.before(rec.round_id)
+        except (StorageError, ListFormatError) as exc:  # an earlier round's result list, failed in its own audit
+            problems.append(f"the reputation earlier rounds proved is unusable: {exc}")
+            prior = None
         for e, w, r in zip(entries, weights, expected, strict=True):
             if e.reward != r:
                 problems.append(f"{e.participant}: listed reward {e.reward}, rule gives {r}")
+            if prior is None:
+                continue
             rep = next_reputation(prior.get(e.participant, INITIAL_REPUTATION), w, rec.reputation_decay)
             if e.reputation != rep:
                 problems.append(f"{e.participant}: listed reputation {e.reputation}, rule gives {rep}")

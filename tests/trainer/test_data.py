@@ -51,3 +51,21 @@ def test_packaged_datasets_load_standardized_and_train(name: str) -> None:
 def test_unknown_dataset_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         load_dataset("mnist")
+
+
+def test_dirichlet_resample_draws_skewed_clients_of_the_asked_size() -> None:
+    from trainer.data import dirichlet_resample
+
+    labels = np.repeat(np.arange(10), 50)
+    parts = dirichlet_resample(labels, 300, 0.1, size=40, seed=3)
+    assert len(parts) == 300 and all(len(p) == 40 and (np.diff(p) >= 0).all() for p in parts)
+    assert all(p.min() >= 0 and p.max() < len(labels) for p in parts)
+    # alpha 0.1: a typical client's majority class holds most of its samples; uniform draws would give ~20%
+    majority = np.median([np.bincount(labels[p], minlength=10).max() / 40 for p in parts])
+    assert majority > 0.5
+    again = dirichlet_resample(labels, 300, 0.1, size=40, seed=3)
+    assert all((a == b).all() for a, b in zip(parts, again, strict=True))
+    with pytest.raises(ValueError, match="alpha"):
+        dirichlet_resample(labels, 3, 0.0, size=4)
+    with pytest.raises(ValueError, match="n_clients"):
+        dirichlet_resample(labels, 0, 1.0, size=4)
