@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -27,8 +27,8 @@ class ChainEnv:
     outsider: str
 
 
-@pytest.fixture
-def chain_env() -> ChainEnv:
+def new_chain_env() -> ChainEnv:
+    """A fresh in-process EVM with the contracts deployed (module-scoped fixtures call this directly)."""
     w3 = embedded_web3()
     tx = embedded_transactor(w3)
     labels = ["admin", "operator", "aggregator", "outsider"] + [f"participant/{i}" for i in range(4)]
@@ -44,6 +44,17 @@ def chain_env() -> ChainEnv:
         participants=sorted((wallets[f"participant/{i}"] for i in range(4)), key=lambda a: int(a, 16)),
         outsider=wallets["outsider"],
     )
+
+
+@pytest.fixture
+def chain_env() -> ChainEnv:
+    return new_chain_env()
+
+
+@pytest.fixture(scope="session")
+def chain_env_factory() -> Callable[[], ChainEnv]:
+    """``new_chain_env`` for fixtures of a wider scope than ``chain_env``'s."""
+    return new_chain_env
 
 
 @pytest.fixture(scope="session")

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
-from web3 import Web3
 
-from chain.accounts import devnet_wallets
-from chain.deploy import Deployment, deploy_all
 from chain.eip712 import commitment_typed_data
-from chain.embedded import advance_time, embedded_transactor, embedded_web3
+from chain.embedded import advance_time
 from chain.gateways.federated_rounds import (
     Claim,
     CommitmentBatchPosted,
@@ -35,7 +32,7 @@ from chain.gateways.federated_rounds import (
 from chain.gateways.participant_registry import ReputationUpdated
 from chain.lists import CommitmentBatch, ListHeader, ResultEntry, ResultList, SignedCommitment
 from chain.merkle import COMMITMENT_LEAF_TYPES, RESULT_LEAF_TYPES, StandardMerkleTree, leaf_hash
-from chain.transactor import Transactor, TxResult
+from chain.transactor import TxResult
 
 OPEN, CLOSED, FINALIZED = 1, 2, 3  # RoundState (0 is None)
 ACCEPTED, REJECTED = 0, 1
@@ -63,16 +60,9 @@ RESULTS = {
 # ------------------------------------------------------------------------------------------------------- helpers
 
 
-@dataclass
-class Env:
-    w3: Web3
-    transactor: Transactor
-    deployment: Deployment
-    admin: str
-    operator: str  # also the relayer (deploy_all grants it RELAYER_ROLE)
-    aggregator: str
-    participants: list[str]  # ascending by address
-    outsider: str
+# tests/conftest.py's ChainEnv (w3, transactor, deployment, admin, operator = also the relayer, aggregator,
+# participants ascending by address, outsider); conftest is not importable under --import-mode=importlib.
+Env = Any
 
 
 def ref(label: str) -> tuple[bytes, str]:
@@ -217,23 +207,10 @@ def merkle_round(env: Env, results: dict[str, tuple[int, int, int, int]]) -> Res
 
 
 @pytest.fixture(scope="module")
-def deployed() -> Iterator[tuple[Env, int]]:
+def deployed(chain_env_factory) -> Iterator[tuple[Env, int]]:
     """One deployment for the module and the snapshot every test starts from."""
-    w3 = embedded_web3()
-    tx = embedded_transactor(w3)
-    labels = ["admin", "operator", "aggregator", "outsider"] + [f"participant/{i}" for i in range(4)]
-    wallets = devnet_wallets(tx, 1234, labels)
-    deployment = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"])
-    env = Env(
-        w3=w3,
-        transactor=tx,
-        deployment=deployment,
-        admin=wallets["admin"],
-        operator=wallets["operator"],
-        aggregator=wallets["aggregator"],
-        participants=sorted((wallets[f"participant/{i}"] for i in range(4)), key=lambda a: int(a, 16)),
-        outsider=wallets["outsider"],
-    )
+    env = chain_env_factory()
+    w3, deployment = env.w3, env.deployment
     for p in env.participants:
         deployment.registry.register(sender=p)
     deployment.rounds.publish_genesis(*GENESIS, sender=env.operator)
