@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from chain.errors import ChainError, ChainUnavailable, ContractRevert, ManifestError, TransactionTimeout
 from fedledger.history import UnknownRound
-from fedledger.service import DeadlinePassed, InvalidSignature, NotFound
+from fedledger.service import (
+    AlreadyClaimed,
+    DeadlinePassed,
+    DuplicateCommitment,
+    InvalidSignature,
+    NotFound,
+    NothingToClaim,
+    ParticipantNotActive,
+    RelayFailed,
+    RelayNotBatched,
+    ResultsNotCommitted,
+    RoundNotOpen,
+)
 from storage import BlobIntegrityError, BlobNotFound, StorageError, StorageUnavailable
 from trainer.errors import RuleError, UpdateRejected
 
@@ -31,6 +45,31 @@ REVERT_STATUS = {
     "RoundsAlreadyFinalized": 409,
     "RoundsNoGenesisModel": 409,
     "RoundsGenesisAlreadyPublished": 409,
+    "RoundsDeadlineNotInFuture": 400,
+    "RoundsDecayOutOfRange": 400,
+    "RoundsEmptyRoot": 400,
+    "RoundsBatchSizeOutOfRange": 400,
+    "RoundsUnknownBatch": 404,
+    "RoundsAlreadyClaimed": 409,
+    "RoundsInvalidProof": 422,
+    "RoundsResultsNotCommitted": 409,
+    "RoundsNoClaims": 404,
+    "RoundsClaimsExceedTotal": 409,
+    "RoundsRewardsExceedBudget": 409,
+    "RoundsResultsMissDirectCommitments": 409,
+    "RoundsAcceptedExceedEntries": 409,
+    "RegistryStaleReputation": 409,
+}
+
+# Typed errors of fedledger.service (and below) -> (status, error name in the answer).
+DOMAIN_STATUS: dict[type[Exception], tuple[int, str]] = {
+    DuplicateCommitment: (409, "DuplicateCommitment"),
+    RoundNotOpen: (409, "RoundNotOpen"),
+    ParticipantNotActive: (403, "ParticipantNotActive"),
+    RelayNotBatched: (409, "RelayNotBatched"),
+    NothingToClaim: (404, "NothingToClaim"),
+    AlreadyClaimed: (409, "AlreadyClaimed"),
+    ResultsNotCommitted: (409, "ResultsNotCommitted"),
 }
 
 
@@ -43,6 +82,20 @@ def install(app: FastAPI) -> None:
     async def _revert(_: Request, exc: ContractRevert) -> JSONResponse:
         args = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in exc.args_by_name.items()}
         return _answer(REVERT_STATUS.get(exc.error, 409), exc.error, str(exc), args=args)
+
+    for kind, (status, name) in DOMAIN_STATUS.items():
+        async def _domain(_: Request, exc: Exception, status: int = status, name: str = name) -> JSONResponse:
+            return _answer(status, name, str(exc))
+
+        app.add_exception_handler(kind, _domain)  # type: ignore[arg-type]
+
+    @app.exception_handler(RelayFailed)
+    async def _relay(_: Request, exc: RelayFailed) -> JSONResponse:
+        return _answer(409, "RelayFailed", str(exc), cause=exc.cause, kept_pending=exc.kept)
+
+    @app.exception_handler(sqlite3.Error)
+    async def _queue_db(_: Request, exc: sqlite3.Error) -> JSONResponse:
+        return _answer(503, "StateDatabaseUnavailable", f"a local state database failed: {exc}")
 
     @app.exception_handler(UnknownRound)
     async def _unknown_round(_: Request, exc: UnknownRound) -> JSONResponse:

@@ -1,14 +1,28 @@
-"""API settings from environment variables (prefix FEDLEDGER_), e.g. FEDLEDGER_STACK=devnet."""
+"""API settings from environment variables (prefix FEDLEDGER_), e.g. FEDLEDGER_STACK=devnet.
+
+Settlement and relay (docs/merkle-rounds.md; flush policy in fedledger/service.py):
+
+    FEDLEDGER_SETTLEMENT=legacy|merkle     legacy: finalize per participant; merkle: one results root, claims by proof
+    FEDLEDGER_RELAY_MODE=direct|batched    direct: one commitUpdateSigned per submission; batched (merkle only): queue
+                                           signed commitments durably, post one root per batch (commitBatch)
+    FEDLEDGER_BATCH_SIZE=500               post a batch once this many are pending (<= 10,000, the contract's cap)
+    FEDLEDGER_FLUSH_MARGIN_S=60            post whatever is pending once a round's deadline is this close
+    FEDLEDGER_FLUSH_INTERVAL_S=5           how often the API's background flusher checks (0: off; the aggregator
+                                           service, the close route and POST /operator/rounds/{id}/flush still flush)
+    FEDLEDGER_RELAY_QUEUE=PATH             the queue's SQLite file (default: relay-queue.sqlite in the state dir on
+                                           the embedded stack, beside the devnet manifest on the devnet)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_OPERATOR_TOKEN = "dev-operator-token"
+MAX_BATCH_ENTRIES = 10_000  # FederatedRounds.MAX_BATCH_ENTRIES
 
 
 class Settings(BaseSettings):
@@ -24,6 +38,12 @@ class Settings(BaseSettings):
     confirmations: int = 0  # blocks behind head the event index stays
     host: str = "127.0.0.1"
     port: int = 8000
+    settlement: Literal["legacy", "merkle"] = "legacy"  # legacy keeps per-participant finalization (the demo's)
+    relay_mode: Literal["direct", "batched"] = "direct"  # batched needs settlement=merkle
+    batch_size: int = Field(default=500, ge=1, le=MAX_BATCH_ENTRIES)  # a batch of 500 is ~125 kB of signed list
+    flush_margin_s: int = Field(default=60, ge=0, le=30 * 24 * 3600)  # post pending entries this long before a deadline
+    flush_interval_s: float = Field(default=5.0, ge=0, le=3600)  # background flusher period; 0 turns it off
+    relay_queue: Path | None = None  # default: relay-queue.sqlite in the state (embedded) or devnet directory
 
     @model_validator(mode="after")
     def _no_development_secrets_in_production(self) -> Settings:
@@ -32,3 +52,18 @@ class Settings(BaseSettings):
         if self.environment != "development" and self.stack == "embedded":
             raise ValueError("the embedded stack is for development: set FEDLEDGER_STACK=devnet (or a real chain)")
         return self
+
+    @model_validator(mode="after")
+    def _relay_fits_settlement(self) -> Settings:
+        if self.relay_mode == "batched" and self.settlement != "merkle":
+            raise ValueError("FEDLEDGER_RELAY_MODE=batched needs FEDLEDGER_SETTLEMENT=merkle: legacy finalization "
+                             "counts only direct commitments and would ignore every batch")
+        if self.relay_mode == "batched" and 0 < self.flush_interval_s and self.flush_margin_s <= self.flush_interval_s:
+            raise ValueError(f"FEDLEDGER_FLUSH_MARGIN_S ({self.flush_margin_s}) must exceed FEDLEDGER_FLUSH_INTERVAL_S "
+                             f"({self.flush_interval_s}), or a deadline can pass between two flusher passes")
+        return self
+
+    def queue_path(self) -> Path:
+        if self.relay_queue is not None:
+            return self.relay_queue
+        return (self.devnet_dir if self.stack == "devnet" else self.state_dir) / "relay-queue.sqlite"

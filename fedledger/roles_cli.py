@@ -7,9 +7,11 @@ operators on the devnet).
     fedledger participant train --model global.safetensors --dataset digits --part 3 --of 10 --out update.safetensors
     fedledger participant submit --keystore me.json --api URL --update update.safetensors [--round N]
     fedledger participant status --keystore me.json --api URL
+    fedledger participant receipt --keystore me.json --api URL --round N [--rpc URL]   # inclusion, proof checked
+    fedledger participant claim --keystore me.json --api URL [--round N ...] [--rpc URL]  # --rpc: own transaction
     fedledger audit rounds | round N | participant ADDR | report --out report.json [--keystore auditor.json]
     fedledger api [--host 127.0.0.1 --port 8000]                 # FEDLEDGER_STACK=embedded|devnet
-    fedledger aggregator run [--interval 5]                     # finalize each devnet round after its deadline
+    fedledger aggregator run [--interval 5] [--settlement merkle]  # flush the relay near deadlines, finalize after
 """
 
 from __future__ import annotations
@@ -159,7 +161,107 @@ def _submit(args: argparse.Namespace) -> int:
         body = {"participant": account.address, "content_hash": ref["content_hash"], "cid": ref["cid"],
                 "signature": _sign_typed(account, typed)}
         result = _ok(http.post(f"/rounds/{round_id}/submissions", json=body))
-    print(f"committed {ref['content_hash']} ({ref['cid']}) to round {round_id} (tx {result['tx_hash']})")
+    if "tx_hash" in result and "status" not in result:
+        print(f"committed {ref['content_hash']} ({ref['cid']}) to round {round_id} (tx {result['tx_hash']})")
+    else:  # the batching relay queued it: a receipt, not a transaction
+        print(f"queued {ref['content_hash']} ({ref['cid']}) for round {round_id} with the relay: {result['status']}"
+              f"; check inclusion with 'fedledger participant receipt --round {round_id}'")
+    return 0
+
+
+def _rounds_gateway(rpc: str, address: str, account: Any = None) -> Any:
+    """The FederatedRounds contract on the participant's own node connection (not the API's word)."""
+    from chain.gateways.federated_rounds import FederatedRoundsGateway
+    from fedledger.wiring import connect_rpc
+
+    transactor = connect_rpc(rpc)
+    if account is not None:
+        transactor.add_account(account)
+    return FederatedRoundsGateway(transactor, address)
+
+
+def _check_receipt(rec: dict[str, Any]) -> bool:
+    """Rebuild the receipt's leaf and check its proof against the batch root it names (locally)."""
+    from hexbytes import HexBytes
+
+    from chain.merkle import COMMITMENT_LEAF_TYPES, verify_proof
+
+    leaf = (rec["round"], rec["participant"], bytes(HexBytes(rec["content_hash"])), rec["cid"])
+    return bool(verify_proof(rec["batch"]["root"], COMMITMENT_LEAF_TYPES, leaf, rec["proof"]))
+
+
+def _receipt(args: argparse.Namespace) -> int:
+    """Exit 0 when the commitment is on chain (direct, or included with a proof that checks), 1 otherwise."""
+    from hexbytes import HexBytes
+
+    if not (args.address or args.keystore):
+        raise ValueError("pass --keystore (or --address) to name the participant")
+    address = args.address or load_key(args.keystore).address
+    with _http(args) as http:
+        health = _ok(http.get("/health"))
+        rec = _ok(http.get(f"/rounds/{args.round}/receipts/{address}"))
+    status = rec["status"]
+    if status == "direct":
+        print(f"round {args.round}: {address} committed directly (tx {rec['tx_hash']}); it counts")
+        return 0
+    if status == "included":
+        b = rec["batch"]
+        local = _check_receipt(rec)
+        line = (f"round {args.round}: included in batch {b['index']} (root {b['root']}, {b['entries']} entries, "
+                f"list {b['list_cid']}, tx {rec['tx_hash']}); proof checks locally: {local}; "
+                f"the API's isInBatch: {rec['on_chain_verified']}")
+        if args.rpc:
+            gateway = _rounds_gateway(args.rpc, health["contracts"]["FederatedRounds"])
+            own = gateway.is_in_batch(args.round, b["index"], address, bytes(HexBytes(rec["content_hash"])),
+                                      rec["cid"], [bytes(HexBytes(p)) for p in rec["proof"]])
+            line += f"; isInBatch on {args.rpc}: {own}"
+            local = local and bool(own)
+        print(line)
+        return 0 if local else 1
+    hint = ("commit it yourself before the round closes (commitUpdate from your own wallet)"
+            if rec.get("can_commit_directly") else "the round takes no more commitments")
+    print(f"round {args.round}: {status} with the relay (queued at {rec.get('queued_at')}"
+          f"{'; ' + rec['detail'] if rec.get('detail') else ''}); not on chain yet: {hint}")
+    return 1
+
+
+def _claim(args: argparse.Namespace) -> int:
+    """Claim through the API (its operator pays the gas), or with --rpc by the participant's own transaction
+    after checking every proof against the results root on chain."""
+    from hexbytes import HexBytes
+
+    from chain.gateways.federated_rounds import Claim
+    from chain.merkle import RESULT_LEAF_TYPES, verify_proof
+
+    account = load_key(args.keystore)
+    wanted = sorted(set(args.round)) if args.round else None
+    with _http(args) as http:
+        if not args.rpc:
+            result = _ok(http.post(f"/participants/{account.address}/claims",
+                                   json={"rounds": wanted} if wanted else None))
+            print(f"claimed rounds {result['rounds']}: minted {int(result['minted']) / 10**18:.6f} FED "
+                  f"({result['minted']} base units) to {account.address} (tx {result['tx_hash']})")
+            return 0
+        health = _ok(http.get("/health"))
+        listed = _ok(http.get(f"/participants/{account.address}/claims"))["claims"]
+    chosen = [c for c in listed if wanted is None or c["round"] in wanted]
+    missing = sorted(set(wanted or []) - {c["round"] for c in chosen})
+    if missing:
+        raise ValueError(f"nothing to claim for rounds {missing} (already claimed, not finalized, or no result)")
+    if not chosen:
+        raise ValueError(f"{account.address} has nothing to claim")
+    gateway = _rounds_gateway(args.rpc, health["contracts"]["FederatedRounds"], account)
+    claims = []
+    for c in chosen:
+        proof = [bytes(HexBytes(p)) for p in c["proof"]]
+        leaf = (c["round"], account.address, c["status_code"], c["score_units"], int(c["reward"]), c["reputation"])
+        if not verify_proof(gateway.results_of(c["round"]).root, RESULT_LEAF_TYPES, leaf, proof):
+            raise ValueError(f"round {c['round']}: the API's proof does not match the results root on chain")
+        claims.append(Claim(c["round"], c["status_code"], c["score_units"], int(c["reward"]), c["reputation"], proof))
+    tx = gateway.claim(account.address, claims, sender=account.address)
+    minted = sum(e.reward for e in gateway.reward_claimed_in(tx))
+    print(f"claimed rounds {[c.round_id for c in claims]} by own transaction {tx.tx_hash}: minted "
+          f"{minted / 10**18:.6f} FED ({minted} base units)")
     return 0
 
 
@@ -169,13 +271,14 @@ def _status(args: argparse.Namespace) -> int:
         me = _ok(http.get(f"/participants/{address}"))
     console = Console()
     console.print(f"{me['address']}: {me['status']}, reputation {me['reputation']:.3f}, "
-                  f"balance {int(me['balance']) / 10**18:.4f} FED")
+                  f"balance {int(me['balance']) / 10**18:.4f} FED, "
+                  f"unclaimed {int(me.get('unclaimed', '0')) / 10**18:.4f} FED")
     table = Table("round", "status", "score", "reward (FED)", "reputation after", "path")
     for r in me["rounds"]:
         table.add_row(str(r["round"]), str(r["status"]), "-" if r["score"] is None else f"{r['score']:.3f}",
                       "-" if r["reward"] is None else f"{int(r['reward']) / 10**18:.4f}",
                       "-" if r["reputation_after"] is None else f"{r['reputation_after']:.3f}",
-                      "relayed" if r["relayed"] else "own tx")
+                      r.get("path") or ("relayed" if r["relayed"] else "own tx"))
     console.print(table)
     return 0
 
@@ -277,9 +380,22 @@ def _aggregator_run(args: argparse.Namespace) -> int:
     from fedledger.service import Platform, wait_loop
     from fedledger.stack import devnet_stack
 
+    def env_int(name: str, default: int) -> int:
+        raw = os.environ.get(name, str(default))
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+    args.batch_size = args.batch_size if args.batch_size is not None else env_int("FEDLEDGER_BATCH_SIZE", 500)
+    args.flush_margin = args.flush_margin if args.flush_margin is not None else env_int("FEDLEDGER_FLUSH_MARGIN_S", 60)
     cfg = DevnetConfig(dir=args.devnet_dir, seed=args.devnet_seed)
-    platform = Platform.create(devnet_stack(cfg), cfg.dir / "index.sqlite")
-    print(f"aggregator {platform.stack.aggregator} watching {platform.d.rounds.address} every {args.interval}s")
+    queue = args.relay_queue or cfg.dir / "relay-queue.sqlite"  # where the API's batching relay queues (devnet)
+    platform = Platform.create(devnet_stack(cfg), cfg.dir / "index.sqlite", settlement=args.settlement,
+                               batch_size=args.batch_size, flush_margin_s=args.flush_margin, queue_path=queue)
+    relay = f", flushing {queue} {args.flush_margin}s before deadlines" if platform.queue is not None else ""
+    print(f"aggregator {platform.stack.aggregator} ({args.settlement} settlement) watching "
+          f"{platform.d.rounds.address} every {args.interval}s{relay}")
     wait_loop(platform, interval_s=args.interval, iterations=1 if args.once else None)
     return 0
 
@@ -313,6 +429,20 @@ def register(sub: Any, audit_sub: Any) -> None:
         if name == "fetch-model":
             p.add_argument("--out", type=Path, default=Path("global.safetensors"))
         p.set_defaults(func=func)
+    p = ps.add_parser("receipt", help="where this wallet's commitment stands: direct, included (proof checked), pending")
+    p.add_argument("--api", default="http://127.0.0.1:8000")
+    p.add_argument("--keystore", type=Path, default=None)
+    p.add_argument("--address", default=None, help="instead of --keystore (a receipt needs no key)")
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--rpc", default=None, help="also ask the contract's isInBatch on this node, not only the API")
+    p.set_defaults(func=_receipt)
+    p = ps.add_parser("claim", help="claim rewards of Merkle-settled rounds (via the API, or --rpc: own transaction)")
+    p.add_argument("--api", default="http://127.0.0.1:8000")
+    p.add_argument("--keystore", type=Path, required=True)
+    p.add_argument("--round", type=int, action="append", default=None, help="a round to claim (repeat; default: all)")
+    p.add_argument("--rpc", default=None,
+                   help="send the claim from this wallet through this node (needs ether), proofs checked on chain")
+    p.set_defaults(func=_claim)
     p = ps.add_parser("train", help="train locally on this participant's (simulated private) data")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--dataset", default="digits")
@@ -349,4 +479,12 @@ def register(sub: Any, audit_sub: Any) -> None:
     p.add_argument("--devnet-seed", type=int, default=0)
     p.add_argument("--interval", type=float, default=5.0)
     p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--settlement", choices=("legacy", "merkle"), default=os.environ.get("FEDLEDGER_SETTLEMENT", "legacy"),
+                   help="finalize per participant or with one results root (default: $FEDLEDGER_SETTLEMENT or legacy)")
+    p.add_argument("--relay-queue", type=Path, default=None,
+                   help="the API's batching-relay queue to flush before deadlines (default: beside the manifest)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: $FEDLEDGER_BATCH_SIZE or 500")
+    p.add_argument("--flush-margin", type=int, default=None,
+                   help="post pending commitments once a deadline is this many seconds away (keep it > --interval; "
+                        "default: $FEDLEDGER_FLUSH_MARGIN_S or 60)")
     p.set_defaults(func=_aggregator_run)

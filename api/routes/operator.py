@@ -48,7 +48,15 @@ def open_round(body: OpenRoundRequest, platform: PlatformDep) -> dict[str, Any]:
     return platform.open_round(duration_s=body.duration_s, rule=rule)
 
 
-@router.post("/rounds/{round_id}/close", summary="Stop taking submissions")
+@router.post("/rounds/{round_id}/flush", summary="Post the batching relay's pending commitments of a round now",
+             description="One commitBatch per FEDLEDGER_BATCH_SIZE entries. A failed post answers 409 RelayFailed "
+                         "and loses nothing: the entries stay pending (or, once the round is closed or past its "
+                         "deadline, are marked expired with the reason).")
+def flush_round(platform: PlatformDep, round_id: int = Path(ge=1, lt=2**63)) -> dict[str, Any]:
+    return platform.flush(round_id=round_id)
+
+
+@router.post("/rounds/{round_id}/close", summary="Stop taking submissions (the relay's pending ones are posted first)")
 def close_round(platform: PlatformDep, round_id: int = Path(ge=1, lt=2**63)) -> dict[str, Any]:
     return platform.close_round(round_id=round_id)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 from hexbytes import HexBytes
 from pydantic import BaseModel, Field
 
@@ -27,17 +27,39 @@ def rounds(platform: PlatformDep) -> list[dict[str, Any]]:
     return platform.rounds()
 
 
-@router.get("/{round_id}", summary="One round: models, rule, submissions and verdicts")
+@router.get("/{round_id}", summary="One round: models, rule, submissions and verdicts; batches, results root, claims")
 def round_(platform: PlatformDep, round_id: int = RoundId) -> dict[str, Any]:
     return platform.round(round_id=round_id)
 
 
-@router.post("/{round_id}/submissions", status_code=201, summary="Relay a participant's signed commitment")
-def submit(body: SubmissionRequest, platform: PlatformDep, round_id: int = RoundId) -> dict[str, Any]:
-    return platform.submit(
+@router.post(
+    "/{round_id}/submissions",
+    status_code=201,
+    summary="Relay a participant's signed commitment",
+    description="Direct relay (FEDLEDGER_RELAY_MODE=direct): sent on chain now, 201 with the transaction. Batched "
+                "relay: checked like the contract would, queued durably, 202 with the receipt (status pending, or "
+                "included if this submission triggered a flush); follow it at GET /rounds/{id}/receipts/{address}.",
+    responses={202: {"description": "queued with the batching relay: the receipt"}},
+)
+def submit(body: SubmissionRequest, platform: PlatformDep, response: Response, round_id: int = RoundId) -> dict[str, Any]:
+    result = platform.submit(
         round_id=round_id,
         participant=body.participant,
         content_hash=bytes(HexBytes(body.content_hash)),
         cid=body.cid,
         signature=bytes(HexBytes(body.signature)),
     )
+    if platform.batched:
+        response.status_code = 202
+    return result
+
+
+@router.get(
+    "/{round_id}/receipts/{address}",
+    summary="Where a participant's commitment stands: direct, included in a batch (with proof), pending or expired",
+    description="For an included commitment: batch index and root, the signed list's hash and CID, the Merkle "
+                "proof and the contract's own isInBatch answer (on_chain_verified). A participant left out can "
+                "still commit by its own transaction while can_commit_directly is true.",
+)
+def receipt(address: Address, platform: PlatformDep, round_id: int = RoundId) -> dict[str, Any]:
+    return platform.receipt(round_id=round_id, address=address)

@@ -8,12 +8,18 @@ The run is bounded (FUZZ_EXAMPLES per operation) to keep CI fast.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from api.app import create_app
+from api.settings import Settings
+from fedledger.service import Platform
+from fedledger.stack import embedded_stack
 
 FUZZ_EXAMPLES = 50
 
@@ -41,14 +47,9 @@ def operations(app_schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any
     return [(path, method, op) for path, item in app_schema["paths"].items() for method, op in item.items()]
 
 
-def test_no_operation_answers_with_a_server_error(client: TestClient) -> None:
-    operator = {"Authorization": "Bearer test-operator-token"}
-    assert client.post("/operator/genesis", json={"dataset": "digits"}, headers=operator).status_code == 201
-    assert client.post("/operator/rounds", json={"duration_s": 3600}, headers=operator).status_code == 201
-    schema = client.get("/openapi.json").json()
-    components = schema.get("components", {}).get("schemas", {})
-    ops = operations(schema)
-    assert len(ops) >= 15
+def fuzz(client: TestClient, ops: list[tuple[str, str, dict[str, Any]]], components: dict[str, Any],
+         examples: int) -> dict[int, int]:
+    """``examples`` generated requests per operation; every answer must be below 500. Returns status counts."""
     seen: dict[int, int] = {}
     headers_choices = st.sampled_from([{}, {"Authorization": "Bearer test-operator-token"}])
 
@@ -58,7 +59,7 @@ def test_no_operation_answers_with_a_server_error(client: TestClient) -> None:
         json_schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
         raw_body = "application/octet-stream" in op.get("requestBody", {}).get("content", {})
 
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(
             path_values=st.fixed_dictionaries({n: param_value for n in names}),
             query_values=st.fixed_dictionaries({q: param_value for q in query}),
@@ -79,5 +80,41 @@ def test_no_operation_answers_with_a_server_error(client: TestClient) -> None:
             assert response.status_code < 500, (method, url, kwargs, response.status_code, response.text)
 
         call()
+    return seen
+
+
+def schema_of(client: TestClient) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any]]:
+    schema = client.get("/openapi.json").json()
+    return operations(schema), schema.get("components", {}).get("schemas", {})
+
+
+def test_no_operation_answers_with_a_server_error(client: TestClient) -> None:
+    operator = {"Authorization": "Bearer test-operator-token"}
+    assert client.post("/operator/genesis", json={"dataset": "digits"}, headers=operator).status_code == 201
+    assert client.post("/operator/rounds", json={"duration_s": 3600}, headers=operator).status_code == 201
+    ops, components = schema_of(client)
+    assert len(ops) >= 15
+    seen = fuzz(client, ops, components, FUZZ_EXAMPLES)
     assert sum(seen.values()) >= FUZZ_EXAMPLES * len(ops) // 2
     print(f"fuzzed {sum(seen.values())} requests over {len(ops)} operations: {dict(sorted(seen.items()))}")
+
+
+RELAY_PATHS = ("/submissions", "/receipts/", "/claims", "/flush", "/close", "/finalize", "/rounds/{round_id}")
+
+
+def test_no_relay_operation_answers_with_a_server_error_in_batched_mode(tmp_path: Path) -> None:
+    """The batched relay + Merkle settlement behind the same routes (tests/api/test_relay.py has the flows)."""
+    platform = Platform.create(embedded_stack(tmp_path, seed=5), tmp_path / "index.sqlite", settlement="merkle",
+                               relay_mode="batched", batch_size=2, queue_path=tmp_path / "relay-queue.sqlite")
+    settings = Settings(operator_token="test-operator-token", state_dir=tmp_path, settlement="merkle",  # type: ignore[arg-type]
+                        relay_mode="batched", flush_interval_s=0)
+    operator = {"Authorization": "Bearer test-operator-token"}
+    with TestClient(create_app(settings, platform)) as client:
+        assert client.post("/operator/genesis", json={"dataset": "digits"}, headers=operator).status_code == 201
+        assert client.post("/operator/rounds", json={"duration_s": 3600}, headers=operator).status_code == 201
+        ops, components = schema_of(client)
+        relay_ops = [(p, m, op) for p, m, op in ops if any(k in p for k in RELAY_PATHS)]
+        assert len(relay_ops) >= 7
+        seen = fuzz(client, relay_ops, components, FUZZ_EXAMPLES // 2)
+    print(f"fuzzed {sum(seen.values())} batched-relay requests over {len(relay_ops)} operations: "
+          f"{dict(sorted(seen.items()))}")
