@@ -10,6 +10,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_keys.constants import SECPK1_N
 from eth_utils import to_checksum_address
 
 EIP712_DOMAIN_FIELDS = [
@@ -50,9 +51,23 @@ def registration_typed_data(chain_id: int, registry: str, account: str, deadline
     return typed_message("FedLedger Registry", chain_id, registry, "Registration", REGISTRATION_FIELDS, message)
 
 
+def signature_problem(signature: bytes) -> str | None:
+    """What OpenZeppelin's ``ECDSA.tryRecover`` refuses before recovering: not 65 bytes, v not 27/28, or s in the
+    upper half of the curve order (a malleable copy of a valid signature). None for a well-formed signature."""
+    if len(signature) != 65:
+        return f"a signature is 65 bytes, got {len(signature)}"
+    if int.from_bytes(signature[32:64], "big") > SECPK1_N // 2:
+        return "signature has a high s value (malleable); sign again with a standard library"
+    if signature[64] not in (27, 28):
+        return f"signature v must be 27 or 28, got {signature[64]}"
+    return None
+
+
 def recover_signer(typed: dict[str, Any], signature: bytes) -> str | None:
     """The checksummed address that signed ``typed``, or None when the signature is malformed (as
     ``ECDSA.tryRecover`` answers an error rather than an address)."""
+    if signature_problem(signature) is not None:
+        return None
     try:
         return to_checksum_address(Account.recover_message(encode_typed_data(full_message=typed), signature=signature))
     except Exception:  # eth-keys raises several types for malformed bytes: all mean "no signer"

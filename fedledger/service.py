@@ -33,12 +33,13 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 
+from chain.eip712 import signature_problem
 from chain.errors import ChainError, ContractRevert
 from chain.gateways.federated_rounds import Claim
 from chain.indexer import EventIndexer
 from chain.lists import CommitmentBatch, ListFormatError, ResultList, SignedCommitment
 from fedledger.audit import AuditReport, Auditor
-from fedledger.history import ChainHistory, UnknownRound
+from fedledger.history import ROUND_STATES, ChainHistory, UnknownRound
 from fedledger.relay import (
     DROPPED,
     EXPIRED,
@@ -71,8 +72,6 @@ REGISTRATION_TTL_S = 3600
 SETTLEMENTS = ("legacy", "merkle")
 RELAY_MODES = ("direct", "batched")
 MAX_BATCH_SIZE = 10_000  # FederatedRounds.MAX_BATCH_ENTRIES
-SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
-ROUND_STATES = {0: "none", 1: "open", 2: "closed", 3: "finalized"}
 REGISTRY_STATES = ["none", "active", "suspended"]
 
 __all__ = ["DuplicateCommitment", "Platform", "wait_loop"]
@@ -148,14 +147,9 @@ def recover_typed(typed: dict[str, Any], signature: bytes) -> str:
 
 
 def check_canonical(signature: bytes) -> None:
-    """What OpenZeppelin's ECDSA.tryRecover refuses besides a wrong signer: 65 bytes, v 27/28, s in the lower half.
-    A batch should hold only signatures the contract itself would accept on ``commitUpdateSigned``."""
-    if len(signature) != 65:
-        raise InvalidSignature(f"a signature is 65 bytes, got {len(signature)}")
-    if int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N:
-        raise InvalidSignature("signature has a high s value (malleable); sign again with a standard library")
-    if signature[64] not in (27, 28):
-        raise InvalidSignature(f"signature v must be 27 or 28, got {signature[64]}")
+    """A batch should hold only signatures the contract itself would accept on ``commitUpdateSigned``."""
+    if (problem := signature_problem(signature)) is not None:
+        raise InvalidSignature(problem)
 
 
 def _hex(b: bytes | None) -> str | None:

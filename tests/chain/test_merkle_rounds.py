@@ -746,3 +746,18 @@ def test_a_direct_commitment_after_the_close_or_the_deadline_is_late(env, ps, re
     assert d.rounds.get_round(2).state == OPEN
     assert (d.rounds.get_round(1).submissions, d.rounds.get_round(2).submissions) == (0, 1)
     assert d.rounds.commitment_of(1, ps[1]) == d.rounds.commitment_of(2, ps[1]) == ZERO_HASH
+
+
+def test_the_batch_check_refuses_what_the_contract_refuses_on_a_signed_commit(env, ps, reverts, round1) -> None:
+    """A malleable (high-s) twin of a valid signature: ecrecover accepts it, ECDSA.tryRecover does not, and so the
+    auditor's batch check (chain.eip712.recover_signer) must not count it either."""
+    from eth_keys.constants import SECPK1_N
+
+    good = signed(env, 1, ps[0])
+    sig = good.signature
+    twin = sig[:32] + (SECPK1_N - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big") + bytes([55 - sig[64]])
+    bad = SignedCommitment(good.participant, good.content_hash, good.cid, twin)
+    batch = CommitmentBatch.build(header(env, 1), [bad, signed(env, 1, ps[1])])
+    assert [(p.participant, p.recovered) for p in batch.signature_problems()] == [(ps[0], None)]
+    with reverts("RoundsInvalidSignature", participant=ps[0], recovered="0x" + "00" * 20):
+        env.deployment.rounds.commit_update_signed(ps[0], 1, good.content_hash, good.cid, twin, sender=env.operator)
