@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 from rich.console import Console
 from rich.table import Table
@@ -47,12 +46,11 @@ from web3.types import RPCEndpoint
 
 from chain.accounts import DEVNET_FUNDING_WEI, devnet_wallets, fund_from_node
 from chain.deploy import Deployment, deploy_all
-from chain.eip712 import registration_typed_data
 from chain.lists import ListHeader, ResultEntry, ResultList, SignedCommitment
 from chain.transactor import Transactor, TxResult
 from fedledger.devnet import Devnet, DevnetConfig, free_port
 from fedledger.history import ChainHistory
-from fedledger.roles import Operator, claims_for, sign_commitment
+from fedledger.roles import Operator, claims_for, sign_commitment, sign_registration
 from fedledger.settlement import committed_set
 from fedledger.wiring import connect_rpc
 from storage import BlobNotFound, BlobRef
@@ -312,8 +310,7 @@ def _register(bench: _Bench, on_stage: Callable[[str], None]) -> None:
         bench.op("register", d.registry.register(sender=p))
     (extra,) = devnet_wallets(tx, SEED, ["participant/relayed-registration"], fund=False).values()
     deadline = int(tx.w3.eth.get_block("latest")["timestamp"]) + 3600
-    typed = registration_typed_data(tx.chain_id, d.registry.address, extra, deadline)
-    sig = bytes(tx.account(extra).sign_message(encode_typed_data(full_message=typed)).signature)
+    sig = sign_registration(tx.account(extra), tx.chain_id, d.registry.address, deadline)
     bench.op("register_for_relayed", d.registry.register_for(extra, deadline, sig, sender=bench.operator.address))
 
 

@@ -30,17 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from eth_account.messages import encode_typed_data
 from rich.console import Console
 from rich.table import Table
 
 from chain.accounts import devnet_wallets, fund_from_node
 from chain.deploy import deploy_all
-from chain.eip712 import registration_typed_data
 from chain.lists import SignedCommitment
 from fedledger.devnet import ROLE_LABELS, Devnet, DevnetConfig, free_port
 from fedledger.history import ChainHistory
-from fedledger.roles import MerkleAggregator, Operator, ParticipantClient, claims_for, fetch_params
+from fedledger.roles import MerkleAggregator, Operator, ParticipantClient, claims_for, fetch_params, sign_registration
 from fedledger.settlement import load_results
 from fedledger.wiring import attach, connect_rpc, open_blob_store
 from storage.kubo import KuboBlobStore
@@ -76,8 +74,7 @@ def _register(operator: Operator, clients: list[ParticipantClient]) -> int:
     deadline = int(t.w3.eth.get_block("latest")["timestamp"]) + 3600
     gas = 0
     for c in clients:
-        typed = registration_typed_data(t.chain_id, d.registry.address, c.address, deadline)
-        sig = bytes(t.account(c.address).sign_message(encode_typed_data(full_message=typed)).signature)
+        sig = sign_registration(t.account(c.address), t.chain_id, d.registry.address, deadline)
         gas += d.registry.register_for(c.address, deadline, sig, sender=operator.address).gas_used
     return gas
 

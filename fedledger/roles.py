@@ -14,7 +14,7 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
 from chain.deploy import Deployment
-from chain.eip712 import commitment_typed_data, registration_typed_data  # noqa: F401 (re-exported)
+from chain.eip712 import commitment_typed_data, registration_typed_data  # noqa: F401 (re-exported too)
 from chain.gateways.federated_rounds import Claim
 from chain.lists import CommitmentBatch, ListHeader, ResultList, SignedCommitment
 from chain.transactor import TxResult
@@ -49,6 +49,12 @@ def fetch_params(store: BlobStore, uri: str, expected_hash: bytes, spec: ModelSp
 
 def sign_commitment(account: LocalAccount, chain_id: int, rounds_address: str, round_id: int, ref: BlobRef) -> bytes:
     typed = commitment_typed_data(chain_id, rounds_address, round_id, ref.content_hash, ref.uri)
+    return bytes(account.sign_message(encode_typed_data(full_message=typed)).signature)
+
+
+def sign_registration(account: LocalAccount, chain_id: int, registry_address: str, deadline: int) -> bytes:
+    """The EIP-712 Registration(account, deadline) an operator relays with ``registerFor``."""
+    typed = registration_typed_data(chain_id, registry_address, account.address, deadline)
     return bytes(account.sign_message(encode_typed_data(full_message=typed)).signature)
 
 
