@@ -34,7 +34,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 
 from chain.eip712 import signature_problem
-from chain.errors import ChainError, ContractRevert
+from chain.errors import ChainError, ChainUnavailable, ContractRevert, TransactionTimeout
 from chain.gateways.federated_rounds import Claim
 from chain.indexer import EventIndexer
 from chain.lists import CommitmentBatch, ListFormatError, ResultList, SignedCommitment
@@ -62,7 +62,7 @@ from fedledger.roles import (
 )
 from fedledger.settlement import load_results
 from fedledger.stack import Stack
-from storage import BlobRef, StorageError
+from storage import BlobRef, StorageError, StorageUnavailable
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import deserialize
 
@@ -892,10 +892,27 @@ class Platform:
         if count == 0:
             return []
         info = self.d.rounds.get_round(count)
-        if info.state == 2 or (info.state == 1 and self.now() > info.deadline):
+        if not (info.state == 2 or (info.state == 1 and self.now() > info.deadline)):
+            return []
+        in_flight = self.in_flight(self.stack.aggregator)
+        if in_flight:
+            # An earlier run (killed after broadcasting) may have a finalize transaction in the mempool: wait for
+            # it to be mined rather than send a second one. The next pass re-reads the round's state.
+            log.info("round %d: waiting for %d in-flight transaction(s) of %s", count, in_flight, self.stack.aggregator)
+            return []
+        try:
             self.finalize_round(round_id=count)
-            return [count]
-        return []
+        except ContractRevert as exc:
+            if exc.error != "RoundsAlreadyFinalized":
+                raise
+            log.info("round %d was finalized by another transaction: %s", count, exc)  # another aggregator won
+            return []
+        return [count]
+
+    def in_flight(self, address: str) -> int:
+        """How many of ``address``'s transactions the node has accepted but not mined."""
+        eth = self.stack.transactor.w3.eth
+        return int(eth.get_transaction_count(address, "pending")) - int(eth.get_transaction_count(address, "latest"))
 
 
 def _status_name(code: int) -> str:
@@ -910,7 +927,12 @@ def wait_loop(platform: Platform, *, interval_s: float, iterations: int | None =
     the flush margin (keep the margin above the interval), then finalize due rounds."""
     n = 0
     while iterations is None or n < iterations:
-        platform.finalize_due()
+        try:
+            platform.finalize_due()
+        except (ChainUnavailable, TransactionTimeout, StorageUnavailable) as exc:
+            if iterations is not None:
+                raise
+            log.warning("aggregator pass failed, retrying in %ss: %s", interval_s, exc)  # an outage, not a bug
         n += 1
         if iterations is None or n < iterations:
             time.sleep(interval_s)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from web3 import Web3
@@ -57,15 +59,10 @@ def chain_env_factory() -> Callable[[], ChainEnv]:
     return new_chain_env
 
 
-@pytest.fixture(scope="session")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+@contextmanager
+def running_devnet(directory: Path) -> Iterator[Devnet]:
     """A real Hardhat node and a real Kubo daemon on free loopback ports, contracts deployed; stopped by pid."""
-    cfg = DevnetConfig(
-        dir=tmp_path_factory.mktemp("devnet"),
-        rpc_port=free_port(),
-        ipfs_api_port=free_port(),
-        ipfs_gateway_port=free_port(),
-    )
+    cfg = DevnetConfig(dir=directory, rpc_port=free_port(), ipfs_api_port=free_port(), ipfs_gateway_port=free_port())
     net = Devnet(cfg)
     try:
         net.up()
@@ -74,3 +71,17 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         pids = [int(e["pid"]) for e in net._pids().values()]
         net.down()
         assert not [p for p in pids if pid_alive(p)], "devnet processes survived down()"
+
+
+@pytest.fixture(scope="session")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """The devnet most integration tests share (each leaves its rounds finalized)."""
+    with running_devnet(tmp_path_factory.mktemp("devnet")) as net:
+        yield net
+
+
+@pytest.fixture(scope="module")
+def own_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """A devnet of the module's own, for tests that leave rounds in odd states or hand out the operator role."""
+    with running_devnet(tmp_path_factory.mktemp("own-devnet")) as net:
+        yield net

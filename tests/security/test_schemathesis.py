@@ -16,12 +16,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from fedledger.devnet import Devnet, DevnetConfig, free_port, pid_alive
+from fedledger.devnet import Devnet
 
 
 SEED = "20261204"
@@ -54,21 +52,6 @@ def test_schemathesis_embedded_stack(api_server: Callable, seed: Callable, tmp_p
     seed(server.url)
     assert_clean(*run_schemathesis(server.url, tmp_path / "report", max_examples=25))
     assert server.proc.poll() is None, "the API died under the fuzzer"
-
-
-@pytest.fixture(scope="module")
-def own_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    """A devnet of its own: the fuzzer holds the operator credential, so it opens, closes and suspends freely."""
-    cfg = DevnetConfig(dir=tmp_path_factory.mktemp("fuzz-devnet"), rpc_port=free_port(), ipfs_api_port=free_port(),
-                       ipfs_gateway_port=free_port())
-    net = Devnet(cfg)
-    try:
-        net.up()
-        yield net
-    finally:
-        pids = [int(e["pid"]) for e in net._pids().values()]
-        net.down()
-        assert not [p for p in pids if pid_alive(p)]
 
 
 def test_schemathesis_devnet_stack(own_devnet: Devnet, api_server: Callable, seed: Callable, tmp_path: Path) -> None:
