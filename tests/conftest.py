@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from web3 import Web3
 
@@ -85,3 +91,67 @@ def own_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     """A devnet of the module's own, for tests that leave rounds in odd states or hand out the operator role."""
     with running_devnet(tmp_path_factory.mktemp("own-devnet")) as net:
         yield net
+
+
+# ---------------------------------------------------------------- a real API server
+
+API_TOKEN = "test-suite-operator-token"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    token: str = API_TOKEN
+
+    @property
+    def operator(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_api(env: dict[str, str], log: Path, *, timeout_s: float = 120) -> Server:
+    port = free_port()
+    full_env = {**os.environ, "FEDLEDGER_OPERATOR_TOKEN": API_TOKEN, "FEDLEDGER_PORT": str(port), **env}
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fedledger.cli", "api", "--port", str(port)], cwd=PROJECT_ROOT,
+                                env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"the API did not answer /health within {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Server]]:
+    """``api_server(env)`` starts ``fedledger api`` with ``env``; every server started is stopped (by pid)
+    however the test ends."""
+    servers: list[Server] = []
+
+    def start(env: dict[str, str]) -> Server:
+        servers.append(start_api(env, tmp_path / f"api-{len(servers)}.log"))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+    assert all(s.proc.poll() is not None for s in servers)

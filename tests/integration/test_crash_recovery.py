@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
+from hexbytes import HexBytes
 
 from chain.accounts import devnet_wallets
 from fedledger.devnet import Devnet
 from fedledger.roles import Operator, ParticipantClient
 from fedledger.stack import Stack, devnet_stack
+from storage import BlobRef
 from trainer.model import ModelSpec, init_params
 from trainer.rules import RuleConfig
+from trainer.serialization import serialize
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ModelSpec(64, 10)
@@ -167,6 +173,58 @@ def test_a_finalize_still_in_the_mempool_is_waited_for_not_sent_twice(world: Wor
             os.killpg(restarted.pid, signal.SIGINT)
             finished(restarted, timeout=30)
     assert_finalized_exactly_once(world, round_id, before, "legacy")
+
+
+def signed_submission(http: httpx.Client, client: ParticipantClient, round_id: int, seed: int) -> dict:
+    base = client.fetch_global_model()
+    gen = torch.Generator().manual_seed(seed)
+    update = {k: torch.full_like(v, 0.01) + 0.01 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+    up = http.post("/blobs", content=serialize(update), headers={"content-type": "application/octet-stream"})
+    assert up.status_code == 201, up.text
+    ref = BlobRef(bytes(HexBytes(up.json()["content_hash"])), up.json()["cid"])
+    return {"participant": client.address, "content_hash": up.json()["content_hash"], "cid": ref.uri,
+            "signature": HexBytes(client.sign(round_id, ref)).to_0x_hex()}
+
+
+def test_the_api_killed_mid_upload_loses_no_accepted_submission(world: World, api_server: Callable) -> None:
+    """The batching relay answers 202 only after the submission is in its SQLite queue (fsync'd). Killed while a
+    large upload is half sent, then restarted: every 202'd submission is still queued, is posted in a batch when
+    the round closes, and settles."""
+    env = {"FEDLEDGER_STACK": "devnet", "FEDLEDGER_DEVNET_DIR": str(world.net.cfg.dir),
+           "FEDLEDGER_DEVNET_SEED": str(world.net.cfg.seed), "FEDLEDGER_SETTLEMENT": "merkle",
+           "FEDLEDGER_RELAY_MODE": "batched", "FEDLEDGER_FLUSH_INTERVAL_S": "0"}  # no flusher: only close posts
+    server = api_server(env)
+    round_id, _ = world.operator.open_round(RuleConfig(), duration_s=3600)
+    accepted = world.clients[:3]
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for i, c in enumerate(accepted):
+            r = http.post(f"/rounds/{round_id}/submissions", json=signed_submission(http, c, round_id, 500 + i))
+            assert r.status_code == 202 and r.json()["status"] == "pending", r.text
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /blobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: 8000000\r\n\r\n" + b"\0" * 1_000_000)
+        time.sleep(1)
+        server.proc.send_signal(signal.SIGKILL)  # mid-upload: 1 of 8 MB received
+        server.proc.wait(timeout=30)
+
+    server = api_server(env)
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        for c in accepted:
+            assert http.get(f"/rounds/{round_id}/receipts/{c.address}").json()["status"] == "pending"
+        late = world.clients[3]  # one more participant, after the restart
+        r = http.post(f"/rounds/{round_id}/submissions", json=signed_submission(http, late, round_id, 600))
+        assert r.status_code == 202, r.text
+        closed = http.post(f"/operator/rounds/{round_id}/close", headers=server.operator)
+        assert closed.status_code == 200, closed.text
+        for c in [*accepted, late]:
+            receipt = http.get(f"/rounds/{round_id}/receipts/{c.address}").json()
+            assert receipt["status"] == "included" and receipt["on_chain_verified"] is True, receipt
+        batches = world.stack.deployment.rounds.commitment_batch_posted_events(from_block=0, round_id=round_id)
+        assert sum(b.args.entries for b in batches) == 4  # each accepted submission in exactly one batch entry
+        fin = http.post(f"/operator/rounds/{round_id}/finalize", headers=server.operator)
+        assert fin.status_code == 200, fin.text
+        assert set(fin.json()["results"]["rewards"]) == {c.address for c in [*accepted, late]}
 
 
 def test_the_audit_verifies_every_round_after_the_crashes(world: World) -> None:

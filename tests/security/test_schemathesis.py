@@ -18,19 +18,19 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fedledger.devnet import Devnet
 
 
 SEED = "20261204"
-TOKEN = "security-suite-operator-token"  # the one tests/security/conftest.py starts servers with
 
 
-def run_schemathesis(url: str, report_dir: Path, *, max_examples: int) -> tuple[int, str, ET.Element]:
+def run_schemathesis(server: Any, report_dir: Path, *, max_examples: int) -> tuple[int, str, ET.Element]:
     proc = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--checks", "all",
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json", "--checks", "all",
          "--exclude-checks", "positive_data_acceptance", "--max-examples", str(max_examples), "--seed", SEED,
-         "--workers", "1", "--request-timeout", "60", "-H", f"Authorization: Bearer {TOKEN}",
+         "--workers", "1", "--request-timeout", "60", "-H", f"Authorization: Bearer {server.token}",
          "--report", "junit", "--report-dir", str(report_dir), "--no-color"],
         capture_output=True, text=True, timeout=1200,
     )
@@ -49,14 +49,14 @@ def assert_clean(returncode: int, output: str, junit: ET.Element) -> None:
 
 def test_schemathesis_embedded_stack(api_server: Callable, seed: Callable, tmp_path: Path) -> None:
     server = api_server({"FEDLEDGER_STACK": "embedded", "FEDLEDGER_STATE_DIR": str(tmp_path / "state")})
-    seed(server.url)
-    assert_clean(*run_schemathesis(server.url, tmp_path / "report", max_examples=25))
+    seed(server)
+    assert_clean(*run_schemathesis(server, tmp_path / "report", max_examples=25))
     assert server.proc.poll() is None, "the API died under the fuzzer"
 
 
 def test_schemathesis_devnet_stack(own_devnet: Devnet, api_server: Callable, seed: Callable, tmp_path: Path) -> None:
     server = api_server({"FEDLEDGER_STACK": "devnet", "FEDLEDGER_DEVNET_DIR": str(own_devnet.cfg.dir),
                          "FEDLEDGER_DEVNET_SEED": str(own_devnet.cfg.seed)})
-    seed(server.url, label="security-devnet")
-    assert_clean(*run_schemathesis(server.url, tmp_path / "report", max_examples=10))
+    seed(server, label="security-devnet")
+    assert_clean(*run_schemathesis(server, tmp_path / "report", max_examples=10))
     assert server.proc.poll() is None, "the API died under the fuzzer"
