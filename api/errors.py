@@ -182,8 +182,8 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         """``GET /participants/register`` reaches ``GET /participants/{address}`` and fails there as a bad address;
         the path is a literal one whose method is POST, so the right answer is 405."""
-        literal = [t for t, methods in paths_matching(request.url.path) if "{" not in t and request.method not in methods]
-        if literal:
+        matching = paths_matching(request.url.path)
+        if any("{" not in t and request.method not in methods for t, methods in matching):
             return JSONResponse(status_code=405, content={"error": "MethodNotAllowed", "detail": "Method Not Allowed"},
                                 headers={"Allow": ", ".join(sorted(allowed_methods(request)))})
         return await request_validation_exception_handler(request, exc)
