@@ -82,6 +82,7 @@ class Calls:
     rows: list[tuple[str, str, float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     retries: Counter[str] = field(default_factory=Counter)
+    errors: dict[str, str] = field(default_factory=dict)  # endpoint -> the last transport error, for messages
 
     def add(self, endpoint: str, status: str, seconds: float) -> None:
         with self.lock:
@@ -126,6 +127,7 @@ def call(http: httpx.Client, calls: Calls, endpoint: str, method: str, url: str,
             response = http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             calls.add(endpoint, type(exc).__name__, time.perf_counter() - started)
+            calls.errors[endpoint] = f"{type(exc).__name__}: {exc}"
             if _retryable(exc) and attempt < RETRIES:
                 calls.retried(endpoint)
                 time.sleep(0.2 * 2**attempt)
@@ -187,9 +189,10 @@ def _updates(participants: int, seed: int) -> list[bytes]:
     return out
 
 
-def _ok(response: httpx.Response | None, what: str) -> Any:
+def _ok(response: httpx.Response | None, what: str, calls: Calls, endpoint: str) -> Any:
     if response is None or response.status_code >= 300:
-        detail = "no answer" if response is None else f"{response.status_code} {response.text[:500]}"
+        detail = (f"no answer ({calls.errors.get(endpoint)})" if response is None
+                  else f"{response.status_code} {response.text[:500]}")
         raise LoadError(f"{what} failed: {detail}")
     return response.json()
 
@@ -221,15 +224,17 @@ def measure(
     updates = _updates(participants, seed)
     calls = Calls()
     op = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # Idle connections are dropped by the client before uvicorn drops them (its keep-alive timeout is 5 s), so a
+    # request never goes out on a connection the server is closing at that moment.
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
 
     with api_server(devnet_dir, mode, batch_size=batch_size, log_path=work_dir / f"api-{mode}.log") as url, \
             httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as http, \
             ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="participant") as pool:
-        health = _ok(call(http, calls, "GET /health", "GET", "/health"), "GET /health")
+        health = _ok(call(http, calls, "GET /health", "GET", "/health"), "GET /health", calls, "GET /health")
         chain_id, rounds_address = int(health["chain_id"]), health["contracts"]["FederatedRounds"]
         _ok(call(http, calls, "POST /operator/genesis", "POST", "/operator/genesis", json={"dataset": "digits"},
-                 headers=op), "publishing the genesis model")
+                 headers=op), "publishing the genesis model", calls, "POST /operator/genesis")
 
         on_stage(f"{mode}: {participants} participants register concurrently")
 
@@ -251,7 +256,7 @@ def measure(
             raise LoadError(f"{registered.count(False)} of {participants} registrations failed: {calls.summary()}")
 
         round_id = _ok(call(http, calls, "POST /operator/rounds", "POST", "/operator/rounds",
-                            json={"duration_s": 3600}, headers=op), "opening the round")["round"]
+                            json={"duration_s": 3600}, headers=op), "opening the round", calls, "POST /operator/rounds")["round"]
 
         on_stage(f"{mode}: {participants} participants upload and submit concurrently to round {round_id}")
 
@@ -286,7 +291,7 @@ def measure(
 
         on_stage(f"{mode}: close (the relay posts what is pending) and finalize round {round_id}")
         closed = _ok(call(http, calls, "POST /operator/rounds/{id}/close", "POST",
-                          f"/operator/rounds/{round_id}/close", headers=op), "closing the round")
+                          f"/operator/rounds/{round_id}/close", headers=op), "closing the round", calls, "POST /operator/rounds/{id}/close")
         receipts = {}
         for address in accepted:
             r = call(http, calls, "GET /rounds/{id}/receipts/{address}", "GET",
@@ -294,7 +299,7 @@ def measure(
             receipts[address] = r.json() if r is not None and r.status_code == 200 else None
         t0 = time.perf_counter()
         finalized = _ok(call(http, calls, "POST /operator/rounds/{id}/finalize", "POST",
-                             f"/operator/rounds/{round_id}/finalize", headers=op), "finalizing the round")
+                             f"/operator/rounds/{round_id}/finalize", headers=op), "finalizing the round", calls, "POST /operator/rounds/{id}/finalize")
         finalize_s = time.perf_counter() - t0
 
     on_stage(f"{mode}: check the chain, then fedledger audit verify")
@@ -424,6 +429,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="derives the devnet participant keys")
     p.add_argument("--rpc", default=None, help="a running node (default: start a throw-away Hardhat node)")
     p.add_argument("--ipfs", default=None, help="a running Kubo API multiaddr (default: start a throw-away Kubo)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="keep the devnet data, manifests and API logs here (default: a temporary directory)")
     p.add_argument("--json", type=Path, default=None)
 
 
@@ -433,7 +440,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     reports = []
     with tempfile.TemporaryDirectory(prefix="fedledger-load-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.work_dir is None else args.work_dir
+        work.mkdir(parents=True, exist_ok=True)
         net = None
         if args.rpc is None or args.ipfs is None:
             net = Devnet(DevnetConfig(dir=work / "devnet", rpc_port=free_port(), ipfs_api_port=free_port(),
