@@ -147,13 +147,14 @@ def _sign_typed(account: Any, typed: dict[str, Any]) -> str:
 
 
 @contextmanager
-def api_server(devnet_dir: Path, mode: str, *, batch_size: int, log_path: Path,
+def api_server(devnet_dir: Path, mode: str, *, batch_size: int, log_path: Path, devnet_seed: int,
                start_timeout: float = 90.0) -> Iterator[str]:
     """``fedledger api`` as its own process on a free loopback port; stopped by pid."""
     port = free_port()
     env = {**os.environ, "FEDLEDGER_STACK": "devnet", "FEDLEDGER_DEVNET_DIR": str(devnet_dir),
            "FEDLEDGER_OPERATOR_TOKEN": OPERATOR_TOKEN, "FEDLEDGER_ENVIRONMENT": "production",
-           "FEDLEDGER_SETTLEMENT": "merkle", "FEDLEDGER_RELAY_MODE": mode, "FEDLEDGER_BATCH_SIZE": str(batch_size)}
+           "FEDLEDGER_SETTLEMENT": "merkle", "FEDLEDGER_RELAY_MODE": mode, "FEDLEDGER_BATCH_SIZE": str(batch_size),
+           "FEDLEDGER_DEVNET_SEED": str(devnet_seed)}
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "fedledger.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -228,7 +229,8 @@ def measure(
     # request never goes out on a connection the server is closing at that moment.
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
 
-    with api_server(devnet_dir, mode, batch_size=batch_size, log_path=work_dir / f"api-{mode}.log") as url, \
+    with api_server(devnet_dir, mode, batch_size=batch_size, log_path=work_dir / f"api-{mode}.log",
+                    devnet_seed=seed) as url, \
             httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as http, \
             ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="participant") as pool:
         health = _ok(call(http, calls, "GET /health", "GET", "/health"), "GET /health", calls, "GET /health")
