@@ -128,6 +128,10 @@ class DevnetConfig:
         return self.dir / "anvil-state.json"
 
     @property
+    def anvil_last_good_path(self) -> Path:
+        return self.dir / "anvil-state.last-good.json"
+
+    @property
     def rpc_url(self) -> str:
         return f"http://{self.host}:{self.rpc_port}"
 
@@ -222,6 +226,7 @@ class Devnet:
         if pid is not None:
             return pid
         anvil = find_anvil()
+        self._check_anvil_state()
         self._require_port(self.cfg.rpc_port, "the anvil JSON-RPC")
         argv = [str(anvil), "--host", self.cfg.host, "--port", str(self.cfg.rpc_port),
                 "--chain-id", str(DEVNET_CHAIN_ID), "--state", str(self.cfg.anvil_state_path.resolve()),
@@ -229,6 +234,25 @@ class Devnet:
         pid = self._spawn("anvil", argv, cwd=self.cfg.dir)
         self._wait("anvil", lambda: connect_rpc(self.cfg.rpc_url, timeout=2, retries=0).chain_id, pid)
         return pid
+
+    def _check_anvil_state(self) -> None:
+        """anvil rewrites its state file in place (open with O_TRUNC, then write; seen with strace on 1.7.1), so a
+        node killed during a dump leaves a cut-short file it then refuses to load. Keep a copy of the last state
+        that parsed, taken at each start, and refuse a broken file with a message saying what to do."""
+        state = self.cfg.anvil_state_path
+        if not state.is_file():
+            return
+        good = self.cfg.anvil_last_good_path
+        try:
+            json.loads(state.read_bytes())
+        except ValueError:
+            hint = (f"the copy from the last start that loaded is {good}: move it to {state} to resume from there"
+                    if good.is_file() else "no earlier copy exists")
+            raise DevnetError(f"{state} is cut short (the node was killed while writing it); {hint}, or start "
+                              f"afresh with `fedledger devnet down --wipe`") from None
+        tmp = good.with_name(good.name + ".tmp")
+        shutil.copyfile(state, tmp)
+        os.replace(tmp, good)
 
     def start_node(self) -> int:
         """The configured chain node (hardhat or anvil)."""

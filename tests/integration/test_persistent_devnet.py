@@ -98,10 +98,12 @@ def test_rounds_survive_down_and_up_and_a_killed_node(net: Devnet) -> None:
 
     # down (SIGTERM: anvil writes its state on exit), then up: same contracts, manifest untouched, history intact
     anvil_pid = int(net._pids()["anvil"]["pid"])
+    head_at_down = devnet_stack(net.cfg).transactor.w3.eth.block_number
     assert any("anvil" in s for s in net.down())
     assert not pid_alive(anvil_pid)
     second = net.up()
     assert int(net._pids()["anvil"]["pid"]) != anvil_pid
+    assert json.loads(net.cfg.anvil_last_good_path.read_text())["best_block_number"] == head_at_down
     assert second == first and net.cfg.manifest_path.read_text() == manifest_text
     assert round_history(net) == history
     assert audit_verifies(net)
@@ -145,3 +147,19 @@ def test_unknown_node_and_bad_interval_are_clear_errors(tmp_path: Path) -> None:
 def test_the_manifest_names_the_anvil_node(net: Devnet) -> None:
     net.up()
     assert Manifest.read(net.cfg.manifest_path).network == "anvil-devnet"
+
+
+def test_a_state_file_cut_short_by_a_kill_mid_dump_is_a_clear_error(net: Devnet, tmp_path: Path) -> None:
+    """anvil writes its state file in place: a node killed while dumping leaves it cut short."""
+    net.up()
+    cfg = DevnetConfig(dir=tmp_path / "cut", rpc_port=free_port(), ipfs_api_port=free_port(),
+                       ipfs_gateway_port=free_port(), node="anvil")
+    cfg.dir.mkdir()
+    data = net.cfg.anvil_state_path.read_bytes()
+    cfg.anvil_state_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DevnetError, match="is cut short .* no earlier copy exists, or start afresh"):
+        Devnet(cfg).start_anvil()
+    cfg.anvil_last_good_path.write_bytes(data)
+    with pytest.raises(DevnetError, match=f"the copy from the last start that loaded is {cfg.anvil_last_good_path}"):
+        Devnet(cfg).start_anvil()
+    assert not (cfg.dir / "pids.json").exists()  # nothing was started
