@@ -435,9 +435,13 @@ class Platform:
         queue = self._require_queue()
         queue.add(round_id, SignedCommitment(participant, content_hash, cid, signature), queued_at=int(time.time()))
         pending = len(queue.pending(round_id))
-        if pending >= self.batch_size or self.next_block_time() + self.flush_margin_s >= info.deadline:
+        near_deadline = self.next_block_time() + self.flush_margin_s >= info.deadline
+        if pending >= self.batch_size or near_deadline:
             try:
-                self.flush(round_id=round_id)
+                # A full batch is posted by whichever submission finds the flush free; the others do not queue up
+                # behind its transaction (that flusher keeps posting while full batches are pending, and the
+                # background flusher and the close route post the rest). Near the deadline everything goes now.
+                self.flush(round_id=round_id, full_only=not near_deadline, wait=near_deadline)
             except (RelayFailed, RoundNotOpen, DeadlinePassed, ChainError, StorageError) as exc:
                 log.warning("round %d: flush after a submission failed (entries kept): %s", round_id, exc)
         return self.receipt(round_id=round_id, address=participant)
@@ -450,21 +454,25 @@ class Platform:
                                   "every submission was sent on chain as it came")
         return self.queue
 
-    def flush(self, *, round_id: int) -> dict[str, Any]:
+    def flush(self, *, round_id: int, full_only: bool = False, wait: bool = True) -> dict[str, Any]:
         """Post every pending commitment of ``round_id`` now, in batches of ``batch_size``. RelayFailed if a post
-        fails (nothing is lost: see RelayFailed.kept)."""
+        fails (nothing is lost: see RelayFailed.kept). ``full_only``: post full batches only, leave the rest
+        pending. ``wait=False``: if another flush is posting, return at once (``busy``) instead of waiting for it."""
         queue = self._require_queue()
         self.d.rounds.get_round(round_id)  # 404 for an unknown round
         posted: list[dict[str, Any]] = []
-        with queue.flushing():
-            self._reconcile(round_id)
-            while rows := queue.pending(round_id, limit=self.batch_size):
-                batch = self._post(round_id, rows)
-                if batch is not None:
-                    posted.append(batch)
+        with queue.flushing(wait=wait) as held:
+            if held:
+                self._reconcile(round_id)
+                while rows := queue.pending(round_id, limit=self.batch_size):
+                    if full_only and len(rows) < self.batch_size:
+                        break
+                    batch = self._post(round_id, rows)
+                    if batch is not None:
+                        posted.append(batch)
         counts = queue.counts(round_id)
         return {"round": round_id, "batches": posted, "flushed": sum(b["entries"] for b in posted),
-                "pending": counts[PENDING], "counts": counts}
+                "pending": counts[PENDING], "counts": counts, "busy": not held}
 
     def _post(self, round_id: int, rows: list[QueuedCommitment]) -> dict[str, Any] | None:
         """One batch: settle rows that must not be posted, post the rest, record where each went."""
@@ -582,9 +590,9 @@ class Platform:
                 info = self.d.rounds.get_round(rid)
                 if info.state != 1 or self.now() >= info.deadline:
                     self._expire_unpostable(rid)
-                elif (len(self.queue.pending(rid)) >= self.batch_size
-                      or self.next_block_time() + self.flush_margin_s >= info.deadline):
-                    self.flush(round_id=rid)
+                elif (near := self.next_block_time() + self.flush_margin_s >= info.deadline) \
+                        or len(self.queue.pending(rid)) >= self.batch_size:
+                    self.flush(round_id=rid, full_only=not near)
                     flushed.append(rid)
             except (RelayFailed, ChainError, StorageError) as exc:
                 log.warning("round %d: flush failed, entries kept: %s", rid, exc)
