@@ -160,13 +160,13 @@ class FlowerLedger:
     def _relay(self, record: RoundLedger, u: SignedUpdate) -> RelayFailure | None:
         t = record.ticket
         d = self.stack.deployment
-        if u.participant in record.committed:
-            return RelayFailure(u.participant, "a second update for this round (one commitment per participant)")
         if sha256(u.update) != u.content_hash:
             return RelayFailure(u.participant, "the update bytes do not hash to the signed content hash")
         typed = commitment_typed_data(t.chain_id, t.rounds_address, t.round_id, u.content_hash, u.uri)
         if recover_signer(typed, u.signature) != u.participant:
             return RelayFailure(u.participant, "the commitment is not signed by the participant it names")
+        if u.participant in record.committed:
+            return RelayFailure(u.participant, "a second update for this round (one commitment per participant)")
         try:
             if d.registry.status_of(u.participant) == 0:
                 reg = registration_typed_data(t.chain_id, t.registry_address, u.participant, u.registration_deadline)
