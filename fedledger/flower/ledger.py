@@ -117,6 +117,9 @@ class FlowerLedger:
             )
         return wanted
 
+    def has_global_model(self) -> bool:
+        return self.stack.deployment.rounds.global_model().model_hash != bytes(32)
+
     def global_params(self) -> Params:
         model = self.stack.deployment.rounds.global_model()
         return fetch_params(self.stack.store, model.cid, model.model_hash)

@@ -78,8 +78,13 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
         clock["t"] = now
         return MetricRecord({"accuracy": acc})
 
+    initial = init_params(spec, int(cfg.get("model-seed", 0)))
+    if ledger is not None and ledger.has_global_model():  # a deployment that already ran rounds: continue from them
+        initial = ledger.global_params()
+        if {k: tuple(v.shape) for k, v in initial.items()} != spec.shapes():
+            raise ValueError("the deployment's global model does not fit this app's model: use a fresh deployment")
     started = time.perf_counter()
-    result = strategy.start(grid=grid, initial_arrays=arrays_of(init_params(spec, int(cfg.get("model-seed", 0)))),
+    result = strategy.start(grid=grid, initial_arrays=arrays_of(initial),
                             num_rounds=rounds, evaluate_fn=evaluate)
     report: dict[str, Any] = {
         "strategy": name,
