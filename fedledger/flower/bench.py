@@ -57,12 +57,13 @@ def measure(*, nodes: int, byzantine: int, attack: str, rounds: int, alpha: floa
     out: dict[str, Any] = {"nodes": nodes, "byzantine": byzantine, "attack": attack, "rounds": rounds,
                            "alpha": alpha, "seed": seed, "dataset": "digits", "runs": {}}
     for strategy in ("fedavg", "fedmedian", "fedledger"):
-        work = Path(tempfile.mkdtemp(prefix=f"fedledger-bench-flower-{strategy}-"))
-        run_config = {"strategy": strategy, "num-server-rounds": rounds, "min-nodes": nodes, "dataset": "digits",
-                      "alpha": alpha, "data-seed": seed, "model-seed": seed, "stack": "embedded",
-                      "state-dir": str(work / "state"), "devnet-seed": seed, "report": str(work / "report.json")}
-        wall = run_local(server_app, client_app, node_configs, run_config)
-        report = json.loads((work / "report.json").read_text())
+        with tempfile.TemporaryDirectory(prefix=f"fedledger-bench-flower-{strategy}-") as tmp:
+            work = Path(tmp)
+            run_config = {"strategy": strategy, "num-server-rounds": rounds, "min-nodes": nodes, "dataset": "digits",
+                          "alpha": alpha, "data-seed": seed, "model-seed": seed, "stack": "embedded",
+                          "state-dir": str(work / "state"), "devnet-seed": seed, "report": str(work / "report.json")}
+            wall = run_local(server_app, client_app, node_configs, run_config)
+            report = json.loads((work / "report.json").read_text())
         report["run_wall_seconds"] = wall
         out["runs"][strategy] = report
     ledger = out["runs"]["fedledger"]
