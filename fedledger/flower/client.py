@@ -160,7 +160,17 @@ def train_reply(msg: Message, context: Context) -> Message:
     if ticket is None:
         trained = {k: (base[k] + update[k]).contiguous() for k in base}
         return Message(RecordDict({array_key: arrays_of(trained), "metrics": metrics}), reply_to=msg)
-    signed = sign_update(wallet_of(context), ticket, update, n)
+    return signed_reply(msg, wallet_of(context), update, n)
+
+
+def signed_reply(msg: Message, account: LocalAccount, update: Params, num_examples: int) -> Message:
+    """The reply of an existing Flower app's train function under FedLedger: ``update`` is trained minus received
+    (a name -> tensor mapping with the model's names and shapes), signed by ``account`` for the instruction's round."""
+    ticket = RoundTicket.from_content(msg.content)
+    if ticket is None:
+        raise ValueError("the instruction carries no fedledger round ticket: is the server strategy FedLedger?")
+    signed = sign_update(account, ticket, update, num_examples)
+    metrics = MetricRecord({"num-examples": num_examples})
     return Message(RecordDict({UPDATE_KEY: signed.to_record(), "metrics": metrics}), reply_to=msg)
 
 
