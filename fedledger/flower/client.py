@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from chain.accounts import derive_devnet_account
 from fedledger.flower.protocol import UPDATE_KEY, RoundTicket, SignedUpdate
-from fedledger.flower.strategy import arrays_of, params_of
+from fedledger.flower.arrays import arrays_of, params_of
 from fedledger.roles import sign_commitment, sign_registration
 from storage import BlobRef
 from storage.base import sha256

@@ -26,8 +26,9 @@ from flwr.serverapp.strategy import FedAvg, FedMedian
 
 from fedledger.audit import Auditor
 from fedledger.devnet import DevnetConfig
+from fedledger.flower.arrays import arrays_of, params_of
 from fedledger.flower.ledger import FlowerLedger
-from fedledger.flower.strategy import FedLedger, arrays_of, params_of
+from fedledger.flower.strategy import FedLedger
 from fedledger.stack import Stack, devnet_stack, embedded_stack
 from trainer.data import load_dataset
 from trainer.model import ModelSpec, accuracy, init_params

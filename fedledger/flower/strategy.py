@@ -17,29 +17,18 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedledger.flower.arrays import arrays_of, params_of
 from fedledger.flower.ledger import FlowerLedger, RelayFailure, RoundLedger
 from fedledger.flower.protocol import TICKET_KEY, ProtocolError, SignedUpdate
 from storage.base import sha256
-from trainer.model import Params
 from trainer.serialization import serialize
 
 log = logging.getLogger(__name__)
 TOKEN_UNIT = 10**18
-
-
-def params_of(arrays: ArrayRecord) -> Params:
-    """Flower arrays as the platform's float32 parameters in key order (what gets serialized and hashed)."""
-    state = arrays.to_torch_state_dict()
-    return {k: state[k].detach().to(torch.float32).contiguous() for k in sorted(state)}
-
-
-def arrays_of(params: Params) -> ArrayRecord:
-    return ArrayRecord({k: params[k] for k in sorted(params)})
 
 
 class FedLedger(FedAvg):

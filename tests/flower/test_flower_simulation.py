@@ -24,11 +24,13 @@ from fedledger.flower import FedLedger, FlowerLedger
 from fedledger.flower.client import flower_wallet_address, train_reply
 from fedledger.flower.protocol import UPDATE_KEY, SignedUpdate
 from fedledger.flower.simulation import run_local
-from fedledger.flower.strategy import arrays_of
+from fedledger.flower.arrays import arrays_of, params_of
 from fedledger.stack import embedded_stack
 from trainer.data import load_dataset
 from trainer.model import ModelSpec, init_params
+from storage.base import sha256
 from trainer.rules import Status
+from trainer.serialization import serialize
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES, ROUNDS, SEED = 7, 3, 7
@@ -101,10 +103,6 @@ def test_flower_gets_the_model_the_chain_committed(run: dict[str, Any]) -> None:
     final: ArrayRecord = run["result"].arrays
     last = run["ledger"].rounds[-1]
     assert stack_model_hash(run) == last.new_model.content_hash
-    from fedledger.flower.strategy import params_of
-    from storage.base import sha256
-    from trainer.serialization import serialize
-
     assert sha256(serialize(params_of(final))) == last.new_model.content_hash
 
 
