@@ -108,7 +108,9 @@ class LoopbackFlower:
         return [p.pid for p in self.procs.values()]
 
     def stop(self) -> None:
-        """Stop every process this deployment started, by pid (and its process group), newest first."""
+        """Stop every process this deployment started, by pid (and its process group), newest first; then every
+        process Flower started for it in a session of its own (SuperExec, ServerApp, ClientApp: found by this
+        deployment's FLWR_HOME in their environment), by pid, once they have had a moment to exit on their own."""
         for proc in reversed(list(self.procs.values())):
             if proc.poll() is None:
                 _terminate(proc.pid)
@@ -116,11 +118,30 @@ class LoopbackFlower:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        deadline = time.monotonic() + 10
+        while self.descendants() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self.descendants():
+            _terminate(pid)
         for log in self._logs:
             log.close()
 
+    def descendants(self) -> list[int]:
+        """Live processes (other than those in ``procs``) whose environment holds this deployment's FLWR_HOME."""
+        marker = f"FLWR_HOME={self.home}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in self.pids():
+                continue
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0") and pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                continue
+        return found
+
     def alive(self) -> list[int]:
-        return [p for p in self.pids() if pid_alive(p)]
+        return [p for p in self.pids() if pid_alive(p)] + self.descendants()
 
     def _wait_for(self, ready: Any, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

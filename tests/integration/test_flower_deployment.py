@@ -48,6 +48,7 @@ def deployment_run(devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> 
         pids = flower.pids()
         flower.stop()
     assert not [p for p in pids if pid_alive(p)], "Flower processes survived stop()"
+    assert flower.alive() == [], "processes Flower started for this deployment survived stop()"
     assert report_path.exists(), output
     audit = subprocess.run(
         [sys.executable, "-m", "fedledger.cli", "audit", "verify", "--manifest", str(devnet.cfg.manifest_path),
