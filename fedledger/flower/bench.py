@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
               f"mean round {result['round_seconds_mean'][strategy]:.2f} s")
     f = result["fedledger"]
     print(f"fedledger: audit verified {f['audit_verified']}, attackers rejected {f['attackers_rejected']}/"
-          f"{f['attacker_rounds']}, honest rejected {f['honest_rejected']}, attacker rewards {f['attacker_rewards_wei']}"
-          f" wei; ledger {f['ledger_seconds_per_round']:.2f} s/round (after round 1: "
-          f"{f['ledger_seconds_per_round_after_first']:.2f} s); gas per round {f['gas_per_round']}")
+          f"{f['attacker_rounds']}, honest rejected {f['honest_rejected']}, "
+          f"attacker rewards {f['attacker_rewards_wei']} wei; ledger {f['ledger_seconds_per_round']:.2f} s/round "
+          f"(after round 1: {f['ledger_seconds_per_round_after_first']:.2f} s); gas per round {f['gas_per_round']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

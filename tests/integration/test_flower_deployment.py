@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fedledger.devnet import Devnet, pid_alive
+from fedledger.devnet import Devnet, DevnetConfig, pid_alive
 from fedledger.flower.client import flower_wallet_address
 from fedledger.flower.deployment import LoopbackFlower
 from fedledger.wiring import attach
@@ -27,7 +27,21 @@ NODES, ROUNDS, WALLET_SEED, ATTACKER = 4, 2, 11, 0
 
 
 @pytest.fixture(scope="module")
-def deployment_run(devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def flower_devnet(devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Devnet:
+    """The session's Hardhat node and Kubo daemon with contracts of this module's own: other tests' rounds on the
+    shared deployment would change the model this run starts from, and so its verdicts."""
+    c = devnet.cfg
+    own = Devnet(DevnetConfig(dir=tmp_path_factory.mktemp("flower-devnet"), rpc_port=c.rpc_port,
+                              ipfs_api_port=c.ipfs_api_port, ipfs_gateway_port=c.ipfs_gateway_port, seed=c.seed))
+    manifest = own.up(external=True)  # deploys onto the running node and daemon; starts nothing
+    assert manifest.endpoints["rpc"] == c.rpc_url
+    assert manifest.contracts != attach(None, c.manifest_path).manifest.contracts
+    return own
+
+
+@pytest.fixture(scope="module")
+def deployment_run(flower_devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    devnet = flower_devnet
     work = tmp_path_factory.mktemp("flower-deployment")
     flower = LoopbackFlower(work)
     report_path = work / "report.json"
@@ -60,8 +74,9 @@ def deployment_run(devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_the_supernodes_rounds_are_committed_on_the_devnet_and_the_auditor_process_verifies_them(
-    deployment_run: dict[str, Any], devnet: Devnet
+    deployment_run: dict[str, Any], flower_devnet: Devnet
 ) -> None:
+    devnet = flower_devnet
     audit = deployment_run["audit"]
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert json.loads(deployment_run["audit_json"].read_text())["verified"] is True
@@ -73,19 +88,24 @@ def test_the_supernodes_rounds_are_committed_on_the_devnet_and_the_auditor_proce
 
 
 def test_every_supernode_commits_with_its_own_wallet_and_kubo_holds_the_updates(
-    deployment_run: dict[str, Any], devnet: Devnet
+    deployment_run: dict[str, Any], flower_devnet: Devnet
 ) -> None:
+    devnet = flower_devnet
     wallets = {flower_wallet_address(WALLET_SEED, i) for i in range(NODES)}
     d = attach(None, devnet.cfg.manifest_path)
     for r in deployment_run["report"]["ledger_rounds"]:
         assert set(r["committed"]) == wallets and r["not_relayed"] == []
         commitments = d.rounds.update_committed_events(from_block=0, round_id=r["round_id"])
         assert {c.args.participant for c in commitments} == wallets
-        assert all(c.args.cid.startswith("bafkrei") for c in commitments)  # raw CIDv1 the SuperNodes computed and signed
+        # the raw CIDv1 each SuperNode computed and signed is the one Kubo gave the bytes
+        assert all(c.args.cid.startswith("bafkrei") for c in commitments)
     assert all(d.registry.status_of(w) != 0 for w in wallets)
 
 
-def test_the_byzantine_supernode_is_rejected_and_unpaid(deployment_run: dict[str, Any], devnet: Devnet) -> None:
+def test_the_byzantine_supernode_is_rejected_and_unpaid(
+    deployment_run: dict[str, Any], flower_devnet: Devnet
+) -> None:
+    devnet = flower_devnet
     attacker = flower_wallet_address(WALLET_SEED, ATTACKER)
     honest = [flower_wallet_address(WALLET_SEED, i) for i in range(NODES) if i != ATTACKER]
     for r in deployment_run["report"]["ledger_rounds"]:
