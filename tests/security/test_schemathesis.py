@@ -33,6 +33,7 @@ def run_schemathesis(server: Any, report_dir: Path, *, max_examples: int) -> tup
          "--workers", "1", "--request-timeout", "60", "-H", f"Authorization: Bearer {server.token}",
          "--report", "junit", "--report-dir", str(report_dir), "--no-color"],
         capture_output=True, text=True, timeout=1200,
+        cwd=report_dir.parent,  # its cache of past failures stays with this run, out of the checkout
     )
     (report,) = report_dir.glob("junit-*.xml")
     return proc.returncode, proc.stdout + proc.stderr, ET.parse(report).getroot()
