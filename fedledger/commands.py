@@ -52,6 +52,7 @@ def serve_demo(result: Any, *, host: str, port: int) -> None:
         settings = Settings(stack="embedded", state_dir=result.state_dir, host=host, port=port)
     platform = Platform.create(stack, result.state_dir / "index.sqlite", queue_path=settings.queue_path())
     platform.record_audit(result.audit)
+    platform.history().refresh()  # read the chain's events once now, not on the first page that audits
     print(f"dashboard: http://{host}:{port}/dashboard  (API: http://{host}:{port}/docs; Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(settings, platform=platform), host=host, port=port, log_level="warning")
 
@@ -191,6 +192,9 @@ def register(sub: Any) -> None:
     p = bench_sub.add_parser("scale", help="Merkle-committed rounds of many participants on a real Hardhat + Kubo")
     _bench_module("fedledger.bench_scale").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_scale").run(a))
+    p = bench_sub.add_parser("dashboard", help="render time of the dashboard's round page for a round of N participants")
+    _bench_module("fedledger.bench_dashboard").add_arguments(p)
+    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_dashboard").run(a))
     p = bench_sub.add_parser("robustness", help="attacks x defenses grid: accuracy, score AUROC, reward shares")
     _bench_module("fedledger.bench_robustness").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_robustness").run(a))

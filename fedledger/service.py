@@ -831,7 +831,8 @@ class Platform:
         count = self.d.rounds.round_count()
         if round_id is not None and not 1 <= round_id <= count:
             raise UnknownRound(round_id, count)
-        report = Auditor(self.d, self.stack.store).verify(round_id)
+        with self._history_lock:  # the one event history, extended rather than read again per audit
+            report = Auditor(self.d, self.stack.store, history=self.history()).verify(round_id)
         self.record_audit(report, round_id=round_id)
         return report
 

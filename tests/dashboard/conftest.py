@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -104,15 +104,28 @@ def chromium() -> Iterator[object]:
 
 
 @pytest.fixture
-def browser(chromium: object, served: Served) -> Iterator[Browser]:
-    context = chromium.new_context(viewport={"width": 1300, "height": 900})  # type: ignore[attr-defined]
-    page = context.new_page()
-    b = Browser(page, served.url)
-    page.on("request", lambda request: b.requests.append(request.url))
+def browser_for(chromium: object) -> Iterator[Callable[[str], Browser]]:
+    """``browser_for(origin)``: a fresh page that records every request; fails the test if a page script raised."""
+    contexts: list[object] = []
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def open_(origin: str) -> Browser:
+        context = chromium.new_context(viewport={"width": 1300, "height": 900})  # type: ignore[attr-defined]
+        contexts.append(context)
+        page = context.new_page()
+        b = Browser(page, origin)
+        page.on("request", lambda request: b.requests.append(request.url))
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        return b
+
     try:
-        yield b
+        yield open_
         assert not errors, f"the page script raised: {errors}"
     finally:
-        context.close()
+        for context in contexts:
+            context.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def browser(browser_for: Callable[[str], Browser], served: Served) -> Browser:
+    return browser_for(served.url)

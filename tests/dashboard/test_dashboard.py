@@ -224,3 +224,24 @@ def test_pages_stay_out_of_the_openapi_schema_and_forbid_foreign_loads(served) -
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert served.http.get("/", follow_redirects=False).headers["location"] == "/dashboard"
     assert served.http.get("/dashboard/static/vendor/uplot-1.6.32/uPlot.iife.min.js").status_code == 200
+
+
+def test_only_evaluations_of_the_models_on_chain_are_shown(served, browser) -> None:
+    evaluations = served.state_dir / "evaluations.jsonl"
+    original = evaluations.read_text()
+    recorded = {int(line.split('"round": ')[1].split(",")[0]): line for line in original.splitlines()}
+    assert sorted(recorded) == [1, 2, 3]
+    browser.open("/dashboard/rounds")
+    before = {r["round"]: r["accuracy"] for r in rows(browser.page, "#rounds tbody tr")}
+    try:
+        evaluations.write_text(original + "not json\n"
+                               + '{"round": 1, "model_hash": "0x' + "ab" * 32 + '", "accuracy": 0.01}\n'
+                               + '{"round": 2, "accuracy": 0.02}\n')
+        browser.open("/dashboard/rounds")
+        assert {r["round"]: r["accuracy"] for r in rows(browser.page, "#rounds tbody tr")} == before
+        evaluations.write_text("")
+        browser.open("/dashboard/rounds")
+        assert {r["accuracy"] for r in rows(browser.page, "#rounds tbody tr")} == {""}
+        assert browser.page.locator("#plot-accuracy").count() == 0
+    finally:
+        evaluations.write_text(original)
