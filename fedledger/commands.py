@@ -52,7 +52,8 @@ def serve_demo(result: Any, *, host: str, port: int) -> None:
         settings = Settings(stack="embedded", state_dir=result.state_dir, host=host, port=port)
     platform = Platform.create(stack, result.state_dir / "index.sqlite", queue_path=settings.queue_path())
     platform.record_audit(result.audit)
-    platform.history().refresh()  # read the chain's events once now, not on the first page that audits
+    platform.synced()  # index the chain's events (pages) and read them into the audit's history, once, now:
+    platform.history().refresh()  # on the in-process EVM both take long for big rounds (README, "Dashboard")
     print(f"dashboard: http://{host}:{port}/dashboard  (API: http://{host}:{port}/docs; Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(settings, platform=platform), host=host, port=port, log_level="warning")
 
