@@ -18,7 +18,7 @@ codegen: compile
 
 # The devnet stack for operators: Hardhat node + Kubo daemon on loopback (state, logs, manifest in .fedledger/devnet)
 devnet-up: setup
-	.venv/bin/fedledger devnet up
+	.venv/bin/fedledger devnet up $(ARGS)
 
 devnet-status: setup
 	.venv/bin/fedledger devnet status

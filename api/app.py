@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.routes import audit, blobs, dashboard, health, models, operator, participants, rounds
 from api.settings import Settings
 from fedledger.service import Platform
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.state.settings = settings
     app.state.platform = platform
     errors.install(app)
+    openapi.install(app)
     for module in (health, participants, blobs, rounds, models, audit, operator):
         app.include_router(module.router)
     dashboard.install(app)

@@ -7,7 +7,7 @@ import re
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 from eth_utils import to_checksum_address
 
 from api.settings import Settings
@@ -36,9 +36,12 @@ def _signature(value: str) -> str:
     return value
 
 
-Address = Annotated[str, AfterValidator(_address)]
-Hex32 = Annotated[str, AfterValidator(_hex32)]
-Signature = Annotated[str, AfterValidator(_signature)]
+# The schema states the same patterns the validators check (so clients and fuzzers know them); the validators
+# keep their own messages, which name the value.
+Address = Annotated[str, AfterValidator(_address), WithJsonSchema({"type": "string", "pattern": _ADDRESS.pattern})]
+Hex32 = Annotated[str, AfterValidator(_hex32), WithJsonSchema({"type": "string", "pattern": _HEX32.pattern})]
+Signature = Annotated[str, AfterValidator(_signature),
+                      WithJsonSchema({"type": "string", "pattern": _SIGNATURE.pattern})]
 
 
 def get_platform(request: Request) -> Platform:

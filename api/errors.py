@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chain.errors import ChainError, ChainUnavailable, ContractRevert, ManifestError, TransactionTimeout
 from fedledger.history import UnknownRound
@@ -156,3 +161,43 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ChainError)
     async def _chain(_: Request, exc: ChainError) -> JSONResponse:
         return _answer(502, "ChainError", str(exc))
+
+    def paths_matching(path: str) -> list[tuple[str, set[str]]]:
+        """The documented path templates ``path`` fits, with their methods (from the OpenAPI document, the public
+        statement of what the API serves)."""
+        out = []
+        for template, item in app.openapi()["paths"].items():
+            pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
+            if re.match(pattern, path):
+                out.append((template, {m.upper() for m in item}))
+        return out
+
+    def allowed_methods(request: Request) -> set[str]:
+        """A literal path (``/participants/register``) is that route's, though a template would fit it too."""
+        matching = paths_matching(request.url.path)
+        literal = [(t, methods) for t, methods in matching if "{" not in t]
+        return {m for _, methods in (literal or matching) for m in methods}
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """``GET /participants/register`` reaches ``GET /participants/{address}`` and fails there as a bad address;
+        the path is a literal one whose method is POST, so the right answer is 405."""
+        matching = paths_matching(request.url.path)
+        if any("{" not in t and request.method not in methods for t, methods in matching):
+            return JSONResponse(status_code=405, content={"error": "MethodNotAllowed", "detail": "Method Not Allowed"},
+                                headers={"Allow": ", ".join(sorted(allowed_methods(request)))})
+        return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own answers (401, 404 of an unknown path, 405, 413, 415) in the same error shape. A 405
+        names every method the path has: Starlette's router would name only those of the first route that matched
+        the path, and GET and POST of one path are two routes here."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
+        try:
+            name = HTTPStatus(exc.status_code).phrase.replace(" ", "")
+        except ValueError:
+            name = "HTTPError"
+        return JSONResponse(status_code=exc.status_code, content={"error": name, "detail": exc.detail}, headers=headers)

@@ -22,6 +22,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
 
 from chain.errors import ChainUnavailable, ContractRevert, TransactionTimeout
+from chain.failpoints import failpoint
 
 try:  # the embedded EVM raises its own exception type for reverts, carrying the raw revert bytes
     from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
@@ -189,6 +190,8 @@ class Transactor:
             except REVERT_ERRORS as exc:
                 raise self.errors.decode(revert_data(exc), contract) from exc
             signed = account.sign_transaction(tx)
+            name = getattr(fn, "fn_name", "")
+            failpoint(f"tx:before-send:{name}")
             try:
                 tx_hash = self.with_retries(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
             except Web3RPCError:
@@ -198,6 +201,7 @@ class Transactor:
                 self._nonces.pop(address, None)
                 raise
             self._nonces[address] = params["nonce"] + 1
+        failpoint(f"tx:after-send:{name}")
         return self._wait(tx_hash, fn, address, contract)
 
     def send_value(self, sender: str, to: str, value: int) -> TxResult:

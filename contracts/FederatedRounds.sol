@@ -246,6 +246,8 @@ contract FederatedRounds is AccessControl, EIP712 {
         string calldata cid,
         bytes calldata signature
     ) external {
+        // The third value (the bad length or s) is not needed: the error code and the recovered address decide.
+        // slither-disable-next-line unused-return
         (address recovered, ECDSA.RecoverError err,) =
             ECDSA.tryRecover(commitmentDigest(roundId, contentHash, cid), signature);
         if (err != ECDSA.RecoverError.NoError || recovered != participant) {
@@ -298,7 +300,7 @@ contract FederatedRounds is AccessControl, EIP712 {
             _checkVerdicts(roundId, r.submissions, participants, scores, statuses);
 
         uint256[] memory rewards = new uint256[](participants.length);
-        uint256 minted;
+        uint256 minted = 0;
         for (uint256 i = 0; i < participants.length; ++i) {
             if (total != 0) rewards[i] = (r.rewardBudget * weights[i]) / total;
             minted += rewards[i];
@@ -369,9 +371,9 @@ contract FederatedRounds is AccessControl, EIP712 {
     ///         round claimed, if that round is newer than the one its reputation comes from.
     function claim(address participant, Claim[] calldata claims) external {
         if (claims.length == 0) revert RoundsNoClaims();
-        uint256 reward;
-        uint256 newestRound;
-        uint32 newestReputation;
+        uint256 reward = 0;
+        uint256 newestRound = 0;
+        uint32 newestReputation = 0;
         for (uint256 i = 0; i < claims.length; ++i) {
             Claim calldata c = claims[i];
             Round storage r = _existingRound(c.roundId);

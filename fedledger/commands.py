@@ -78,6 +78,8 @@ def _devnet_config(args: argparse.Namespace) -> Any:
         ipfs_api_port=args.ipfs_api_port,
         ipfs_gateway_port=args.ipfs_gateway_port,
         seed=args.devnet_seed,
+        node=getattr(args, "node", "hardhat"),
+        state_interval=getattr(args, "state_interval", 2),
     )
 
 
@@ -96,8 +98,8 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     from fedledger.devnet import Devnet, DevnetError
 
     console = Console()
-    devnet = Devnet(_devnet_config(args))
     try:
+        devnet = Devnet(_devnet_config(args))
         if args.devnet_command == "up":
             manifest = devnet.up(external=args.external)
             console.print(f"devnet up: chain {manifest.chain_id} at {manifest.endpoints['rpc']}, "
@@ -160,6 +162,11 @@ def register(sub: Any) -> None:
         if name == "up":
             p.add_argument("--external", action="store_true",
                            help="start nothing: deploy onto a node + Kubo already on these ports (docker compose)")
+            p.add_argument("--node", choices=("hardhat", "anvil"), default="hardhat",
+                           help="hardhat: keeps no state; anvil: chain state in <devnet-dir>/anvil-state.json "
+                                "survives down/up and a killed node")
+            p.add_argument("--state-interval", type=int, default=2,
+                           help="anvil: seconds between state dumps (a killed node loses at most this much)")
         if name == "down":
             p.add_argument("--wipe", action="store_true", help="also delete chain/IPFS data, logs and the manifest")
         p.set_defaults(func=_cmd_devnet)
@@ -196,6 +203,12 @@ def register(sub: Any) -> None:
     p = bench_sub.add_parser("dashboard", help="render time of the dashboard's round page for a round of N participants")
     _bench_module("fedledger.bench_dashboard").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_dashboard").run(a))
+    p = bench_sub.add_parser("load", help="N participants through the real API, concurrently, to one devnet round")
+    _bench_module("fedledger.bench_load").add_arguments(p)
+    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_load").run(a))
+    p = bench_sub.add_parser("flower", help="the example Flower app: FedAvg vs FedMedian vs FedLedger, ledger overhead")
+    _bench_module("fedledger.flower.bench").add_arguments(p)
+    p.set_defaults(func=lambda a: _bench_module("fedledger.flower.bench").run(a))
     p = bench_sub.add_parser("robustness", help="attacks x defenses grid: accuracy, score AUROC, reward shares")
     _bench_module("fedledger.bench_robustness").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_robustness").run(a))

@@ -1,13 +1,19 @@
-"""The devnet stack for operators: a Hardhat node and a Kubo daemon on loopback, contracts deployed, a manifest.
+"""The devnet stack for operators: a chain node and a Kubo daemon on loopback, contracts deployed, a manifest.
 
-    fedledger devnet up [--dir .fedledger/devnet --rpc-port 8545 --ipfs-api-port 5001]   # start + deploy
+    fedledger devnet up [--dir .fedledger/devnet --rpc-port 8545 --ipfs-api-port 5001] [--node hardhat|anvil]
     fedledger devnet status
     fedledger devnet down [--wipe]
 
 Processes are started in their own sessions and tracked by process id in ``<dir>/pids.json``; ``down`` stops
-exactly those. Logs: ``<dir>/logs/hardhat.log`` and ``<dir>/logs/kubo.log``. ``up`` is idempotent: running
+exactly those. Logs: ``<dir>/logs/<node>.log`` and ``<dir>/logs/kubo.log``. ``up`` is idempotent: running
 processes are reused and the deployment is kept while its contracts are still on the chain; after a node restart
-(Hardhat keeps no state) it redeploys and rewrites ``<dir>/manifest.json``.
+it redeploys and rewrites ``<dir>/manifest.json`` if the contracts are gone.
+
+The node is Hardhat 2 by default (keeps no state: a restart is an empty chain). ``--node anvil`` runs anvil
+(Foundry, npm ``@foundry-rs/anvil-linux-amd64``) with ``--state <dir>/anvil-state.json``: the chain (accounts,
+contract code and storage, blocks, receipts and logs) is written on exit and every ``state_interval`` seconds, and
+loaded on the next start, so ``up`` after ``down`` (or after the node was killed: at most the last interval is lost)
+finds the same contracts and keeps the manifest.
 
 DEVNET ONLY: the admin, operator and aggregator keys are derived from ``--seed`` (chain/accounts.py) and funded
 from Hardhat's unlocked account.
@@ -37,6 +43,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HARDHAT_DIR = PROJECT_ROOT / "hardhat"
 KUBO_VERSION = "v0.39.0"
 ROLE_LABELS = ("admin", "operator", "aggregator")
+NODES = ("hardhat", "anvil")
+DEVNET_CHAIN_ID = 31337  # Hardhat's and anvil's default; set explicitly for anvil so a state file cannot change it
 
 
 class DevnetError(Exception):
@@ -55,6 +63,16 @@ def find_kubo() -> Path:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return Path(c)
     raise DevnetError(f"Kubo (ipfs) not found: run scripts/install-kubo (builds {KUBO_VERSION} into {cache_dir()})")
+
+
+def find_anvil() -> Path:
+    """The anvil binary: $FEDLEDGER_ANVIL, or the one npm installed into hardhat/node_modules (scripts/bootstrap)."""
+    candidates = [os.environ.get("FEDLEDGER_ANVIL"),
+                  str(HARDHAT_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil")]
+    for c in candidates:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return Path(c)
+    raise DevnetError("anvil not found in hardhat/node_modules/@foundry-rs/anvil-linux-amd64: run scripts/bootstrap")
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -96,6 +114,22 @@ class DevnetConfig:
     ipfs_gateway_port: int = 8080
     seed: int = 0
     start_timeout: float = 90.0
+    node: str = "hardhat"  # or "anvil": a node whose chain state survives a restart (see the module docstring)
+    state_interval: int = 2  # anvil: seconds between state dumps, so a killed node loses at most this much
+
+    def __post_init__(self) -> None:
+        if self.node not in NODES:
+            raise DevnetError(f"unknown devnet node {self.node!r}: choose one of {', '.join(NODES)}")
+        if self.state_interval < 1:
+            raise DevnetError(f"state_interval must be at least 1 second, not {self.state_interval}")
+
+    @property
+    def anvil_state_path(self) -> Path:
+        return self.dir / "anvil-state.json"
+
+    @property
+    def anvil_last_good_path(self) -> Path:
+        return self.dir / "anvil-state.last-good.json"
 
     @property
     def rpc_url(self) -> str:
@@ -187,6 +221,47 @@ class Devnet:
         self._wait("hardhat", lambda: connect_rpc(self.cfg.rpc_url, timeout=2, retries=0).chain_id, pid)
         return pid
 
+    def start_anvil(self) -> int:
+        pid = self._running("anvil")
+        if pid is not None:
+            return pid
+        anvil = find_anvil()
+        self._check_anvil_state()
+        self._require_port(self.cfg.rpc_port, "the anvil JSON-RPC")
+        argv = [str(anvil), "--host", self.cfg.host, "--port", str(self.cfg.rpc_port),
+                "--chain-id", str(DEVNET_CHAIN_ID), "--state", str(self.cfg.anvil_state_path.resolve()),
+                "--state-interval", str(self.cfg.state_interval), "--preserve-historical-states"]
+        pid = self._spawn("anvil", argv, cwd=self.cfg.dir)
+        self._wait("anvil", lambda: connect_rpc(self.cfg.rpc_url, timeout=2, retries=0).chain_id, pid)
+        return pid
+
+    def _check_anvil_state(self) -> None:
+        """anvil rewrites its state file in place (open with O_TRUNC, then write; seen with strace on 1.7.1), so a
+        node killed during a dump leaves a cut-short file it then refuses to load. Keep a copy of the last state
+        that parsed, taken at each start, and refuse a broken file with a message saying what to do."""
+        state = self.cfg.anvil_state_path
+        if not state.is_file():
+            return
+        good = self.cfg.anvil_last_good_path
+        try:
+            json.loads(state.read_bytes())
+        except ValueError:
+            hint = (f"the copy from the last start that loaded is {good}: move it to {state} to resume from there"
+                    if good.is_file() else "no earlier copy exists")
+            raise DevnetError(f"{state} is cut short (the node was killed while writing it); {hint}, or start "
+                              f"afresh with `fedledger devnet down --wipe`") from None
+        tmp = good.with_name(good.name + ".tmp")
+        shutil.copyfile(state, tmp)
+        os.replace(tmp, good)
+
+    def start_node(self) -> int:
+        """The configured chain node (hardhat or anvil)."""
+        other = next(n for n in NODES if n != self.cfg.node)
+        if self._running(other) is not None:
+            raise DevnetError(f"this devnet directory already runs {other}: `fedledger devnet down` it before "
+                              f"starting {self.cfg.node}")
+        return self.start_anvil() if self.cfg.node == "anvil" else self.start_hardhat()
+
     def start_kubo(self) -> int:
         pid = self._running("kubo")
         if pid is not None:
@@ -226,7 +301,7 @@ class Devnet:
             KuboBlobStore(self.cfg.ipfs_api, timeout=5).version()
         else:
             self.start_kubo()
-            self.start_hardhat()
+            self.start_node()
         transactor = connect_rpc(self.cfg.rpc_url)
         wallets = devnet_wallets(transactor, self.cfg.seed, list(ROLE_LABELS), fund=False)
         current = self._current_manifest(transactor)
@@ -238,7 +313,7 @@ class Devnet:
             admin=wallets["admin"],
             operator=wallets["operator"],
             aggregator=wallets["aggregator"],
-            network="hardhat-devnet",
+            network=f"{self.cfg.node}-devnet",
             endpoints={
                 "rpc": self.cfg.rpc_url,
                 "ipfs_api": self.cfg.ipfs_api,

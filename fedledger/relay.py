@@ -213,14 +213,27 @@ class RelayQueue:
                      [(detail, now, e.seq) for e in entries])
 
     @contextmanager
-    def flushing(self) -> Iterator[None]:
-        """Exclusive right to post batches: one thread of this process, one process on this machine."""
-        with self._flush_lock, open(self.path.with_name(self.path.name + ".lock"), "a+") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    def flushing(self, *, wait: bool = True) -> Iterator[bool]:
+        """Exclusive right to post batches: one thread of this process, one process on this machine. Yields True
+        once held; with ``wait=False`` it yields False at once instead of waiting while another flusher holds it."""
+        if not self._flush_lock.acquire(blocking=wait):
+            yield False
+            return
+        try:
+            with open(self.path.with_name(self.path.name + ".lock"), "a+") as f:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    held = False
+                else:
+                    held = True
+                try:
+                    yield held
+                finally:
+                    if held:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._flush_lock.release()
 
     # -------------------------------------------------------------------------------------------------- reads
 

@@ -14,6 +14,7 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
 from chain.deploy import Deployment
+from chain.failpoints import failpoint
 from chain.eip712 import commitment_typed_data, registration_typed_data  # noqa: F401 (re-exported too)
 from chain.gateways.federated_rounds import Claim
 from chain.lists import CommitmentBatch, ListHeader, ResultList, SignedCommitment
@@ -170,10 +171,12 @@ class Aggregator:
         base = fetch_params(self.store, record.base_model_cid, record.base_model_hash)
         previous = previous_base(self.store, self.history, round_id)
         outcome = evaluate_round(base, gather_submissions(self.store, record), rule, previous)
+        failpoint("aggregator:after-fetch")
         for v in outcome.verdicts:
             if v.status != Status.ACCEPTED:
                 log.info("round %d: rejected %s (%s) %s", round_id, v.participant, v.status.name, v.detail)
         new_ref = self.store.put(serialize(outcome.new_params))
+        failpoint("aggregator:after-store")
         result = self.deployment.rounds.finalize_round(
             round_id,
             new_ref.content_hash,
@@ -183,6 +186,7 @@ class Aggregator:
             [int(v.status) for v in outcome.verdicts],
             sender=self.address,
         )
+        failpoint("aggregator:after-receipt")
         return outcome, new_ref, result
 
 
@@ -218,6 +222,7 @@ class MerkleAggregator(Aggregator):
         if not committed.commitments:
             raise ValueError(f"round {round_id} has no commitments to settle")
         outcome, _ = evaluate_committed(self.store, base, committed.commitments, rule, previous)
+        failpoint("aggregator:after-fetch")
         new_ref = self.store.put(serialize(outcome.new_params))
         results = derive_results(
             header_of(self.history, round_id), record.rule_hash, new_ref.content_hash, outcome,
@@ -229,11 +234,13 @@ class MerkleAggregator(Aggregator):
         """Store the result list and commit its root. (Tests pass altered lists here to exercise the audit.)"""
         results = prepared.results
         list_ref = self.store.put(results.canonical_bytes())
+        failpoint("aggregator:after-store")
         tx = self.deployment.rounds.finalize_round_with_results(
             prepared.round_id, prepared.new_ref.content_hash, prepared.new_ref.uri, results.root,
             list_ref.content_hash, list_ref.uri, len(results.entries), results.accepted, results.total_reward,
             sender=self.address,
         )
+        failpoint("aggregator:after-receipt")
         return list_ref, tx
 
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:

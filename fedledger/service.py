@@ -36,7 +36,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 
 from chain.eip712 import signature_problem
-from chain.errors import ChainError, ContractRevert
+from chain.errors import ChainError, ChainUnavailable, ContractRevert, TransactionTimeout
 from chain.gateways.federated_rounds import Claim
 from chain.indexer import EventIndexer
 from chain.lists import CommitmentBatch, ListFormatError, ResultList, SignedCommitment
@@ -64,7 +64,7 @@ from fedledger.roles import (
 )
 from fedledger.settlement import load_results
 from fedledger.stack import Stack
-from storage import BlobRef, StorageError
+from storage import BlobRef, StorageError, StorageUnavailable
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import deserialize
 
@@ -456,9 +456,13 @@ class Platform:
         queue = self._require_queue()
         queue.add(round_id, SignedCommitment(participant, content_hash, cid, signature), queued_at=int(time.time()))
         pending = len(queue.pending(round_id))
-        if pending >= self.batch_size or self.next_block_time() + self.flush_margin_s >= info.deadline:
+        near_deadline = self.next_block_time() + self.flush_margin_s >= info.deadline
+        if pending >= self.batch_size or near_deadline:
             try:
-                self.flush(round_id=round_id)
+                # A full batch is posted by whichever submission finds the flush free; the others do not queue up
+                # behind its transaction (that flusher keeps posting while full batches are pending, and the
+                # background flusher and the close route post the rest). Near the deadline everything goes now.
+                self.flush(round_id=round_id, full_only=not near_deadline, wait=near_deadline)
             except (RelayFailed, RoundNotOpen, DeadlinePassed, ChainError, StorageError) as exc:
                 log.warning("round %d: flush after a submission failed (entries kept): %s", round_id, exc)
         return self.receipt(round_id=round_id, address=participant)
@@ -471,21 +475,25 @@ class Platform:
                                   "every submission was sent on chain as it came")
         return self.queue
 
-    def flush(self, *, round_id: int) -> dict[str, Any]:
+    def flush(self, *, round_id: int, full_only: bool = False, wait: bool = True) -> dict[str, Any]:
         """Post every pending commitment of ``round_id`` now, in batches of ``batch_size``. RelayFailed if a post
-        fails (nothing is lost: see RelayFailed.kept)."""
+        fails (nothing is lost: see RelayFailed.kept). ``full_only``: post full batches only, leave the rest
+        pending. ``wait=False``: if another flush is posting, return at once (``busy``) instead of waiting for it."""
         queue = self._require_queue()
         self.d.rounds.get_round(round_id)  # 404 for an unknown round
         posted: list[dict[str, Any]] = []
-        with queue.flushing():
-            self._reconcile(round_id)
-            while rows := queue.pending(round_id, limit=self.batch_size):
-                batch = self._post(round_id, rows)
-                if batch is not None:
-                    posted.append(batch)
+        with queue.flushing(wait=wait) as held:
+            if held:
+                self._reconcile(round_id)
+                while rows := queue.pending(round_id, limit=self.batch_size):
+                    if full_only and len(rows) < self.batch_size:
+                        break
+                    batch = self._post(round_id, rows)
+                    if batch is not None:
+                        posted.append(batch)
         counts = queue.counts(round_id)
         return {"round": round_id, "batches": posted, "flushed": sum(b["entries"] for b in posted),
-                "pending": counts[PENDING], "counts": counts}
+                "pending": counts[PENDING], "counts": counts, "busy": not held}
 
     def _post(self, round_id: int, rows: list[QueuedCommitment]) -> dict[str, Any] | None:
         """One batch: settle rows that must not be posted, post the rest, record where each went."""
@@ -603,9 +611,9 @@ class Platform:
                 info = self.d.rounds.get_round(rid)
                 if info.state != 1 or self.now() >= info.deadline:
                     self._expire_unpostable(rid)
-                elif (len(self.queue.pending(rid)) >= self.batch_size
-                      or self.next_block_time() + self.flush_margin_s >= info.deadline):
-                    self.flush(round_id=rid)
+                elif (near := self.next_block_time() + self.flush_margin_s >= info.deadline) \
+                        or len(self.queue.pending(rid)) >= self.batch_size:
+                    self.flush(round_id=rid, full_only=not near)
                     flushed.append(rid)
             except (RelayFailed, ChainError, StorageError) as exc:
                 log.warning("round %d: flush failed, entries kept: %s", rid, exc)
@@ -942,10 +950,27 @@ class Platform:
         if count == 0:
             return []
         info = self.d.rounds.get_round(count)
-        if info.state == 2 or (info.state == 1 and self.now() > info.deadline):
+        if not (info.state == 2 or (info.state == 1 and self.now() > info.deadline)):
+            return []
+        in_flight = self.in_flight(self.stack.aggregator)
+        if in_flight:
+            # An earlier run (killed after broadcasting) may have a finalize transaction in the mempool: wait for
+            # it to be mined rather than send a second one. The next pass re-reads the round's state.
+            log.info("round %d: waiting for %d in-flight transaction(s) of %s", count, in_flight, self.stack.aggregator)
+            return []
+        try:
             self.finalize_round(round_id=count)
-            return [count]
-        return []
+        except ContractRevert as exc:
+            if exc.error != "RoundsAlreadyFinalized":
+                raise
+            log.info("round %d was finalized by another transaction: %s", count, exc)  # another aggregator won
+            return []
+        return [count]
+
+    def in_flight(self, address: str) -> int:
+        """How many of ``address``'s transactions the node has accepted but not mined."""
+        eth = self.stack.transactor.w3.eth
+        return int(eth.get_transaction_count(address, "pending")) - int(eth.get_transaction_count(address, "latest"))
 
 
 def _status_name(code: int) -> str:
@@ -960,7 +985,12 @@ def wait_loop(platform: Platform, *, interval_s: float, iterations: int | None =
     the flush margin (keep the margin above the interval), then finalize due rounds."""
     n = 0
     while iterations is None or n < iterations:
-        platform.finalize_due()
+        try:
+            platform.finalize_due()
+        except (ChainUnavailable, TransactionTimeout, StorageUnavailable) as exc:
+            if iterations is not None:
+                raise
+            log.warning("aggregator pass failed, retrying in %ss: %s", interval_s, exc)  # an outage, not a bug
         n += 1
         if iterations is None or n < iterations:
             time.sleep(interval_s)

@@ -30,6 +30,8 @@ warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer n
 
 
 class KuboBlobStore:
+    uri_scheme = "ipfs-raw"  # storage.cids.uri_for computes its CIDs (blobs up to one chunk) without the daemon
+
     def __init__(self, api_addr: str, *, timeout: float = 30.0) -> None:
         """``api_addr``: Kubo's RPC multiaddr, e.g. ``/ip4/127.0.0.1/tcp/5001/http``."""
         self.api_addr = api_addr

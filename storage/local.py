@@ -18,6 +18,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LocalBlobStore:
+    uri_scheme = "fedblob"  # storage.cids.uri_for computes its URIs without the store
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)

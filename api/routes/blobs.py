@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from hexbytes import HexBytes
 from starlette.concurrency import run_in_threadpool
@@ -21,15 +21,15 @@ MEDIA_TYPE = "application/octet-stream"
     openapi_extra={"requestBody": {"content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
                                    "required": True}},
 )
-async def upload(
-    request: Request,
-    platform: PlatformDep,
-    content_type: Annotated[str | None, Header()] = None,
-    content_length: Annotated[int | None, Header()] = None,
-) -> dict[str, Any]:
+async def upload(request: Request, platform: PlatformDep) -> dict[str, Any]:
+    # Content-Type and Content-Length are read here, not declared as parameters: they are the HTTP framing of the
+    # body, which the server (h11/httptools) already checked, not inputs a client should vary.
+    content_type = request.headers.get("content-type")
     if (content_type or "").split(";")[0].strip().lower() != MEDIA_TYPE:
         raise HTTPException(status_code=415, detail=f"send the safetensors bytes as {MEDIA_TYPE}, not {content_type!r}")
     limit = platform.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    content_length = int(declared) if declared.isdigit() else None
     if content_length is not None and content_length > limit:
         raise HTTPException(status_code=413, detail=f"upload of {content_length} bytes exceeds the limit of {limit}")
     data = bytearray()

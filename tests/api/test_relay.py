@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,34 @@ def test_the_flusher_posts_pending_entries_within_the_margin_and_expires_what_th
     detail = client.get(f"/rounds/{rid}").json()
     assert detail["settlement"] == "merkle" and detail["results"]["entries"] == 2
     assert detail["relay"] == {"pending": 0, "included": 2, "superseded": 0, "dropped": 0, "expired": 1}
+
+
+def test_submissions_do_not_wait_behind_a_posting_flush_and_the_flusher_posts_only_full_batches(
+    client: TestClient, platform: Platform, people: list[Any]
+) -> None:
+    """Regression (bench load, 200 participants, batch size 50): every submission that saw a full batch waited for
+    the flush lock and then posted whatever was pending, so the round got 22 batches (mostly partial) and
+    submissions waited up to 23 s behind other participants' transactions."""
+    rid = open_round(client, people[:4], duration_s=3600)
+    bodies = [commitment(platform, p, rid, upload(client, seed=i)) for i, p in enumerate(people[:4])]
+    answers: list[Any] = []
+    queue = platform.queue
+    assert queue is not None
+    with queue.flushing():  # another flush is posting meanwhile
+        for body in bodies:  # the 3rd and 4th fill a batch; they must answer without the lock
+            worker = threading.Thread(target=lambda b=body: answers.append(
+                client.post(f"/rounds/{rid}/submissions", json=b)))
+            worker.start()
+            worker.join(timeout=60)
+            assert not worker.is_alive(), "a submission waited for another flush to finish"
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(202, "pending")] * 4
+    assert platform.flush_due() == [rid]  # a full batch is pending; the deadline is far
+    counts = queue.counts(rid)
+    assert (counts["included"], counts["pending"]) == (BATCH_SIZE, 4 - BATCH_SIZE)  # the partial one waits
+    assert platform.d.rounds.batch_count(rid) == 1
+    closed = client.post(f"/operator/rounds/{rid}/close", headers=OPERATOR)
+    assert closed.status_code == 200 and closed.json()["flushed"]["flushed"] == 4 - BATCH_SIZE
+    assert platform.d.rounds.batch_count(rid) == 2 and queue.counts(rid)["included"] == 4
 
 
 # ---------------------------------------------------------------------------------------------------- bad input

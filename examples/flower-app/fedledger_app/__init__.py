@@ -1,0 +1,1 @@
+"""A Flower app whose rounds are committed, verified and paid on fedledger."""
