@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, openapi
-from api.routes import audit, blobs, health, models, operator, participants, rounds
+from api.routes import audit, blobs, dashboard, health, models, operator, participants, rounds
 from api.settings import Settings
 from fedledger.service import Platform
 
@@ -96,4 +96,5 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     openapi.install(app)
     for module in (health, participants, blobs, rounds, models, audit, operator):
         app.include_router(module.router)
+    dashboard.install(app)
     return app

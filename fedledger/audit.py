@@ -90,8 +90,10 @@ class AuditReport:
 class Auditor:
     """Needs the deployment (chain) and a blob store, nothing else: shapes come from the committed base model."""
 
-    def __init__(self, deployment: Deployment, store: BlobStore) -> None:
-        self.history = ChainHistory(deployment)
+    def __init__(self, deployment: Deployment, store: BlobStore, history: ChainHistory | None = None) -> None:
+        """``history``: an event history of ``deployment`` to extend instead of reading every event again (the
+        API keeps one); records are rebuilt from its events on every call, so nothing is stale."""
+        self.history = history if history is not None else ChainHistory(deployment)
         self.store = store
         self.reputation = ReputationLedger(self.history, store)
 

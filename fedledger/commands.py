@@ -31,7 +31,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(cfg)
     if args.json:
         write_json(args.json, result.summary)
+    if args.serve:
+        serve_demo(result, host=args.host, port=args.port)
     return 0 if result.audit.verified else 1
+
+
+def serve_demo(result: Any, *, host: str, port: int) -> None:
+    """Serve the API and the dashboard over the demo's own stack, in this process (the embedded chain lives here),
+    until interrupted. The demo's final audit is the dashboard's "last audit" until someone runs another."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import Settings
+    from fedledger.service import Platform
+
+    stack = result.stack
+    if stack.name == "devnet":
+        settings = Settings(stack="devnet", devnet_dir=result.state_dir, host=host, port=port)
+    else:
+        settings = Settings(stack="embedded", state_dir=result.state_dir, host=host, port=port)
+    platform = Platform.create(stack, result.state_dir / "index.sqlite", queue_path=settings.queue_path())
+    platform.record_audit(result.audit)
+    platform.synced()  # index the chain's events (pages) and read them into the audit's history, once, now:
+    platform.history().refresh()  # on the in-process EVM both take long for big rounds (README, "Dashboard")
+    print(f"dashboard: http://{host}:{port}/dashboard  (API: http://{host}:{port}/docs; Ctrl-C stops)", flush=True)
+    uvicorn.run(create_app(settings, platform=platform), host=host, port=port, log_level="warning")
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -121,6 +145,11 @@ def register(sub: Any) -> None:
     p.add_argument("--no-clean-reference", action="store_true", help="skip the off-chain clean FedAvg yardstick")
     p.add_argument("--stack", choices=("embedded", "devnet"), default="embedded",
                    help="embedded: in-process EVM + blob directory; devnet: the stack `fedledger devnet up` runs")
+    g = p.add_argument_group("serve")
+    g.add_argument("--serve", action="store_true",
+                   help="after the rounds, keep the demo's chain and serve the API and the dashboard (/dashboard)")
+    g.add_argument("--host", default="127.0.0.1", help="with --serve: the address to listen on")
+    g.add_argument("--port", type=int, default=8000, help="with --serve: the port to listen on")
     _add_devnet_options(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -171,6 +200,9 @@ def register(sub: Any) -> None:
     p = bench_sub.add_parser("scale", help="Merkle-committed rounds of many participants on a real Hardhat + Kubo")
     _bench_module("fedledger.bench_scale").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_scale").run(a))
+    p = bench_sub.add_parser("dashboard", help="render time of the dashboard's round page for a round of N participants")
+    _bench_module("fedledger.bench_dashboard").add_arguments(p)
+    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_dashboard").run(a))
     p = bench_sub.add_parser("load", help="N participants through the real API, concurrently, to one devnet round")
     _bench_module("fedledger.bench_load").add_arguments(p)
     p.set_defaults(func=lambda a: _bench_module("fedledger.bench_load").run(a))

@@ -29,6 +29,7 @@ from fedledger.devnet import DevnetConfig
 from fedledger.stack import Stack, devnet_stack, embedded_stack
 from fedledger.audit import AuditReport, Auditor, print_audit
 from fedledger.roles import Aggregator, Operator, ParticipantClient, fetch_params
+from fedledger.service import EVALUATIONS_FILE, record_evaluation
 from storage import BlobStore
 from trainer.aggregation import Verdict
 from trainer.attacks import ALL_ATTACKS, AttackContext, Trigger, apply_attack, make_trigger
@@ -79,6 +80,7 @@ class RoundRow:
     minted: int
     gas: int
     attacker_rewards: int
+    model_hash: bytes = b""  # the new global model's sha256 (what the accuracy was measured on)
 
 
 @dataclass
@@ -89,6 +91,8 @@ class DemoResult:
     deployment: Deployment = field(repr=False)
     store: BlobStore = field(repr=False)
     spec: ModelSpec = field(repr=False)
+    stack: Stack | None = field(default=None, repr=False)  # what `fedledger demo --serve` serves
+    state_dir: Path | None = None  # where the event index (and evaluations.jsonl) of a served demo go
 
 
 class Consortium:
@@ -205,6 +209,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         f"FederatedRounds at {d.rounds.address}, blobs in {stack.store.location}"
     )
     gas_total += world.enroll()
+    eval_dir = cfg.devnet.dir if cfg.stack == "devnet" else state_dir
+    if cfg.stack == "embedded":  # a fresh chain: evaluations of an earlier run in this directory are void
+        (eval_dir / EVALUATIONS_FILE).unlink(missing_ok=True)
 
     rows: list[RoundRow] = []
     counts = {"att": 0, "att_rej": 0, "hon": 0, "hon_rej": 0}
@@ -221,6 +228,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
                 counts[kind] += 1
                 counts[kind + "_rej"] += v.status != Status.ACCEPTED
             rows.append(row)
+            record_evaluation(eval_dir, round_id=row.round_id, model_hash=row.model_hash, dataset=cfg.dataset,
+                              accuracy=row.accuracy, samples=len(world.data.y_test))
             gas_total += row.gas
             progress.advance(task)
 
@@ -256,7 +265,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         summary["clean_reference_accuracy"] = clean_reference_accuracy(cfg)
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     _print_summary(console, summary)
-    return DemoResult(summary, rows, report, d, world.store, world.spec)
+    return DemoResult(summary, rows, report, d, world.store, world.spec, stack, eval_dir)
 
 
 def submit_updates(world: Consortium, round_id: int, on_stage: Callable[[str], None] = lambda _: None) -> int:
@@ -282,7 +291,7 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
     gas = open_tx.gas_used + submit_updates(world, round_id, on_stage)
     gas += world.operator.close_round(round_id).gas_used
     on_stage(f"round {round_id}: aggregating")
-    outcome, _, fin_tx = world.aggregator.finalize(round_id)
+    outcome, new_ref, fin_tx = world.aggregator.finalize(round_id)
     gas += fin_tx.gas_used
     world.latest_params = outcome.new_params
     scored = d.rounds.contribution_scored_in(fin_tx)
@@ -295,6 +304,7 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
         minted=finalized.minted,
         gas=gas,
         attacker_rewards=sum(s.reward for s in scored if s.participant in world.byzantine),
+        model_hash=new_ref.content_hash,
     )
     return row, outcome.verdicts
 

@@ -20,7 +20,9 @@ by their own transaction before the round closes.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -73,6 +75,7 @@ SETTLEMENTS = ("legacy", "merkle")
 RELAY_MODES = ("direct", "batched")
 MAX_BATCH_SIZE = 10_000  # FederatedRounds.MAX_BATCH_ENTRIES
 REGISTRY_STATES = ["none", "active", "suspended"]
+EVALUATIONS_FILE = "evaluations.jsonl"
 
 __all__ = ["DuplicateCommitment", "Platform", "wait_loop"]
 
@@ -160,6 +163,23 @@ def _unhex(s: str) -> bytes:
     return bytes.fromhex(s[2:] if s.startswith("0x") else s)
 
 
+@dataclass(frozen=True)
+class AuditRun:
+    at: float  # unix time the audit finished
+    round_id: int | None  # None: every finalized round
+    report: AuditReport
+
+
+def record_evaluation(dir: Path, *, round_id: int, model_hash: bytes, dataset: str, accuracy: float,
+                      samples: int) -> None:
+    """Append one test-set evaluation of a round's global model to ``dir/evaluations.jsonl`` (see
+    ``Platform.evaluations``)."""
+    line = {"round": round_id, "model_hash": "0x" + model_hash.hex(), "dataset": dataset, "split": "test",
+            "samples": samples, "accuracy": accuracy}
+    with open(Path(dir) / EVALUATIONS_FILE, "a") as fh:
+        fh.write(json.dumps(line, sort_keys=True) + "\n")
+
+
 @dataclass
 class Platform:
     stack: Stack
@@ -175,6 +195,7 @@ class Platform:
     _lists: OrderedDict[tuple[str, str], Any] = field(default_factory=OrderedDict, init=False, repr=False)
     _lists_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _reconciled: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    last_audit: AuditRun | None = field(default=None, init=False, repr=False)
 
     LIST_CACHE = 256  # parsed batch / result lists kept (immutable: keyed by their sha256)
 
@@ -754,11 +775,12 @@ class Platform:
         for e in index.events("ContributionScored", round_id=round_id):
             a = e["args"]
             verdicts[a["participant"]] = {"status": Status(a["status"]).name, "score": a["score"] / 1e6,
-                                          "reward": str(a["reward"])}
+                                          "reward": str(a["reward"]), "reputation_after": a["reputation"] / 1e6}
         results = self._try_results(res) if res else None
         for r in results.entries if results else []:
             verdicts[r.participant] = {"status": _status_name(r.status), "score": r.score / 1e6,
-                                       "reward": str(r.reward), "claimed": r.participant in claims}
+                                       "reward": str(r.reward), "reputation_after": r.reputation / 1e6,
+                                       "claimed": r.participant in claims}
 
         submissions: dict[str, dict[str, Any]] = {}
         for e in index.events("UpdateCommitted", round_id=round_id):
@@ -776,7 +798,7 @@ class Platform:
                 submissions.setdefault(entry.participant, {
                     "participant": entry.participant, "content_hash": _hex(entry.content_hash), "cid": entry.cid,
                     "relayer": a["relayer"], "path": "batch", "batch": a["batch_index"]})
-        empty = {"status": None, "score": None, "reward": None}
+        empty = {"status": None, "score": None, "reward": None, "reputation_after": None}
         return {
             "round": round_id,
             "state": "finalized" if f else ("closed" if closed else "open"),
@@ -817,7 +839,35 @@ class Platform:
         count = self.d.rounds.round_count()
         if round_id is not None and not 1 <= round_id <= count:
             raise UnknownRound(round_id, count)
-        return Auditor(self.d, self.stack.store).verify(round_id)
+        with self._history_lock:  # the one event history, extended rather than read again per audit
+            report = Auditor(self.d, self.stack.store, history=self.history()).verify(round_id)
+        self.record_audit(report, round_id=round_id)
+        return report
+
+    def record_audit(self, report: AuditReport, *, round_id: int | None = None) -> None:
+        """Remember the latest audit this process ran (the dashboard's overview shows it)."""
+        self.last_audit = AuditRun(time.time(), round_id, report)
+
+    def evaluations(self) -> dict[int, dict[str, Any]]:
+        """Test-set evaluations of the global models, by round: what the demo measured, read from
+        ``evaluations.jsonl`` beside the event index. Off-chain and unaudited; an entry counts only while its
+        ``model_hash`` is the model the chain recorded for that round (a file left by another deployment is
+        ignored)."""
+        path = Path(self.indexer.path).with_name(EVALUATIONS_FILE)
+        if not path.exists():
+            return {}
+        models = {m["round"]: m["model_hash"].lower() for m in self.lineage() if m["round"] > 0}
+        out: dict[int, dict[str, Any]] = {}
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                rid, model_hash, acc = int(e["round"]), str(e["model_hash"]).lower(), float(e["accuracy"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: skipping an unreadable line", path)
+                continue
+            if models.get(rid) == model_hash and math.isfinite(acc):
+                out[rid] = {**e, "round": rid, "accuracy": acc}
+        return out
 
     # --------------------------------------------------------------- operator
 
