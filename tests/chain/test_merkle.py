@@ -7,7 +7,6 @@ import random
 import shutil
 import string
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -243,11 +242,12 @@ def test_a_tampered_dump_is_refused() -> None:
         StandardMerkleTree.load({**dump, "values": changed})
 
 
-def test_a_thousand_leaves_and_all_their_proofs_take_well_under_a_second() -> None:
+def test_a_thousand_leaves_give_proofs_of_tree_depth_that_each_verify() -> None:
+    """Speed is the bench's business (timings are never asserted); here: every proof of a 1,000-leaf tree is
+    10 hashes or fewer and proves its own leaf, and only its own."""
     values = CASES["result-1000"][3]
-    start = time.perf_counter()
     tree = StandardMerkleTree.of(values, RESULT_LEAF_TYPES)
     proofs = [tree.proof(i) for i in range(len(values))]
-    elapsed = time.perf_counter() - start
     assert len(proofs) == 1000 and all(len(p) in (9, 10) for p in proofs)
-    assert elapsed < 1.0, f"1,000 leaves + proofs took {elapsed:.2f}s"
+    assert all(tree.verify(proofs[i], values[i]) for i in range(len(values)))
+    assert not tree.verify(proofs[0], values[1])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ import pytest
 from fedledger.devnet import _terminate, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots go to a temp dir, so test runs leave the checkout as it was; refresh the committed ones with
+# FEDLEDGER_SCREENSHOTS_DIR=docs/screenshots .venv/bin/python -m pytest tests/dashboard
+SCREENSHOTS = Path(os.environ.get("FEDLEDGER_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="fedledger-screenshots-"))
 DEMO = ["--participants", "6", "--byzantine", "2", "--rounds", "3", "--no-clean-reference"]
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
