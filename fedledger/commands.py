@@ -129,6 +129,16 @@ def _cmd_bench_gas(args: argparse.Namespace) -> int:
     return run(sorted(args.participants), args.json, batch_size=args.batch_size)
 
 
+BENCHES = (  # name, module, help
+    ("aggregate", "fedledger.bench_aggregate", "median speed vs numpy and streamed aggregation memory"),
+    ("scale", "fedledger.bench_scale", "Merkle-committed rounds of many participants on a real Hardhat + Kubo"),
+    ("dashboard", "fedledger.bench_dashboard", "render time of the dashboard's round page for a round of N participants"),
+    ("load", "fedledger.bench_load", "N participants through the real API, concurrently, to one devnet round"),
+    ("flower", "fedledger.flower.bench", "the example Flower app: FedAvg vs FedMedian vs FedLedger, ledger overhead"),
+    ("robustness", "fedledger.bench_robustness", "attacks x defenses grid: accuracy, score AUROC, reward shares"),
+)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run federated rounds end to end on the embedded stack, then audit them")
     p.add_argument("--participants", type=int, default=10)
@@ -194,21 +204,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=500, help="signed commitments per relayed batch")
     p.add_argument("--json", type=Path, default=None)
     p.set_defaults(func=_cmd_bench_gas)
-    p = bench_sub.add_parser("aggregate", help="median speed vs numpy and streamed aggregation memory")
-    _bench_module("fedledger.bench_aggregate").add_arguments(p)
-    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_aggregate").run(a))
-    p = bench_sub.add_parser("scale", help="Merkle-committed rounds of many participants on a real Hardhat + Kubo")
-    _bench_module("fedledger.bench_scale").add_arguments(p)
-    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_scale").run(a))
-    p = bench_sub.add_parser("dashboard", help="render time of the dashboard's round page for a round of N participants")
-    _bench_module("fedledger.bench_dashboard").add_arguments(p)
-    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_dashboard").run(a))
-    p = bench_sub.add_parser("load", help="N participants through the real API, concurrently, to one devnet round")
-    _bench_module("fedledger.bench_load").add_arguments(p)
-    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_load").run(a))
-    p = bench_sub.add_parser("flower", help="the example Flower app: FedAvg vs FedMedian vs FedLedger, ledger overhead")
-    _bench_module("fedledger.flower.bench").add_arguments(p)
-    p.set_defaults(func=lambda a: _bench_module("fedledger.flower.bench").run(a))
-    p = bench_sub.add_parser("robustness", help="attacks x defenses grid: accuracy, score AUROC, reward shares")
-    _bench_module("fedledger.bench_robustness").add_arguments(p)
-    p.set_defaults(func=lambda a: _bench_module("fedledger.bench_robustness").run(a))
+    for name, module, text in BENCHES:  # each bench module has add_arguments(parser) and run(args)
+        p = bench_sub.add_parser(name, help=text)
+        _bench_module(module).add_arguments(p)
+        p.set_defaults(func=lambda a, module=module: _bench_module(module).run(a))

@@ -18,22 +18,7 @@ import pytest
 from rich.console import Console
 
 from fedledger.demo import DemoConfig, run_demo
-from fedledger.devnet import Devnet, DevnetConfig, _terminate, free_port, pid_alive
-
-
-@pytest.fixture
-def own_devnet(tmp_path: Path) -> Iterator[Devnet]:
-    """A devnet of this test's own (the session's shared one is left as other tests expect it: no extra rounds)."""
-    cfg = DevnetConfig(dir=tmp_path / "devnet", rpc_port=free_port(), ipfs_api_port=free_port(),
-                       ipfs_gateway_port=free_port())
-    net = Devnet(cfg)
-    try:
-        net.up()
-        yield net
-    finally:
-        pids = [int(e["pid"]) for e in net._pids().values()]
-        net.down()
-        assert not [p for p in pids if pid_alive(p)], "devnet processes survived down()"
+from fedledger.devnet import Devnet, _terminate, free_port
 
 
 @pytest.fixture
