@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import statistics
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +35,11 @@ import numpy as np
 import torch
 
 from trainer import kernels
-from trainer.errors import UpdateRejected
+from trainer.errors import RuleError, UpdateRejected
+from trainer.incentives import INITIAL_REPUTATION
 from trainer.kernels import TILE
 from trainer.model import Params
-from trainer.rules import SCORE_SCALE, RuleConfig, Status
+from trainer.rules import PPM, SCORE_SCALE, RuleConfig, Status
 from trainer.serialization import deserialize
 
 def flatten(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -87,6 +89,7 @@ def _reference_aggregate(
     rule: RuleConfig,
     reference: torch.Tensor,
     clips: Sequence[float] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     if stack.shape[0] == 0:
         return base.clone()
@@ -96,13 +99,15 @@ def _reference_aggregate(
     total = torch.zeros_like(base)
     k = 0
     factors = [1.0] * stack.shape[0] if clips is None else clips
-    for u, ok, c in zip(stack, accepted, factors, strict=True):
+    ws = [1.0] * stack.shape[0] if weights is None else weights
+    for u, ok, c, w in zip(stack, accepted, factors, ws, strict=True):
         if ok:
-            total = total + ((u if c == 1.0 else u * torch.tensor(c, dtype=torch.float32)) - ref)
+            dev = (u if c == 1.0 else u * torch.tensor(c, dtype=torch.float32)) - ref
+            total = total + (dev if not rule.weighted else dev * torch.tensor(w, dtype=torch.float32))
             k += 1
     if k == 0:
         return base.clone()
-    return base + (ref + total / k)
+    return base + (ref + (total if rule.weighted else total / k))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -519,7 +524,7 @@ def decide(score: int, norm_ratio: float, rule: RuleConfig) -> Status:
 
 
 def aggregate_block(
-    rows: Iterable[np.ndarray | tuple[np.ndarray, float]],
+    rows: Iterable[np.ndarray | tuple[np.ndarray, float] | tuple[np.ndarray, float, float]],
     k: int,
     ref: np.ndarray,
     base: np.ndarray,
@@ -528,25 +533,33 @@ def aggregate_block(
 ) -> None:
     """``out = base + (ref + (sum over rows, in order, of (c*u - ref)) / k)`` for one column block (float32, the same
     element-wise operations as the original), or ``base + ref`` for the "median" rule, or ``base`` when k == 0.
-    A row is an array (c = 1) or ``(array, c)``; c = 1 skips the multiplication (u * 1 == u exactly)."""
+    A row is an array (c = 1) or ``(array, c)`` or ``(array, c, w)``; c = 1 skips the multiplication (u * 1 == u
+    exactly). Rule version 3 (``rule.weighted``): ``base + (ref + sum of (c*u - ref) * w)``, no division."""
     total = np.zeros_like(ref) if rule.aggregator != "median" and k else None
     if total is not None:
         zero = np.zeros(1, dtype=np.intp)
         for row in rows:
-            u, c = row if isinstance(row, tuple) else (row, 1.0)
-            kernels.accumulate_rows(u[None, :], zero, np.array([c], dtype=np.float32), 0, ref.size, ref, total)
+            u, c, w = (row + (1.0,))[:3] if isinstance(row, tuple) else (row, 1.0, 1.0)
+            factor = np.array([c], dtype=np.float32)
+            if rule.weighted:
+                kernels.accumulate_weighted(u[None, :], zero, factor, np.array([w], dtype=np.float32), 0, ref.size,
+                                            ref, total)
+            else:
+                kernels.accumulate_rows(u[None, :], zero, factor, 0, ref.size, ref, total)
     _finish(total, k, ref, base, rule, out)
 
 
 def _finish(total: np.ndarray | None, k: int, ref: np.ndarray, base: np.ndarray, rule: RuleConfig,
             out: np.ndarray) -> None:
-    """out = base + (ref + total / k); base + ref ("median"); base (nothing accepted)."""
+    """out = base + (ref + total / k) (version 3: base + (ref + total)); base + ref ("median"); base (nothing
+    accepted)."""
     if rule.aggregator == "median":
         np.add(base, ref, out=out)
     elif k == 0 or total is None:
         out[...] = base
     else:
-        total /= np.float32(k)
+        if not rule.weighted:
+            total /= np.float32(k)
         total += ref  # ref + total/k: addition commutes bit for bit
         np.add(base, total, out=out)
 
@@ -558,9 +571,10 @@ def aggregate(
     rule: RuleConfig,
     reference: torch.Tensor | None = None,
     clips: Sequence[float] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """New flat global model from the valid updates ``stack`` (address order), the accept flags and the clip
-    factors c_i (default 1).
+    """New flat global model from the valid updates ``stack`` (address order), the accept flags, the clip
+    factors c_i (default 1) and, for rule version 3, the weights f_i (float32 values; rules.py).
 
     The mean is taken around the median reference m: ``m + (sum_i (c_i u_i - m)) / k``, accumulated one update
     at a time in address order with element-wise float32 operations. It equals the plain mean mathematically,
@@ -571,31 +585,38 @@ def aggregate(
     ref = coordinate_median(stack) if reference is None else reference
     flags = list(accepted)
     factors = [1.0] * len(flags) if clips is None else list(clips)
-    if len(flags) != stack.shape[0] or len(factors) != stack.shape[0]:
-        raise ValueError(f"{len(flags)} accept flags and {len(factors)} clip factors for {stack.shape[0]} updates")
+    ws = [1.0] * len(flags) if weights is None else list(weights)
+    if len(flags) != stack.shape[0] or len(factors) != stack.shape[0] or len(ws) != stack.shape[0]:
+        raise ValueError(f"{len(flags)} accept flags, {len(factors)} clip factors and {len(ws)} weights for "
+                         f"{stack.shape[0]} updates")
     if not (_fast_stack(stack, ref) and base.dtype == torch.float32 and base.shape == ref.shape):
-        return _reference_aggregate(base, stack, flags, rule, ref, factors)
+        return _reference_aggregate(base, stack, flags, rule, ref, factors, ws)
     u = stack.detach().contiguous().numpy()
-    keep = [(i, factors[i]) for i, ok in enumerate(flags) if ok]
+    keep = [(i, factors[i], ws[i]) for i, ok in enumerate(flags) if ok]
     out = _aggregate_np(base.detach().contiguous().numpy(), u, keep, rule, ref.detach().contiguous().numpy())
     return torch.from_numpy(out)
 
 
 def _aggregate_np(
-    base: np.ndarray, u: np.ndarray, keep: Sequence[tuple[int, float]], rule: RuleConfig, ref: np.ndarray
+    base: np.ndarray, u: np.ndarray, keep: Sequence[Kept], rule: RuleConfig, ref: np.ndarray
 ) -> np.ndarray:
-    """``aggregate`` over an in-memory [n, d] array; ``keep``: (row, clip factor) of the accepted rows, in order."""
+    """``aggregate`` over an in-memory [n, d] array; ``keep``: (row, clip factor, weight) of the accepted rows, in
+    order (the weight is used by rule version 3 only)."""
     out = np.empty_like(base)
     blocks = _column_blocks(base.size, 1 << 16)
-    idx = np.array([i for i, _ in keep], dtype=np.intp)
-    factors = np.array([c for _, c in keep], dtype=np.float32)
+    idx = np.array([k[0] for k in keep], dtype=np.intp)
+    factors = np.array([k[1] for k in keep], dtype=np.float32)
+    weights = np.array([k[2] for k in keep], dtype=np.float32)
 
     def task(j: int) -> None:
         s, e = blocks[j]
         total = None
         if rule.aggregator != "median" and keep:
             total = np.zeros(e - s, dtype=np.float32)
-            kernels.accumulate_rows(u, idx, factors, s, e, ref[s:e], total)
+            if rule.weighted:
+                kernels.accumulate_weighted(u, idx, factors, weights, s, e, ref[s:e], total)
+            else:
+                kernels.accumulate_rows(u, idx, factors, s, e, ref[s:e], total)
         _finish(total, len(keep), ref[s:e], base[s:e], rule, out[s:e])
 
     _run_tasks(task, len(blocks), worker_count())
@@ -646,6 +667,9 @@ class FirstPass:
     subset: np.ndarray  # float32 [n, s]: the updates at the round's subset columns
 
 
+Kept = tuple[int, float, float]  # (row, clip factor c_i, weight f_i) of an accepted representative
+
+
 class UpdateSource(Protocol):
     """The valid updates of a round (finite float32, ascending address order) as the rule needs to read them."""
 
@@ -654,13 +678,15 @@ class UpdateSource(Protocol):
 
     def first_pass(self, columns: np.ndarray) -> FirstPass: ...
 
-    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
-        """(median of ``rows``, <u_i, that median> for i in rows, |median|^2)."""
+    def median_pass(
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, list[float], float]:
+        """(median of ``rows``, <u_i, that median> for i in ``score_rows`` (default: rows, which it must contain),
+        |median|^2)."""
         ...
 
-    def aggregate(
-        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
-    ) -> np.ndarray: ...
+    def aggregate(self, base: np.ndarray, keep: Sequence[Kept], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
+        ...
 
 
 @dataclass(frozen=True)
@@ -676,7 +702,8 @@ class Assessment:
     group_size: list[int]
     details: list[str]
     median: np.ndarray  # float32 [d]: the reference the aggregate is centred on
-    keep: list[tuple[int, float]]  # (row, clip factor) of the accepted representatives, in address order
+    keep: list[Kept]  # (row, clip factor, weight) of the accepted representatives, in address order
+    reference_rows: list[int]  # the rows whose coordinate-wise median is the reference (version 3: the gate)
 
     @property
     def accepted(self) -> list[bool]:
@@ -684,11 +711,21 @@ class Assessment:
 
 
 def assess(
-    source: UpdateSource, rule: RuleConfig, step: np.ndarray | None = None, seed: bytes = b""
+    source: UpdateSource,
+    rule: RuleConfig,
+    step: np.ndarray | None = None,
+    seed: bytes = b"",
+    reputation: Sequence[int] | None = None,
 ) -> Assessment:
     """Free-riders, copy groups, median, scores and decisions (rules.py) from a source of n >= 1 valid updates;
-    ``step``: the previous global step (None in round 1), ``seed``: ``subset_seed`` of the round."""
+    ``step``: the previous global step (None in round 1), ``seed``: ``subset_seed`` of the round, ``reputation``:
+    each row's on-chain reputation before the round (ppm, used by rule version 3; None: INITIAL_REPUTATION each)."""
     n = source.n
+    if rule.weighted and reputation is None:
+        reputation = [INITIAL_REPUTATION] * n
+    if rule.weighted and reputation is not None and len(reputation) != n:
+        raise RuleError(f"rule version 3 weights updates by reputation: {len(reputation)} reputations for {n} "
+                        "valid updates")
     verified = rule.aggregator == "median-verified-mean"
     columns = subset_columns(source.d, seed)
     first = source.first_pass(columns)
@@ -700,9 +737,10 @@ def assess(
         _copies_and_free_riders(first.subset, step_s, rule.duplicate_tolerance, group, details)
     reps = [i for i in range(n) if group[i] == i]
     size = {r: sum(1 for g in group if g == r) for r in reps}
+    ref_rows = reference_gate(reps, reputation, rule) if rule.weighted and reputation is not None else reps
     median, dots, median_sq = first.median, first.dot_median, first.median_sq
-    if reps and len(reps) < n:
-        median, rep_dots, median_sq = source.median_pass(reps)
+    if ref_rows and len(ref_rows) < n:
+        median, rep_dots, median_sq = source.median_pass(ref_rows, reps)
         dots = [0.0] * n
         for r, v in zip(reps, rep_dots, strict=True):
             dots[r] = v
@@ -719,8 +757,34 @@ def assess(
             cosine[i], ratio[i], clip[i] = sc.cosine[0], sc.norm_ratio[0], sc.clip[0]
             if i != r:
                 details[i] = f"copy of update {r} (address order), group of {size[r]}: the group shares one score"
-    keep = [(r, clip[r] if verified else 1.0) for r in reps if statuses[r] == Status.ACCEPTED]
-    return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep)
+    accepted = [r for r in reps if statuses[r] == Status.ACCEPTED]
+    if rule.weighted and reputation is not None:
+        undivided = [round(cosine[r] * clip[r] * SCORE_SCALE) for r in accepted]
+        weights = trust_weights(undivided, [reputation[r] for r in accepted], rule)
+    else:
+        weights = [1.0] * len(accepted)
+    keep = [(r, clip[r] if verified else 1.0, w) for r, w in zip(accepted, weights, strict=True)]
+    return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep, ref_rows)
+
+
+def reference_gate(reps: Sequence[int], reputation: Sequence[int], rule: RuleConfig) -> list[int]:
+    """Rule version 3: the representatives whose reputation is at least ``reference_gate_ppm`` (ppm) of the
+    lower median reputation of all representatives (exact integers; always at least half of them)."""
+    if not reps:
+        return []
+    floor = statistics.median_low([reputation[r] for r in reps]) * rule.reference_gate_ppm
+    return [r for r in reps if reputation[r] * PPM >= floor]
+
+
+def trust_weights(scores: Sequence[int], reputation: Sequence[int], rule: RuleConfig) -> list[float]:
+    """Rule version 3: f_i = float32(W_i / sum W) with W_i = max(S_i, 0) ** a * R_i ** b (exact integers; S_i the
+    undivided fixed-point score, R_i the reputation in ppm), or float32(1 / k) each when every W_i is 0."""
+    w = [max(s, 0) ** rule.score_weight_power * r**rule.reputation_weight_power
+         for s, r in zip(scores, reputation, strict=True)]
+    total = sum(w)
+    if total == 0:
+        return [float(np.float32(1 / len(w)))] * len(w) if w else []
+    return [float(np.float32(x / total)) for x in w]
 
 
 def _copies_and_free_riders(
@@ -786,13 +850,20 @@ class StackSource:
         median, norm_sq, dots, median_sq = self._median_sums(_all_rows(self.n))
         return FirstPass(median, norm_sq, dots, median_sq, np.ascontiguousarray(self.u[:, columns]))
 
-    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
-        median, _, dots, median_sq = self._median_sums(np.asarray(rows, dtype=np.intp))
+    def median_pass(
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, list[float], float]:
+        if score_rows is None or list(score_rows) == list(rows):
+            median, _, dots, median_sq = self._median_sums(np.asarray(rows, dtype=np.intp))
+            return median, dots, median_sq
+        med_rows, sum_rows = np.asarray(rows, dtype=np.intp), np.asarray(score_rows, dtype=np.intp)
+        median, _, dots, median_sq = _median_sums_pass(
+            self.d, sum_rows.size, _block_cols(sum_rows.size), worker_count(),
+            lambda s, e: (self.u[med_rows, s:e], self.u, sum_rows, s),
+        )
         return median, dots, median_sq
 
-    def aggregate(
-        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
-    ) -> np.ndarray:
+    def aggregate(self, base: np.ndarray, keep: Sequence[Kept], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
         return _aggregate_np(base, self.u, keep, rule, median)
 
 
@@ -808,27 +879,35 @@ class ReferenceSource(StackSource):
         subset = np.ascontiguousarray(self.u[:, columns])
         return FirstPass(median.numpy(), norm_sq, dots, _reference_dot(median, median), subset)
 
-    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
-        t = torch.from_numpy(np.ascontiguousarray(self.u[list(rows)]))
-        median = _reference_median(t)
-        return median.numpy(), [_reference_dot(r, median) for r in t], _reference_dot(median, median)
+    def median_pass(
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, list[float], float]:
+        median = _reference_median(torch.from_numpy(np.ascontiguousarray(self.u[list(rows)])))
+        scored = torch.from_numpy(np.ascontiguousarray(self.u[list(rows if score_rows is None else score_rows)]))
+        return median.numpy(), [_reference_dot(r, median) for r in scored], _reference_dot(median, median)
 
-    def aggregate(
-        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
-    ) -> np.ndarray:
+    def aggregate(self, base: np.ndarray, keep: Sequence[Kept], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
         flags = [False] * self.n
         clips = [1.0] * self.n
-        for i, c in keep:
-            flags[i], clips[i] = True, c
+        weights = [1.0] * self.n
+        for i, c, w in keep:
+            flags[i], clips[i], weights[i] = True, c, w
         t = torch.from_numpy(self.u)
-        return _reference_aggregate(torch.from_numpy(base), t, flags, rule, torch.from_numpy(median), clips).numpy()
+        return _reference_aggregate(
+            torch.from_numpy(base), t, flags, rule, torch.from_numpy(median), clips, weights
+        ).numpy()
 
 
 def run_rule(
-    source: UpdateSource, base: np.ndarray, rule: RuleConfig, step: np.ndarray | None = None, seed: bytes = b""
+    source: UpdateSource,
+    base: np.ndarray,
+    rule: RuleConfig,
+    step: np.ndarray | None = None,
+    seed: bytes = b"",
+    reputation: Sequence[int] | None = None,
 ) -> tuple[Assessment, np.ndarray]:
     """The whole rule: (verdicts of the valid updates, the new flat global model)."""
-    verdicts = assess(source, rule, step, seed)
+    verdicts = assess(source, rule, step, seed, reputation)
     return verdicts, source.aggregate(base, verdicts.keep, verdicts.median, rule)
 
 
@@ -838,7 +917,9 @@ def warm_up() -> None:
     u = rng.standard_normal((5, SUBSET_COLUMNS + 3 * TILE + 5), dtype=np.float32)
     u[4] = u[3]
     u[2, :7] = np.float32(1e-30)  # elements the two slices do not hold
-    run_rule(StackSource(u), np.zeros(u.shape[1], dtype=np.float32), RuleConfig(), u[0] * np.float32(0.5))
+    for rule in (RuleConfig.version2(), RuleConfig()):
+        run_rule(StackSource(u), np.zeros(u.shape[1], dtype=np.float32), rule, u[0] * np.float32(0.5),
+                 reputation=[500_000, 100_000, 900_000, 500_000, 500_000])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -927,6 +1008,18 @@ def verdicts_of(participants: Sequence[str], result: Assessment) -> list[Verdict
     return out
 
 
+def reputation_rows(
+    participants: Sequence[str], reputation: Mapping[str, int] | None, rule: RuleConfig
+) -> list[int] | None:
+    """Each valid update's participant's reputation before the round (INITIAL_REPUTATION for a participant not in
+    ``reputation``; ``None``: nobody has a record yet, as in a first round), for rule version 3; None for the rules
+    that do not use it."""
+    if not rule.weighted:
+        return None
+    known = reputation or {}
+    return [int(known.get(p, INITIAL_REPUTATION)) for p in participants]
+
+
 def global_step(base: Params, previous_base: Params | None) -> np.ndarray | None:
     """The previous round's global step g = base_r - base_{r-1} (float32, flat), public on-chain; None in round 1."""
     if previous_base is None:
@@ -940,11 +1033,13 @@ def evaluate_round(
     rule: RuleConfig,
     previous_base: Params | None = None,
     *,
+    reputation: Mapping[str, int] | None = None,
     source: type[StackSource] = StackSource,
 ) -> RoundOutcome:
     """Validate, detect free-riders and copies, score against the median reference, decide, and aggregate one
-    round. ``previous_base``: the previous round's base model (None in round 1). ``source=ReferenceSource`` runs
-    the original (slow) definitions."""
+    round. ``previous_base``: the previous round's base model (None in round 1); ``reputation``: participant ->
+    on-chain reputation before the round (ppm), INITIAL_REPUTATION for one not in it (rule version 3 needs it).
+    ``source=ReferenceSource`` runs the original (slow) definitions."""
     shapes = {k: tuple(v.shape) for k, v in base.items()}
     vs = validate(submissions, shapes)
     verdicts = list(vs.invalid)
@@ -952,7 +1047,7 @@ def evaluate_round(
     if vs.participants:
         result, new_flat = run_rule(
             source(vs.stack.numpy()), base_flat, rule, global_step(base, previous_base),
-            subset_seed(vs.hashes, base_flat.size),
+            subset_seed(vs.hashes, base_flat.size), reputation_rows(vs.participants, reputation, rule),
         )
         verdicts.extend(verdicts_of(vs.participants, result))
     else:

@@ -18,6 +18,7 @@ Every function is invariant to the order of the rows, bit for bit: means are tak
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,6 +169,9 @@ def median_verified_mean(
     norm_mode: str = "reject",
     reject_norm_ratio: float | None = None,
     clip_ratio: float | None = None,
+    weights: tuple[int, int] | None = None,
+    reputation: Sequence[float] | None = None,
+    reference_gate: float | None = None,
 ) -> VerifiedRound:
     """The platform's rule in float64 (a benchmark model of trainer/rules.py, not the audited implementation), with
     the revision proposed in docs/robustness.md switchable:
@@ -184,8 +188,14 @@ def median_verified_mean(
       min(1, max_norm_ratio / r_i)); it is accepted when s_i >= min_score and, if ``reject_norm_ratio`` is set,
       r_i <= reject_norm_ratio.
 
-    ``duplicate_tolerance=0.1, public=(0, last_step), norm_mode="clip", reject_norm_ratio=4`` is the rule the
-    platform commits to since version 2 (``RuleConfig()``); the defaults are version 1.
+    * ``reputation`` (each row's reputation before the round, in [0, 1]) with ``reference_gate=g``: the median is
+      taken over the representatives whose reputation is at least g times their lower median reputation; with
+      ``weights=(a, b)`` the mean becomes the weighted mean with weights max(s_i, 0) ** a * reputation_i ** b (the
+      undivided score; equal weights when they are all 0).
+
+    ``duplicate_tolerance=0.1, public=(0, last_step), norm_mode="clip", reject_norm_ratio=4`` is version 2; with
+    ``reference_gate=0.5, weights=(1, 2)`` and the reputation it is version 3 (``RuleConfig()``); the defaults are
+    version 1.
     """
     n = _check_stack(stack)
     if norm_mode not in ("reject", "clip"):
@@ -209,20 +219,28 @@ def median_verified_mean(
         free[i] = free[i] or free[groups[i]]
     scores = [0.0] * n
     accepted = [False] * n
-    weights = [0.0] * n
+    reward_weights = [0.0] * n
     if not reps:
-        return VerifiedRound(torch.zeros(stack.shape[1]), scores, accepted, weights, groups, free)
-    rep_stack = stack[reps]
+        return VerifiedRound(torch.zeros(stack.shape[1]), scores, accepted, reward_weights, groups, free)
+    ref_rows = reps
+    if reference_gate is not None:
+        if reputation is None:
+            raise ValueError("a reputation gate needs the reputation")
+        low = sorted(reputation[i] for i in reps)[(len(reps) - 1) // 2]
+        ref_rows = [i for i in reps if reputation[i] >= reference_gate * low]
+    rep_stack = stack[ref_rows]
     m = coordinate_median(rep_stack).to(torch.float64)
     m_norm = float(m.norm())
     typical = float(np.median(norms[reps].numpy()))
     clip: dict[int, float] = {}
+    undivided: dict[int, float] = {}
     for i in reps:
         norm = float(norms[i])
         cos = float(x[i] @ m) / (norm * m_norm) if norm > 0 and m_norm > 0 else 0.0
         r = norm / typical if typical > 0 else (0.0 if norm == 0 else float("inf"))
         c = 1.0 if r <= max_norm_ratio else max_norm_ratio / r
         s = max(-1.0, min(1.0, cos)) * c
+        undivided[i] = s
         if norm_mode == "reject":
             ok = s >= min_score and r <= max_norm_ratio
         else:
@@ -233,12 +251,20 @@ def median_verified_mean(
         for j in members:
             scores[j] = s / len(members)
             accepted[j] = ok
-            weights[j] = max(scores[j], 0.0) if ok else 0.0
+            reward_weights[j] = max(scores[j], 0.0) if ok else 0.0
     chosen = [i for i in reps if accepted[i]]
     if not chosen:
-        return VerifiedRound(torch.zeros(stack.shape[1]), scores, accepted, weights, groups, free)
+        return VerifiedRound(torch.zeros(stack.shape[1]), scores, accepted, reward_weights, groups, free)
+    w = [1.0] * len(chosen)
+    if weights is not None:
+        if reputation is None:
+            raise ValueError("trust weights need the reputation")
+        a, b = weights
+        w = [max(undivided[i], 0.0) ** a * reputation[i] ** b for i in chosen]
+        if sum(w) == 0:
+            w = [1.0] * len(chosen)
     total = torch.zeros_like(m)
-    for i in chosen:
-        total += x[i] * clip[i] - m
-    step = (m + total / len(chosen)).to(torch.float32)
-    return VerifiedRound(step, scores, accepted, weights, groups, free)
+    for i, wi in zip(chosen, w, strict=True):
+        total += (x[i] * clip[i] - m) * wi
+    step = (m + total / sum(w)).to(torch.float32)
+    return VerifiedRound(step, scores, accepted, reward_weights, groups, free)

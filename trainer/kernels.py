@@ -300,3 +300,21 @@ def accumulate_rows(x: np.ndarray, idx: np.ndarray, factors: np.ndarray, c0: int
         else:
             for j in range(m):
                 total[j] += u[j] * c - ref[j]
+
+
+@_jit
+def accumulate_weighted(x: np.ndarray, idx: np.ndarray, factors: np.ndarray, weights: np.ndarray, c0: int, c1: int,
+                        ref: np.ndarray, total: np.ndarray) -> None:
+    """Rule version 3: total[j] += (c_t x[idx_t, c0 + j] - ref[j]) * w_t for t in order (c_t = factors[t],
+    w_t = weights[t], float32; c_t == 1 skips the multiplication): element-wise float32, in this order."""
+    m = c1 - c0
+    for t in range(idx.shape[0]):
+        u = x[idx[t], c0:c1]
+        c = factors[t]
+        w = weights[t]
+        if c == np.float32(1.0):
+            for j in range(m):
+                total[j] += (u[j] - ref[j]) * w
+        else:
+            for j in range(m):
+                total[j] += (u[j] * c - ref[j]) * w

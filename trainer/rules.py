@@ -25,6 +25,24 @@ base_{r-1} in float32; only 0 in round 1):
                                                                         copies earns together what one update earns)
     new    = base + (m + (sum over accepted representatives, in address order, of (c_i u_i - m)) / k)
 
+Version 3 (the default since issue 13) is version 2 with a reputation-gated reference and trust-weighted
+aggregation. With R_i the participant's on-chain reputation before the round (ppm; fedledger.settlement's
+ReputationLedger: the reputation after the newest earlier finalized round it took part in, INITIAL_REPUTATION
+before its first) and S_i = round(s_i * 1e6) the representative's undivided score (an integer):
+
+    gate   = the representatives with R_i * 1e6 >= reference_gate_ppm * median_low_j(R_j)   (at least half of them)
+    m      = coordinate-wise median of the gate (not of all representatives); cos_i, r_i, c_i, s_i as in version 2
+    W_i    = max(S_i, 0) ** score_weight_power * R_i ** reputation_weight_power   (exact integers; accepted only)
+    f_i    = float32(W_i / sum_j W_j)  (correctly rounded integer division; f_i = float32(1 / k) when sum W = 0)
+    new    = base + (m + (sum over accepted representatives, in address order, of (c_i u_i - m) * f_i))
+
+Scores, statuses, rewards and reputation are computed as in version 2 (against the gated median). Why: a trust
+score that is the ReLU of the cosine to a reference (FLTrust, Cao et al., NDSS 2021, with the coordinate-wise median
+as the reference instead of a server-held root data set) times a reputation built from past scores (RFFL, Xu and
+Lyu, 2021) gives near-orthogonal updates (label-flip, bit-flip at 30 %) and the small-norm backdoor little weight,
+and the gate keeps participants whose past updates scored poorly out of the referee. Measurements: README
+("The rule, version 3") and docs/robustness.md.
+
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
 ``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).
 
@@ -65,6 +83,7 @@ class Status(IntEnum):
 
 
 AGGREGATORS = ("median-verified-mean", "fedavg", "median")
+_V3_FIELDS = frozenset({"reference_gate_ppm", "score_weight_power", "reputation_weight_power"})
 SCORE_SCALE = 1_000_000  # fixed point of scores and reputation on-chain (1e-6)
 PPM = 1_000_000
 
@@ -79,7 +98,12 @@ class RuleConfig:
     score_tolerance: int = 1  # auditors accept |recomputed - committed| <= this many 1e-6 units
     reward_budget: int = 100 * 10**18  # FED (18 decimals) minted per round, split by contribution
     reputation_decay_ppm: int = 800_000  # rep' = rep * 0.8 + weight * 0.2
-    version: int = 2
+    version: int = 3
+    # version 3 only (not in the documents of versions 1 and 2): the reputation gate of the reference median and
+    # the aggregation weights W_i = max(S_i, 0) ** score_weight_power * R_i ** reputation_weight_power
+    reference_gate_ppm: int = 500_000
+    score_weight_power: int = 1
+    reputation_weight_power: int = 2
 
     def __post_init__(self) -> None:
         from trainer.errors import RuleError
@@ -96,12 +120,27 @@ class RuleConfig:
             )
         if self.duplicate_tolerance is not None and not 0 <= self.duplicate_tolerance < 1:
             raise RuleError(f"duplicate_tolerance must be in [0, 1) or None, got {self.duplicate_tolerance}")
-        if self.version not in (1, 2):
-            raise RuleError(f"unknown rule version {self.version}: this fedledger knows versions 1 and 2")
+        if self.version not in (1, 2, 3):
+            raise RuleError(f"unknown rule version {self.version}: this fedledger knows versions 1, 2 and 3")
+        if not 0 <= self.reference_gate_ppm <= PPM:
+            raise RuleError(f"reference_gate_ppm must be in [0, {PPM}], got {self.reference_gate_ppm}")
+        for name in ("score_weight_power", "reputation_weight_power"):
+            if getattr(self, name) not in (0, 1, 2, 3):
+                raise RuleError(f"{name} must be 0, 1, 2 or 3, got {getattr(self, name)}")
         if not 0 <= self.reputation_decay_ppm <= PPM:
             raise RuleError(f"reputation_decay_ppm must be in [0, {PPM}], got {self.reputation_decay_ppm}")
         if self.reward_budget < 0:
             raise RuleError(f"reward_budget must be >= 0, got {self.reward_budget}")
+
+    @classmethod
+    def version2(cls, **overrides: Any) -> RuleConfig:
+        """The rule committed by rounds between the first revision and issue 13 (equal weights, median of all)."""
+        return cls(**{"version": 2, **overrides})
+
+    @property
+    def weighted(self) -> bool:
+        """Version 3's reputation gate and trust-weighted aggregate apply."""
+        return self.version >= 3 and self.aggregator == "median-verified-mean"
 
     @classmethod
     def version1(cls, **overrides: Any) -> RuleConfig:
@@ -116,6 +155,9 @@ class RuleConfig:
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
+        if self.version < 3:  # the documents of versions 1 and 2 stay byte for byte what they were
+            for name in _V3_FIELDS:
+                doc.pop(name)
         doc["reward_budget"] = str(self.reward_budget)  # JSON-safe big integer
         doc["formulas"] = f"trainer/rules.py docstring, fedledger rule v{self.version}"
         return doc
@@ -134,6 +176,8 @@ class RuleConfig:
             doc = json.loads(data)
             doc.pop("formulas", None)
             doc["reward_budget"] = int(doc["reward_budget"])
+            if doc.get("version", 1) < 3 and _V3_FIELDS & doc.keys():
+                raise ValueError(f"version {doc.get('version', 1)} has no {sorted(_V3_FIELDS & doc.keys())}")
             if doc.get("version", 1) == 1:  # before the revision: reject long updates, no copy detection
                 doc.setdefault("reject_norm_ratio", doc.get("max_norm_ratio", cls.max_norm_ratio))
                 doc.setdefault("duplicate_tolerance", None)

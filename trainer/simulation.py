@@ -90,6 +90,7 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
     names = [f"0x{i + 1:040x}" for i in range(cfg.participants)]
     rejected = {"honest": 0, "attacker": 0}
     previous = None
+    reputation = dict.fromkeys(names, INITIAL_REPUTATION)
     for r in range(1, cfg.rounds + 1):
         subs = []
         for i, name in enumerate(names):
@@ -99,9 +100,11 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
             if i < cfg.byzantine:
                 upd = apply_attack(cfg.attack, upd, seed=seed)
             subs.append(Submission(name, serialize(upd)))
-        out = evaluate_round(params, subs, rule, previous)
+        out = evaluate_round(params, subs, rule, previous, reputation=reputation)
         previous, params = params, out.new_params
         for v in out.verdicts:
+            reputation[v.participant] = next_reputation(
+                reputation[v.participant], weight(v.status, v.score), rule.reputation_decay_ppm)
             kind = "attacker" if names.index(v.participant) < cfg.byzantine else "honest"
             rejected[kind] += v.status != Status.ACCEPTED
     honest = cfg.rounds * (cfg.participants - cfg.byzantine)
@@ -117,10 +120,12 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
 
 PARTITIONS: tuple[str, ...] = ("iid", "dir0.5", "dir0.1")
 BENCH_DEFENSES: tuple[str, ...] = (
-    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "platform_v1",
+    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "platform_v2", "platform_v1",
 )
 # the platform's rule as the aggregator runs it (evaluate_round), by name: the committed one and version 1
-PLATFORM_RULES: dict[str, RuleConfig] = {"platform": RuleConfig(), "platform_v1": RuleConfig.version1()}
+PLATFORM_RULES: dict[str, RuleConfig] = {
+    "platform": RuleConfig(), "platform_v2": RuleConfig.version2(), "platform_v1": RuleConfig.version1(),
+}
 CLEAN = "none"  # the attack name of the no-attack trajectories
 HONEST_ONLY = "honest_only"  # the reference trajectory: FedAvg over the n - f honest participants only (an oracle)
 
@@ -355,19 +360,25 @@ class _Trajectory:
 _DEDUP = {"duplicate_tolerance": 0.1, "public": True}
 _CLIP = {"norm_mode": "clip", "reject_norm_ratio": 4.0}  # clip to 2 median norms, reject beyond 4
 RULE_VARIANTS: dict[str, dict[str, Any]] = {
-    "platform_model": {},  # the committed rule in float64: must track "platform" (a check of the model)
+    "platform_model": {},  # version 1 in float64 (the model the first revision was chosen with)
     "proposed_dedup_only": dict(_DEDUP),
     "proposed_clip_only": dict(_CLIP),
     "proposed": {**_DEDUP, **_CLIP},
     "proposed_clip1": {**_DEDUP, **_CLIP, "clip_ratio": 1.0},  # tighter clipping, tried against backdoors
     "proposed_clip1.5": {**_DEDUP, **_CLIP, "clip_ratio": 1.5},
+    # rule version 3 and its parts (the ablation in docs/robustness.md): reputation gate of the reference, trust
+    # weights max(s, 0) * rep ** 2, both; and FLTrust-like weights by score alone
+    "v3_model": {**_DEDUP, **_CLIP, "reference_gate": 0.5, "weights": (1, 2)},
+    "v3_gate_only": {**_DEDUP, **_CLIP, "reference_gate": 0.5},
+    "v3_weights_only": {**_DEDUP, **_CLIP, "weights": (1, 2)},
+    "v3_score_weights": {**_DEDUP, **_CLIP, "weights": (1, 0)},
 }
 
 
 def _variant_round(traj: _Trajectory, stack: torch.Tensor, r: int, budget: int, decay_ppm: int) -> torch.Tensor:
     opts = dict(RULE_VARIANTS[traj.defense])
     public = (torch.zeros(stack.shape[1]), traj.prev_step) if opts.pop("public", False) else ()
-    out = median_verified_mean(stack, public=public, **opts)
+    out = median_verified_mean(stack, public=public, reputation=[v / 1e6 for v in traj.reputation], **opts)
     total = sum(out.reward_weights)
     for i in range(stack.shape[0]):
         traj.scores.append((r, i, round(out.scores[i] * 1e6)))
@@ -401,7 +412,8 @@ def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tu
     base = unflatten(traj.params, shapes)
     previous = unflatten(traj.prev_params, shapes) if traj.prev_params is not None else None
     subs = [Submission(_participant(i), serialize(unflatten(u, shapes))) for i, u in enumerate(stack)]
-    out = evaluate_round(base, subs, rule, previous)
+    prior = {_participant(i): rep for i, rep in enumerate(traj.reputation)}
+    out = evaluate_round(base, subs, rule, previous, reputation=prior)
     weights = []
     for i, v in enumerate(out.verdicts):  # sorted by address == index order
         assert v.participant == _participant(i)

@@ -40,6 +40,7 @@ from trainer.aggregation import (
     TILE,
     Assessment,
     FirstPass,
+    Kept,
     RoundOutcome,
     Verdict,
     _all_rows,
@@ -50,6 +51,7 @@ from trainer.aggregation import (
     flatten,
     global_step,
     median_into,
+    reputation_rows,
     run_rule,
     subset_seed,
     unflatten,
@@ -135,19 +137,32 @@ class ReaderSource:
         assert sub is not None
         return FirstPass(median, norm_sq, dots, median_sq, sub)
 
-    def median_pass(self, rows: Sequence[int]) -> tuple[np.ndarray, list[float], float]:
-        median, _, dots, median_sq, _ = self._median_sums(list(rows), None)
+    def median_pass(
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, list[float], float]:
+        if score_rows is None or list(score_rows) == list(rows):
+            median, _, dots, median_sq, _ = self._median_sums(list(rows), None)
+            return median, dots, median_sq
+        # rule version 3: the median of the gate (``rows``, a subset of ``score_rows``), sums over score_rows
+        scored = list(score_rows)
+        position = {r: k for k, r in enumerate(scored)}
+        med = np.array([position[r] for r in rows], dtype=np.intp)
+        local = _all_rows(len(scored))
+
+        def read_block(s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+            block = self._block(scored, s, e)
+            return block[med], block, local, 0
+
+        median, _, dots, median_sq = _median_sums_pass(self.d, len(scored), self.block_cols, self.workers, read_block)
         return median, dots, median_sq
 
-    def aggregate(
-        self, base: np.ndarray, keep: Sequence[tuple[int, float]], median: np.ndarray, rule: RuleConfig
-    ) -> np.ndarray:
+    def aggregate(self, base: np.ndarray, keep: Sequence[Kept], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
         new_flat = np.empty(self.d, dtype=np.float32)
         agg_blocks = _column_blocks(self.d, max(self.block_cols, AGGREGATE_BLOCK_COLS))
 
         def pass2(j: int) -> None:
             s, e = agg_blocks[j]
-            rows = ((_checked(self.read(i, s, e), i, s, e), c) for i, c in keep)
+            rows = ((_checked(self.read(i, s, e), i, s, e), c, w) for i, c, w in keep)
             aggregate_block(rows, len(keep), median[s:e], base[s:e], rule, new_flat[s:e])
 
         _run_tasks(pass2, len(agg_blocks), self.workers)
@@ -163,13 +178,15 @@ def stream_rule(
     *,
     step: np.ndarray | None = None,
     seed: bytes = b"",
+    reputation: Sequence[int] | None = None,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
 ) -> StreamedRound:
     """The rule (rules.py: free-riders, copies, median, scores, decisions, aggregate) over n valid updates of d
     parameters read through ``read(i, s, e)`` (float32, finite, participants in ascending address order); ``step``
-    is the previous global step, ``seed`` the round's ``subset_seed``. ``block_cols`` (default: what fits
+    is the previous global step, ``seed`` the round's ``subset_seed``, ``reputation`` each update's participant's
+    reputation before the round (rule version 3). ``block_cols`` (default: what fits
     ``block_bytes``) never changes the result, nor does ``workers`` (default: torch's thread count, at most
     MAX_DEFAULT_WORKERS)."""
     if n <= 0:
@@ -180,7 +197,8 @@ def stream_rule(
     workers = min(worker_count(), MAX_DEFAULT_WORKERS) if workers is None else max(1, workers)
     if block_cols is None:
         block_cols = default_block_cols(n, block_bytes)
-    result, new_flat = run_rule(ReaderSource(n, d, read, block_cols, workers), base_flat, rule, step, seed)
+    source = ReaderSource(n, d, read, block_cols, workers)
+    result, new_flat = run_rule(source, base_flat, rule, step, seed, reputation)
     return StreamedRound(result.median, result, result.accepted, new_flat)
 
 
@@ -350,6 +368,7 @@ def evaluate_round_streamed(
     rule: RuleConfig,
     previous_base: Params | None = None,
     *,
+    reputation: Mapping[str, int] | None = None,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
@@ -397,7 +416,8 @@ def evaluate_round_streamed(
         paths = [Path(s.path) for s in valid if s.path is not None]
         result = stream_rule(
             len(valid), d, lambda i, s, e: read_flat(paths[i], layout, s, e), base_flat, rule,
-            step=global_step(base, previous_base), seed=subset_seed(valid_hashes, d), block_cols=block_cols,
+            step=global_step(base, previous_base), seed=subset_seed(valid_hashes, d),
+            reputation=reputation_rows([s.participant for s in valid], reputation, rule), block_cols=block_cols,
             block_bytes=block_bytes, workers=workers,
         )
         verdicts.extend(verdicts_of([s.participant for s in valid], result.assessment))

@@ -126,15 +126,17 @@ def test_every_defence_is_invariant_to_row_order_bit_for_bit(seed: int) -> None:
         assert torch.equal(fn(stack), fn(shuffled))
 
 
-def _platform(stack: torch.Tensor, rule: RuleConfig) -> tuple[list[Status], list[int], torch.Tensor]:
+def _platform(
+    stack: torch.Tensor, rule: RuleConfig, reputation: dict[str, int] | None = None
+) -> tuple[list[Status], list[int], torch.Tensor]:
     shapes = {"w": (stack.shape[1],)}
     base = {"w": torch.zeros(stack.shape[1])}
     subs = [Submission(f"0x{i + 1:040x}", serialize(unflatten(u, shapes))) for i, u in enumerate(stack)]
-    out = evaluate_round(base, subs, rule)
+    out = evaluate_round(base, subs, rule, reputation=reputation)
     return [v.status for v in out.verdicts], [v.score for v in out.verdicts], flatten(out.new_params)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("seed", range(4))
 def test_the_float64_model_of_the_committed_rule_matches_evaluate_round(seed: int, version: int) -> None:
     gen = torch.Generator().manual_seed(seed)
@@ -149,9 +151,15 @@ def test_the_float64_model_of_the_committed_rule_matches_evaluate_round(seed: in
         statuses, scores, new = _platform(stack, RuleConfig.version1())
         model = median_verified_mean(stack)
     else:
-        statuses, scores, new = _platform(stack, RuleConfig())
+        # version 3 weighs by reputation: attackers 0-2 and one honest participant have a poor record
+        ppm = [50_000, 20_000, 0, 500_000, 600_000, 700_000, 700_000, 500_000, 300_000, 900_000, 100_000, 800_000]
+        reputation = {f"0x{i + 1:040x}": r for i, r in enumerate(ppm)}
+        rule = RuleConfig.version2() if version == 2 else RuleConfig()
+        statuses, scores, new = _platform(stack, rule, reputation)
+        v3 = {"reference_gate": 0.5, "weights": (1, 2)} if version == 3 else {}
         model = median_verified_mean(
-            stack, duplicate_tolerance=0.1, public=(torch.zeros(60),), norm_mode="clip", reject_norm_ratio=4.0
+            stack, duplicate_tolerance=0.1, public=(torch.zeros(60),), norm_mode="clip", reject_norm_ratio=4.0,
+            reputation=[r / 1e6 for r in ppm], **v3,
         )
         assert statuses[7] == Status.FREE_RIDE and scores[5] == scores[6]
     assert model.accepted == [s == Status.ACCEPTED for s in statuses]

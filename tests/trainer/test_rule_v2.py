@@ -192,7 +192,7 @@ def test_screened_copy_search_equals_the_definition(seed: int) -> None:
 
 
 def test_version_1_documents_keep_version_1_semantics() -> None:
-    doc = json.loads(RuleConfig().canonical_bytes())
+    doc = json.loads(RuleConfig.version2().canonical_bytes())
     for key in ("reject_norm_ratio", "duplicate_tolerance"):
         doc.pop(key)
     doc["version"] = 1
