@@ -140,11 +140,12 @@ class Auditor:
         except (StorageError, UpdateRejected) as exc:
             audit.add("base", [f"previous base model (the public global step) unusable: {exc}"])
             return audit
+        prior = self.reputation.before(rec.round_id)  # rule version 3 weights by it
         if results is not None:  # streamed from files, as the aggregator ran it
-            outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous)
+            outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous, prior)
         else:
             submissions = gather_submissions(self.store, rec)  # type: ignore[assignment]
-            outcome = evaluate_round(base, submissions, rule, previous)  # type: ignore[arg-type]
+            outcome = evaluate_round(base, submissions, rule, previous, reputation=prior)  # type: ignore[arg-type]
         blob_problems = []
         for sub in submissions:
             status = committed.get(sub.participant)

@@ -234,7 +234,8 @@ def summarize(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -
         if df in RULES:
             for key in ("score_auroc", "reputation_auroc", "attacker_reward_share", "attacker_rejection_rate",
                         "honest_rejection_rate", "honest_reward_gini", "honest_reward_min_max",
-                        "honest_starved_share"):
+                        "honest_starved_share", "attacker_stake_lost", "attacker_reward_per_identity",
+                        "honest_stake_lost", "honest_reward_per_identity"):
                 entry[key] = _mean(r.get(key) for r in rs)
             if a == "sybil":
                 entry["sybil_earnings_multiplier"] = _sybil_multiplier(rows, rs)
@@ -295,6 +296,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     if any(r in defenses for r in PLATFORM_RULES):
         lines += _target_section(idx, g, attacks, rules)
         lines += _incentive_section(summary, idx, g, attacks, rules)
+        lines += _stake_section(summary, g, attacks, rules)
     lines += ["## Final accuracy per setting", "",
               "Rows: attacks; columns: defences; the last column is FedAvg over the honest participants only (an "
               "oracle that knows who attacks: the best any defence can do with the data left). ASR rows: the share "
@@ -445,6 +447,36 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
                          f"{_num(_mean(e.get('honest_reward_min_max') for e in es), 3)} | "
                          f"{_pct(_mean(e.get('honest_starved_share') for e in es))} % | "
                          f"{_pct(_mean(e.get('honest_rejection_rate') for e in es))} % |")
+        lines.append("")
+    return lines
+
+
+def _stake_section(summary: Sequence[dict], g: dict, attacks: Sequence[str], rules: Sequence[str]) -> list[str]:
+    """Stake economics: per identity, what an attack cost in stake (slashed, SLASH_PPM of the current stake per
+    slashable rejection, trainer/incentives.py) against what it earned, beside an honest identity."""
+    fr_label = "/".join(f"{f * 100:.0f}" for f in g["fractions"])
+    lines = ["## Stake economics (attacker cost vs reward)", "",
+             "Per identity, mean over cells, by Byzantine fraction: the stake an attacker lost to slashing (in "
+             "minimum stakes; every identity stakes one at registration, slashing burns 10 % of the current stake "
+             "per rejection as poisoned) and the FED it earned over all rounds, beside an honest identity in the "
+             "same runs. A sybil pays one stake per identity: f identities lock f stakes.", ""]
+    for rule in (r for r in rules if r in PLATFORM_RULES):
+        lines += [f"### {rule}", "",
+                  f"| attack | attacker stake lost ({fr_label} %) | attacker FED earned ({fr_label} %) | "
+                  f"honest stake lost | honest FED earned |", "|---|---|---|---:|---:|"]
+        for a in attacks:
+            es = [e for e in summary if e["attack"] == a and e["defense"] == rule]
+            if not es or a == CLEAN:
+                continue
+
+            def by_fraction(key: str, digits: int, es: list[dict] = es) -> str:
+                return " / ".join(_num(_mean(e.get(key) for e in es if e["fraction"] == fr), digits)
+                                  for fr in g["fractions"])
+
+            lines.append(f"| {a} | {by_fraction('attacker_stake_lost', 3)} | "
+                         f"{by_fraction('attacker_reward_per_identity', 1)} | "
+                         f"{_num(_mean(e.get('honest_stake_lost') for e in es), 3)} | "
+                         f"{_num(_mean(e.get('honest_reward_per_identity') for e in es), 1)} |")
         lines.append("")
     return lines
 

@@ -164,13 +164,15 @@ class Aggregator:
 
     def __post_init__(self) -> None:
         self.history = ChainHistory(self.deployment)
+        self.reputation = ReputationLedger(self.history, self.store)
 
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
         record = self.history.round(round_id)
         rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
         base = fetch_params(self.store, record.base_model_cid, record.base_model_hash)
         previous = previous_base(self.store, self.history, round_id)
-        outcome = evaluate_round(base, gather_submissions(self.store, record), rule, previous)
+        outcome = evaluate_round(base, gather_submissions(self.store, record), rule, previous,
+                                 reputation=self.reputation.before(round_id))
         failpoint("aggregator:after-fetch")
         for v in outcome.verdicts:
             if v.status != Status.ACCEPTED:
@@ -207,10 +209,6 @@ class MerkleAggregator(Aggregator):
     rewards and reputation are claimed by proof. The rule runs streamed from files, so memory does not grow with
     participants x parameters either."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.reputation = ReputationLedger(self.history, self.store)
-
     def prepare(self, round_id: int) -> PreparedResults:
         record = self.history.round(round_id)
         rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
@@ -221,12 +219,13 @@ class MerkleAggregator(Aggregator):
             log.warning("round %d: %s (entry not counted)", round_id, problem)
         if not committed.commitments:
             raise ValueError(f"round {round_id} has no commitments to settle")
-        outcome, _ = evaluate_committed(self.store, base, committed.commitments, rule, previous)
+        prior = self.reputation.before(round_id)
+        outcome, _ = evaluate_committed(self.store, base, committed.commitments, rule, previous, prior)
         failpoint("aggregator:after-fetch")
         new_ref = self.store.put(serialize(outcome.new_params))
         results = derive_results(
             header_of(self.history, round_id), record.rule_hash, new_ref.content_hash, outcome,
-            self.reputation.before(round_id), budget=record.reward_budget, decay_ppm=record.reputation_decay,
+            prior, budget=record.reward_budget, decay_ppm=record.reputation_decay,
         )
         return PreparedResults(round_id, outcome, new_ref, results, committed)
 

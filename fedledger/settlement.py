@@ -174,9 +174,11 @@ def evaluate_committed(
     commitments: Sequence[CommittedUpdate],
     rule: RuleConfig,
     previous: Params | None,
+    reputation: Mapping[str, int],
 ) -> tuple[RoundOutcome, list[BlobSubmission]]:
-    """Fetch, validate and run the rule streamed from files: the outcome equals ``evaluate_round``'s bit for bit."""
+    """Fetch, validate and run the rule streamed from files: the outcome equals ``evaluate_round``'s bit for bit.
+    ``reputation``: before the round (``ReputationLedger.before``; rule version 3 weights by it)."""
     with tempfile.TemporaryDirectory(prefix="fedledger-round-") as tmp:
         submissions = fetch_to_files(store, commitments, Path(tmp))
-        outcome = evaluate_round_streamed(base, submissions, rule, previous)
+        outcome = evaluate_round_streamed(base, submissions, rule, previous, reputation=reputation)
     return outcome, submissions

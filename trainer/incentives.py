@@ -5,6 +5,10 @@
     reputation_i = (reputation_i * decay + weight_i * (1e6 - decay)) // 1e6
 
 The contract computes these itself, so the aggregator cannot overpay; auditors recompute them here.
+
+Stake (ParticipantRegistry): a committer whose update the round rejects as poisoned (a status in SLASHABLE) loses
+``stake * SLASH_PPM // 1e6`` of its current stake, burned; unavailable blobs (maybe the store's fault) and
+free-riders (paid nothing anyway) are not slashed. The robustness bench uses this to price attacks in stakes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ from collections.abc import Sequence
 from trainer.rules import PPM, Status
 
 INITIAL_REPUTATION = 500_000
+SLASH_PPM = 100_000  # the default deployment's share of the current stake a slashable rejection burns
+SLASHABLE = frozenset({Status.LOW_SCORE, Status.NORM_OUTLIER, Status.HASH_MISMATCH, Status.BAD_FORMAT,
+                       Status.WRONG_SHAPE, Status.NON_FINITE})
+
+
+def slashed(stake: int, status: int, slash_ppm: int = SLASH_PPM) -> int:
+    """What one round's verdict burns of a stake (0 unless the status is slashable)."""
+    return stake * slash_ppm // PPM if status in SLASHABLE else 0
 
 
 def weight(status: int, score: int) -> int:

@@ -2,7 +2,7 @@
 
 Used for yardsticks (the clean FedAvg reference in the demo) and for studying rules across seeds quickly:
 
-    python -m trainer.simulation --seeds 0 1 2 3 4 [--rule-version 1] [--max-norm-ratio 2.0 --min-score -0.05]
+    python -m trainer.simulation --seeds 0 1 2 3 4 [--rule-version 1|2|3] [--max-norm-ratio 2.0 --min-score -0.05]
 
 The second half is the engine of ``fedledger bench robustness``: ``run_cell`` plays every (attack, defence)
 trajectory of one grid cell (data set, partition, n, Byzantine fraction, seed) in lock-step. Local training of all
@@ -51,7 +51,7 @@ from trainer.defenses import (
     multi_krum,
     trimmed_mean,
 )
-from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
+from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, slashed, weight
 from trainer.local import LocalConfig, train_local
 from trainer.metrics import attack_success_rate, auroc, gini, min_max_ratio, share
 from trainer.model import ModelSpec, init_params, accuracy
@@ -126,6 +126,7 @@ BENCH_DEFENSES: tuple[str, ...] = (
 PLATFORM_RULES: dict[str, RuleConfig] = {
     "platform": RuleConfig(), "platform_v2": RuleConfig.version2(), "platform_v1": RuleConfig.version1(),
 }
+STAKE_UNIT = 10**18  # one minimum stake (1 ether in the default deployment), in wei
 CLEAN = "none"  # the attack name of the no-attack trajectories
 HONEST_ONLY = "honest_only"  # the reference trajectory: FedAvg over the n - f honest participants only (an oracle)
 
@@ -353,6 +354,7 @@ class _Trajectory:
         self.rejected = [0] * n
         self.rewards = [0] * n
         self.reputation = [INITIAL_REPUTATION] * n
+        self.stake = [STAKE_UNIT] * n  # each identity's stake (one minimum stake each at registration)
 
 
 # Revisions of the platform rule, modelled by trainer.defenses.median_verified_mean and benchmarked beside the
@@ -419,6 +421,7 @@ def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tu
         assert v.participant == _participant(i)
         traj.scores.append((r, i, v.score))
         traj.rejected[i] += v.status != Status.ACCEPTED
+        traj.stake[i] -= slashed(traj.stake[i], v.status)
         weights.append(weight(v.status, v.score))
     for i, amount in enumerate(reward_split(rule.reward_budget, weights)):
         traj.rewards[i] += amount
@@ -591,6 +594,13 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
                 "honest_reward_min_max": min_max_ratio(honest_rewards),
                 # honest participants paid less than a tenth of the mean honest reward
                 "honest_starved_share": sum(r < 0.1 * mean_honest for r in honest_rewards) / len(honest_rewards),
+                # stake economics (in minimum stakes and FED per identity): what an attacker paid and earned
+                "attacker_stake_lost": (sum(STAKE_UNIT - tr.stake[i] for i in byz) / len(byz) / STAKE_UNIT)
+                if byz and tr.defense in PLATFORM_RULES else None,
+                "attacker_reward_per_identity": (sum(tr.rewards[i] for i in byz) / len(byz) / unit) if byz else None,
+                "honest_stake_lost": sum(STAKE_UNIT - tr.stake[i] for i in range(cfg.n) if i not in byz)
+                / (cfg.n - len(byz)) / STAKE_UNIT if tr.defense in PLATFORM_RULES else None,
+                "honest_reward_per_identity": mean_honest,
                 "reputation_auroc": auroc([tr.reputation[i] for i in range(cfg.n) if i not in byz],
                                           [tr.reputation[i] for i in byz]) if byz else None,
                 "reputation_ppm": tr.reputation,
@@ -631,10 +641,11 @@ def main() -> None:
     parser.add_argument("--byzantine", type=int, default=3)
     parser.add_argument("--attack", default="signflip")
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--rule-version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--rule-version", type=int, choices=(1, 2, 3), default=3)
     args = parser.parse_args()
     fields = {"aggregator": args.aggregator, "max_norm_ratio": args.max_norm_ratio, "min_score": args.min_score}
-    rule = RuleConfig.version1(**fields) if args.rule_version == 1 else RuleConfig(**fields)
+    make = {1: RuleConfig.version1, 2: RuleConfig.version2, 3: RuleConfig}[args.rule_version]
+    rule = make(**fields)
     print("seed  final_acc  honest_rej  attacker_rej")
     for seed in args.seeds:
         cfg = FederationConfig(args.participants, args.byzantine, args.attack, alpha=args.alpha, seed=seed)

