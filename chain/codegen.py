@@ -3,7 +3,7 @@
     fedledger codegen        # writes chain/gateways/<contract>.py
 
 Each function in the ABI becomes a typed method (views return typed values, state-changing functions take a
-keyword-only ``sender`` and return a ``TxResult``); each struct and event becomes a NamedTuple; each event gets a
+keyword-only ``sender``, payable ones also ``value`` in wei, and return a ``TxResult``); each struct and event becomes a NamedTuple; each event gets a
 windowed reader and a receipt decoder. Names are snake_case. The module records the ABI hash it came from.
 """
 
@@ -164,6 +164,12 @@ class _Module:
                 f"    def {method}(self{params}, *, block: Any = \"latest\") -> {ret}:",
                 f'        raw = self._call("{fn["name"]}", {tuple_args}, block)',
                 f"        return {conv}",
+                "",
+            ]
+        if fn["stateMutability"] == "payable":  # the ether sent along (wei) is a keyword like the sender
+            return [
+                f"    def {method}(self{params}, *, sender: str, value: int = 0) -> TxResult:",
+                f'        return self._transact("{fn["name"]}", {tuple_args}, sender, value=value)',
                 "",
             ]
         return [

@@ -33,6 +33,7 @@ class Manifest:
     network: str = "embedded"
     endpoints: dict[str, str] = field(default_factory=dict)
     version: int = MANIFEST_VERSION
+    stake: dict[str, int] = field(default_factory=dict)  # StakeParams.to_manifest(): minStake, slashPpm, withdrawalDelay
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,18 @@ class Manifest:
         actual = int(w3.eth.chain_id)
         if actual != self.chain_id:
             raise ManifestError(f"manifest is for chain {self.chain_id} but the node reports chain {actual}")
+
+
+@dataclass(frozen=True)
+class StakeParams:
+    """The registry's stake parameters (constructor arguments, so fixed per deployment; recorded in the manifest)."""
+
+    min_stake: int  # wei an identity locks to register and keeps to commit
+    slash_ppm: int  # share of the current stake one slashable verdict burns, 1e-6 units
+    withdrawal_delay: int  # seconds after the request and after the last committed round's finalization
+
+    def to_manifest(self) -> dict[str, int]:
+        return {"minStake": self.min_stake, "slashPpm": self.slash_ppm, "withdrawalDelay": self.withdrawal_delay}
 
 
 @dataclass
@@ -88,19 +101,24 @@ def deploy_all(
     admin: str,
     operator: str,
     aggregator: str,
+    stake: StakeParams,
     network: str = "embedded",
     endpoints: dict[str, str] | None = None,
     artifacts_dir: Path = ARTIFACTS_DIR,
 ) -> Deployment:
     """Deploy token, registry and round manager from ``admin`` and grant the roles each needs."""
     token, r1 = FedTokenGateway.deploy(transactor, admin, sender=admin, artifacts_dir=artifacts_dir)
-    registry, r2 = ParticipantRegistryGateway.deploy(transactor, admin, sender=admin, artifacts_dir=artifacts_dir)
+    registry, r2 = ParticipantRegistryGateway.deploy(
+        transactor, admin, stake.min_stake, stake.slash_ppm, stake.withdrawal_delay, sender=admin,
+        artifacts_dir=artifacts_dir,
+    )
     rounds, r3 = FederatedRoundsGateway.deploy(
         transactor, admin, registry.address, token.address, sender=admin, artifacts_dir=artifacts_dir
     )
     grants = [
         token.grant_role(token.minter_role(), rounds.address, sender=admin),
         registry.grant_role(registry.reputation_writer_role(), rounds.address, sender=admin),
+        registry.grant_role(registry.slasher_role(), rounds.address, sender=admin),  # slashes, commit locks
         registry.grant_role(registry.operator_role(), operator, sender=admin),
         rounds.grant_role(rounds.operator_role(), operator, sender=admin),
         rounds.grant_role(rounds.aggregator_role(), aggregator, sender=admin),
@@ -115,6 +133,7 @@ def deploy_all(
         roles={"admin": admin, "operator": operator, "aggregator": aggregator, "relayer": operator},
         network=network,
         endpoints=endpoints or {},
+        stake=stake.to_manifest(),
     )
     gas = sum(r.gas_used for r in (r1, r2, r3, *grants))
     return Deployment(manifest=manifest, token=token, registry=registry, rounds=rounds, gas_used=gas)

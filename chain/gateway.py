@@ -112,8 +112,8 @@ class ContractGateway:
     def _call(self, name: str, args: Sequence[Any], block: Any = "latest") -> Any:
         return self.transactor.call(self.contract.functions[name](*args), self.CONTRACT_NAME, block)
 
-    def _transact(self, name: str, args: Sequence[Any], sender: str) -> TxResult:
-        return self.transactor.send(self.contract.functions[name](*args), sender, self.CONTRACT_NAME)
+    def _transact(self, name: str, args: Sequence[Any], sender: str, *, value: int = 0) -> TxResult:
+        return self.transactor.send(self.contract.functions[name](*args), sender, self.CONTRACT_NAME, value=value)
 
     def _events(
         self,

@@ -167,22 +167,26 @@ class Transactor:
         except REVERT_ERRORS as exc:
             raise self.errors.decode(revert_data(exc), contract) from exc
 
-    def send(self, fn: Any, sender: str, contract: str, *, gas: int | None = None) -> TxResult:
+    def send(self, fn: Any, sender: str, contract: str, *, gas: int | None = None, value: int = 0) -> TxResult:
         """Build, sign, send ``fn`` from ``sender`` and wait for its receipt.
 
-        Gas is estimated first, which also surfaces reverts (decoded) before anything is broadcast.
+        Gas is estimated first, which also surfaces reverts (decoded) before anything is broadcast. ``value``: wei
+        sent along (payable functions only).
         """
         address = to_checksum_address(sender)
         account = self.account(address)
         with self._locks[address]:
             params: dict[str, Any] = {"from": address, "chainId": self.chain_id}
+            probe: dict[str, Any] = {"from": address}
+            if value:
+                params["value"] = probe["value"] = value
             try:
                 if gas is None and self.preflight_gas_limit is not None and hasattr(fn, "call"):
                     # "pending": the dry run must see the next block's timestamp, as the transaction will
-                    self.with_retries(lambda: fn.call({"from": address}, block_identifier="pending"))
+                    self.with_retries(lambda: fn.call(probe, block_identifier="pending"))
                     gas = self.preflight_gas_limit
                 if gas is None:
-                    estimate = self.with_retries(lambda: fn.estimate_gas({"from": address}))
+                    estimate = self.with_retries(lambda: fn.estimate_gas(probe))
                     gas = int(estimate * 1.2) + 10_000
                 params["gas"] = gas
                 params["nonce"] = self._next_nonce(address)
@@ -202,7 +206,7 @@ class Transactor:
                 raise
             self._nonces[address] = params["nonce"] + 1
         failpoint(f"tx:after-send:{name}")
-        return self._wait(tx_hash, fn, address, contract)
+        return self._wait(tx_hash, fn, address, contract, value)
 
     def send_value(self, sender: str, to: str, value: int) -> TxResult:
         address = to_checksum_address(sender)
@@ -233,7 +237,7 @@ class Transactor:
             self._nonces[address] = self.with_retries(lambda: self.w3.eth.get_transaction_count(address, "pending"))
         return self._nonces[address]
 
-    def _wait(self, tx_hash: bytes, fn: Any, sender: str, contract: str) -> TxResult:
+    def _wait(self, tx_hash: bytes, fn: Any, sender: str, contract: str, value: int = 0) -> TxResult:
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
         except TimeExhausted as exc:
@@ -242,7 +246,7 @@ class Transactor:
             # Mined but reverted (state changed between estimate and inclusion): replay to get the reason.
             if fn is not None:
                 try:
-                    fn.call({"from": sender}, block_identifier=receipt["blockNumber"] - 1)
+                    fn.call({"from": sender, "value": value}, block_identifier=receipt["blockNumber"] - 1)
                 except REVERT_ERRORS as exc:
                     raise self.errors.decode(revert_data(exc), contract) from exc
             raise ContractRevert(contract, "RevertedOnChain", {"tx": HexBytes(tx_hash).to_0x_hex()})

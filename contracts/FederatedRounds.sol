@@ -37,6 +37,14 @@ import {FedToken} from "./FedToken.sol";
 /// * claims: each participant (or anyone for it) proves its leaf once per round and is minted its reward; its
 ///   registry reputation becomes the one of the newest round it has claimed. Minted rewards never exceed the
 ///   committed total: the contract counts what is claimed.
+///
+/// Stake (ParticipantRegistry): committing by transaction needs an identity whose stake is at least the registry's
+/// `minStake` and that has no withdrawal pending, and records the round in the registry (the stake cannot leave
+/// before the round is final plus the withdrawal delay). A verdict whose status is in SLASHABLE_MASK (LOW_SCORE,
+/// NORM_OUTLIER, HASH_MISMATCH, BAD_FORMAT, WRONG_SHAPE, NON_FINITE; not UNAVAILABLE, which may be the store's fault,
+/// nor FREE_RIDE, which earns nothing anyway) burns the registry's `slashPpm` of the identity's current stake:
+/// `finalizeRound` slashes each such verdict itself; for a Merkle-finalized round anyone proves a slashable result
+/// leaf with `slash`, once per (round, participant).
 contract FederatedRounds is AccessControl, EIP712 {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
@@ -49,6 +57,9 @@ contract FederatedRounds is AccessControl, EIP712 {
     uint8 public constant MAX_STATUS = 15;
     /// Bounds what an aggregator must fetch for one batch; a relayer posts more batches for more participants.
     uint32 public constant MAX_BATCH_ENTRIES = 10_000;
+    /// Bit s set: status s is slashable (1 LOW_SCORE, 2 NORM_OUTLIER, 4 HASH_MISMATCH, 5 BAD_FORMAT,
+    /// 6 WRONG_SHAPE, 7 NON_FINITE), matching trainer/incentives.py SLASHABLE.
+    uint256 public constant SLASHABLE_MASK = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7);
 
     enum RoundState {
         None,
@@ -134,6 +145,7 @@ contract FederatedRounds is AccessControl, EIP712 {
     error RoundsNoClaims();
     error RoundsAcceptedExceedEntries(uint256 roundId, uint32 accepted, uint32 entries);
     error RoundsUnknownBatch(uint256 roundId, uint256 batchIndex, uint256 batchCount);
+    error RoundsNotSlashable(uint256 roundId, address participant, uint8 status);
 
     event GenesisModelPublished(bytes32 indexed modelHash, string cid);
     event RoundOpened(
@@ -316,11 +328,15 @@ contract FederatedRounds is AccessControl, EIP712 {
         emit RoundFinalized(roundId, newModelHash, r.baseModelHash, newModelCid, accepted, minted);
 
         // Interactions, only with the registry and token this contract was deployed with (no callbacks).
+        registry.markRoundFinalized(roundId);
         uint32 decay = r.reputationDecay;
         for (uint256 i = 0; i < participants.length; ++i) {
             uint32 reputation = _nextReputation(registry.reputationOf(participants[i]), weights[i], decay);
             registry.setReputation(participants[i], roundId, reputation);
             if (rewards[i] != 0) token.mint(participants[i], rewards[i]);
+            // The registry's return value is in its StakeSlashed event; nothing here depends on it.
+            // slither-disable-next-line unused-return
+            if (isSlashable(statuses[i])) registry.slash(participants[i], roundId, statuses[i]);
             emit ContributionScored(roundId, participants[i], statuses[i], scores[i], rewards[i], reputation);
         }
     }
@@ -361,6 +377,35 @@ contract FederatedRounds is AccessControl, EIP712 {
         _globalModelCid = newModelCid;
         emit RoundResultsCommitted(roundId, resultsRoot, listHash, listCid, entries, total);
         emit RoundFinalized(roundId, newModelHash, r.baseModelHash, newModelCid, accepted, 0);
+        registry.markRoundFinalized(roundId); // the registry, deployed with this contract: no callback
+    }
+
+    // ---------------------------------------------------------------- slashing
+
+    /// @notice Slash `participant` for its result in Merkle-finalized `roundId`: anyone proves the leaf (the same
+    ///         leaf `claim` takes) under the committed results root; its status must be slashable. Once per
+    ///         (round, participant): the registry refuses a second slash.
+    function slash(
+        uint256 roundId,
+        address participant,
+        uint8 status,
+        int32 score,
+        uint256 reward,
+        uint32 reputation,
+        bytes32[] calldata proof
+    ) external returns (uint256 amount) {
+        Round storage r = _existingRound(roundId);
+        bytes32 root = _results[roundId].root;
+        if (root == bytes32(0)) revert RoundsResultsNotCommitted(roundId, r.state);
+        bytes32 leaf = resultLeaf(roundId, participant, status, score, reward, reputation);
+        if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert RoundsInvalidProof(roundId, participant, leaf);
+        if (!isSlashable(status)) revert RoundsNotSlashable(roundId, participant, status);
+        amount = registry.slash(participant, roundId, status);
+    }
+
+    /// @notice Whether a verdict with `status` burns part of the stake (see SLASHABLE_MASK).
+    function isSlashable(uint8 status) public pure returns (bool) {
+        return (SLASHABLE_MASK >> status) & 1 == 1;
     }
 
     // ---------------------------------------------------------------- claims
@@ -494,6 +539,9 @@ contract FederatedRounds is AccessControl, EIP712 {
         _commitments[roundId][participant] = contentHash;
         r.submissions += 1;
         emit UpdateCommitted(roundId, participant, contentHash, cid, msg.sender);
+        // Last, with the registry this contract was deployed with (no callback): reverts unless the identity's
+        // stake may commit, and keeps the stake in until this round settles.
+        registry.lockForRound(participant, roundId);
     }
 
     function _checkVerdicts(

@@ -52,7 +52,7 @@ from fedledger.devnet import Devnet, DevnetConfig, free_port
 from fedledger.history import ChainHistory
 from fedledger.roles import Operator, claims_for, sign_commitment, sign_registration
 from fedledger.settlement import committed_set
-from fedledger.wiring import connect_rpc
+from fedledger.wiring import connect_rpc, default_stake_params
 from storage import BlobNotFound, BlobRef
 from storage.base import check_integrity, sha256
 from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
@@ -307,11 +307,12 @@ def _register(bench: _Bench, on_stage: Callable[[str], None]) -> None:
     for i, p in enumerate(bench.people):
         if i % 100 == 0:
             on_stage(f"registering participants ({i}/{len(bench.people)})")
-        bench.op("register", d.registry.register(sender=p))
+        bench.op("register", d.registry.register(sender=p, value=d.registry.min_stake()))
     (extra,) = devnet_wallets(tx, SEED, ["participant/relayed-registration"], fund=False).values()
     deadline = int(tx.w3.eth.get_block("latest")["timestamp"]) + 3600
     sig = sign_registration(tx.account(extra), tx.chain_id, d.registry.address, deadline)
-    bench.op("register_for_relayed", d.registry.register_for(extra, deadline, sig, sender=bench.operator.address))
+    bench.op("register_for_relayed", d.registry.register_for(extra, deadline, sig, sender=bench.operator.address,
+                                                             value=d.registry.min_stake()))
 
 
 def measure(
@@ -352,7 +353,8 @@ def measure(
         tx = connect_rpc(rpc_url)
         most = counts[-1]
         wallets = devnet_wallets(tx, SEED, ["admin", "operator", "aggregator"])
-        d = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"])
+        d = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"],
+                       stake=default_stake_params())
         store = MemoryCidStore()
         people_by_label = devnet_wallets(tx, SEED, [f"participant/{i}" for i in range(most)], fund=False)
         people = sorted(people_by_label.values(), key=str.lower)  # numeric order, as the contract sorts

@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from chain.deploy import deploy_all
 from chain.lists import CommitmentBatch
 from fedledger.devnet import ROLE_LABELS, Devnet, DevnetConfig, _terminate, free_port
 from fedledger.roles import sign_commitment
-from fedledger.wiring import attach, connect_rpc
+from fedledger.wiring import BENCH_STAKE_WEI, attach, connect_rpc, default_stake_params
 from storage import BlobRef
 from storage.kubo import KuboBlobStore
 from trainer.model import ModelSpec, init_params
@@ -218,7 +218,9 @@ def measure(
     devnet_dir.mkdir(parents=True, exist_ok=True)
     tx = connect_rpc(rpc_url)
     wallets = devnet_wallets(tx, seed, list(ROLE_LABELS))
+    # The API's operator sponsors every registration's stake: a token stake keeps hundreds within its devnet funds.
     d = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"],
+                   stake=replace(default_stake_params(), min_stake=BENCH_STAKE_WEI),
                    network="devnet", endpoints={"rpc": rpc_url, "ipfs_api": ipfs_api})
     d.manifest.write(devnet_dir / "manifest.json")
     accounts = [derive_devnet_account(seed, f"participant/load/{i}") for i in range(participants)]

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from fedledger.devnet import ROLE_LABELS, Devnet, DevnetConfig, free_port
 from fedledger.history import ChainHistory
 from fedledger.roles import MerkleAggregator, Operator, ParticipantClient, claims_for, fetch_params, sign_registration
 from fedledger.settlement import load_results
-from fedledger.wiring import attach, connect_rpc, open_blob_store
+from fedledger.wiring import BENCH_STAKE_WEI, attach, connect_rpc, default_stake_params, open_blob_store
 from storage.kubo import KuboBlobStore
 from trainer.attacks import apply_attack
 from trainer.data import dirichlet_resample, load_dataset
@@ -73,9 +74,10 @@ def _register(operator: Operator, clients: list[ParticipantClient]) -> int:
     t = d.registry.transactor
     deadline = int(t.w3.eth.get_block("latest")["timestamp"]) + 3600
     gas = 0
+    stake = d.registry.min_stake()
     for c in clients:
         sig = sign_registration(t.account(c.address), t.chain_id, d.registry.address, deadline)
-        gas += d.registry.register_for(c.address, deadline, sig, sender=operator.address).gas_used
+        gas += d.registry.register_for(c.address, deadline, sig, sender=operator.address, value=stake).gas_used
     return gas
 
 
@@ -110,7 +112,10 @@ def _measure(
     tx = connect_rpc(rpc_url)
     store = KuboBlobStore(ipfs_api)
     wallets = devnet_wallets(tx, seed, list(ROLE_LABELS))
+    # The operator sponsors every participant's stake: a token stake keeps 1,000 of them within its devnet funds
+    # (the stake's size does not change gas).
     d = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"],
+                   stake=replace(default_stake_params(), min_stake=BENCH_STAKE_WEI),
                    network="devnet", endpoints={"rpc": rpc_url, "ipfs_api": ipfs_api})
     manifest_path = work_dir / "manifest.json"
     d.manifest.write(manifest_path)

@@ -36,7 +36,7 @@ from chain.accounts import devnet_wallets, fund_from_node
 from chain.deploy import Deployment, Manifest, deploy_all
 from chain.errors import ChainError, ChainUnavailable
 from chain.transactor import Transactor
-from fedledger.wiring import connect_rpc
+from fedledger.wiring import connect_rpc, default_stake_params
 from storage.kubo import KuboBlobStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -313,6 +313,7 @@ class Devnet:
             admin=wallets["admin"],
             operator=wallets["operator"],
             aggregator=wallets["aggregator"],
+            stake=default_stake_params(),
             network=f"{self.cfg.node}-devnet",
             endpoints={
                 "rpc": self.cfg.rpc_url,

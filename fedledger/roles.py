@@ -108,8 +108,20 @@ class ParticipantClient:
     address: str
     spec: ModelSpec
 
-    def register(self) -> TxResult:
-        return self.deployment.registry.register(sender=self.address)
+    def register(self, stake: int | None = None) -> TxResult:
+        """Register this wallet, staking ``stake`` wei of its own ether (default: the registry's minimum)."""
+        registry = self.deployment.registry
+        return registry.register(sender=self.address, value=registry.min_stake() if stake is None else stake)
+
+    def deposit_stake(self, amount: int) -> TxResult:
+        """Top up this identity's stake (e.g. after a slash took it below the minimum)."""
+        return self.deployment.registry.deposit_stake(self.address, sender=self.address, value=amount)
+
+    def request_withdrawal(self) -> TxResult:
+        return self.deployment.registry.request_withdrawal(sender=self.address)
+
+    def withdraw(self) -> TxResult:
+        return self.deployment.registry.withdraw(sender=self.address)
 
     def fetch_global_model(self) -> Params:
         model = self.deployment.rounds.global_model()

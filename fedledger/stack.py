@@ -15,6 +15,7 @@ from chain.deploy import Deployment, deploy_all
 from chain.embedded import embedded_transactor, embedded_web3
 from chain.errors import ManifestError
 from fedledger.devnet import ROLE_LABELS, Devnet, DevnetConfig
+from fedledger.wiring import default_stake_params
 from storage import BlobStore, LocalBlobStore
 
 
@@ -35,7 +36,8 @@ def embedded_stack(state_dir: Path, *, seed: int) -> Stack:
     transactor = embedded_transactor(embedded_web3())
     wallets = devnet_wallets(transactor, seed, list(ROLE_LABELS))
     deployment = deploy_all(
-        transactor, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"]
+        transactor, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"],
+        stake=default_stake_params(),
     )
     deployment.manifest.write(state_dir / "manifest.json")
     return Stack("embedded", deployment, LocalBlobStore(state_dir / "blobs"), wallets["operator"], wallets["aggregator"])

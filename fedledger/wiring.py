@@ -6,11 +6,21 @@ from pathlib import Path
 
 from web3 import HTTPProvider, Web3
 
-from chain.deploy import Deployment, Manifest
+from chain.deploy import Deployment, Manifest, StakeParams
 from chain.errors import ChainUnavailable, ManifestError
 from chain.transactor import Transactor
 from storage import BlobStore, LocalBlobStore
 from storage.kubo import KuboBlobStore
+from trainer.incentives import MIN_STAKE, SLASH_PPM, WITHDRAWAL_DELAY_S
+
+
+# Benches whose operator sponsors hundreds of registrations deploy with this token stake (gas does not depend on it).
+BENCH_STAKE_WEI = 10**12
+
+
+def default_stake_params() -> StakeParams:
+    """The stake parameters every deployment this project makes uses unless told otherwise (trainer/incentives.py)."""
+    return StakeParams(min_stake=MIN_STAKE, slash_ppm=SLASH_PPM, withdrawal_delay=WITHDRAWAL_DELAY_S)
 
 
 def connect_rpc(rpc_url: str, *, timeout: float = 30.0, retries: int = 3) -> Transactor:

@@ -21,6 +21,7 @@ from chain.deploy import Deployment, deploy_all
 from chain.embedded import embedded_transactor, embedded_web3
 from chain.transactor import Transactor
 from fedledger.devnet import Devnet, DevnetConfig, free_port, pid_alive
+from fedledger.wiring import default_stake_params
 
 
 @dataclass
@@ -41,7 +42,8 @@ def new_chain_env() -> ChainEnv:
     tx = embedded_transactor(w3)
     labels = ["admin", "operator", "aggregator", "outsider"] + [f"participant/{i}" for i in range(4)]
     wallets = devnet_wallets(tx, 1234, labels)
-    deployment = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"])
+    deployment = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"],
+                            stake=default_stake_params())
     return ChainEnv(
         w3=w3,
         transactor=tx,

@@ -9,6 +9,8 @@ The contract computes these itself, so the aggregator cannot overpay; auditors r
 Stake (ParticipantRegistry): a committer whose update the round rejects as poisoned (a status in SLASHABLE) loses
 ``stake * SLASH_PPM // 1e6`` of its current stake, burned; unavailable blobs (maybe the store's fault) and
 free-riders (paid nothing anyway) are not slashed. The robustness bench uses this to price attacks in stakes.
+These are the default deployment's parameters (fedledger/wiring.py ``default_stake_params`` hands them to
+chain/deploy.py); FederatedRounds.SLASHABLE_MASK and ParticipantRegistry.slash compute the same on-chain.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from trainer.rules import PPM, Status
 
 INITIAL_REPUTATION = 500_000
 SLASH_PPM = 100_000  # the default deployment's share of the current stake a slashable rejection burns
+MIN_STAKE = 10**18  # wei (1 devnet ether) an identity locks to register and must keep to commit
+# A withdrawal waits this long after its request and after the finalization of the last round the identity committed
+# to: settlement (the Merkle aggregator's slash proofs) happens within minutes of finalization; 7 days leaves room.
+WITHDRAWAL_DELAY_S = 7 * 24 * 3600
 SLASHABLE = frozenset({Status.LOW_SCORE, Status.NORM_OUTLIER, Status.HASH_MISMATCH, Status.BAD_FORMAT,
                        Status.WRONG_SHAPE, Status.NON_FINITE})
 
@@ -26,6 +32,11 @@ SLASHABLE = frozenset({Status.LOW_SCORE, Status.NORM_OUTLIER, Status.HASH_MISMAT
 def slashed(stake: int, status: int, slash_ppm: int = SLASH_PPM) -> int:
     """What one round's verdict burns of a stake (0 unless the status is slashable)."""
     return stake * slash_ppm // PPM if status in SLASHABLE else 0
+
+
+def slashable_mask(statuses: frozenset[Status] = SLASHABLE) -> int:
+    """The bitmask FederatedRounds.SLASHABLE_MASK must equal (bit s: status s is slashable)."""
+    return sum(1 << int(s) for s in statuses)
 
 
 def weight(status: int, score: int) -> int:

@@ -12,7 +12,7 @@ from chain.compiler import ARTIFACTS_DIR
 from chain.gateway import DEFAULT_LOG_WINDOW, ContractGateway, EventRecord
 from chain.transactor import Transactor, TxResult
 
-ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RoundsAcceptedExceedEntries', 'RoundsAlreadyClaimed', 'RoundsAlreadyFinalized', 'RoundsBatchSizeOutOfRange', 'RoundsClaimsExceedTotal', 'RoundsDeadlineNotInFuture', 'RoundsDeadlinePassed', 'RoundsDecayOutOfRange', 'RoundsDuplicateCommitment', 'RoundsEmptyCid', 'RoundsEmptyHash', 'RoundsEmptyRoot', 'RoundsGenesisAlreadyPublished', 'RoundsInvalidProof', 'RoundsInvalidSignature', 'RoundsLengthMismatch', 'RoundsNoClaims', 'RoundsNoGenesisModel', 'RoundsNotCommitted', 'RoundsParticipantNotActive', 'RoundsParticipantsNotSorted', 'RoundsPreviousRoundNotFinalized', 'RoundsResultsMissDirectCommitments', 'RoundsResultsNotCommitted', 'RoundsRewardsExceedBudget', 'RoundsRoundNotOpen', 'RoundsScoreOutOfRange', 'RoundsStatusOutOfRange', 'RoundsSubmissionCountMismatch', 'RoundsSubmissionsStillOpen', 'RoundsUnknownBatch', 'RoundsUnknownRound', 'StringTooLong'})
+ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RoundsAcceptedExceedEntries', 'RoundsAlreadyClaimed', 'RoundsAlreadyFinalized', 'RoundsBatchSizeOutOfRange', 'RoundsClaimsExceedTotal', 'RoundsDeadlineNotInFuture', 'RoundsDeadlinePassed', 'RoundsDecayOutOfRange', 'RoundsDuplicateCommitment', 'RoundsEmptyCid', 'RoundsEmptyHash', 'RoundsEmptyRoot', 'RoundsGenesisAlreadyPublished', 'RoundsInvalidProof', 'RoundsInvalidSignature', 'RoundsLengthMismatch', 'RoundsNoClaims', 'RoundsNoGenesisModel', 'RoundsNotCommitted', 'RoundsNotSlashable', 'RoundsParticipantNotActive', 'RoundsParticipantsNotSorted', 'RoundsPreviousRoundNotFinalized', 'RoundsResultsMissDirectCommitments', 'RoundsResultsNotCommitted', 'RoundsRewardsExceedBudget', 'RoundsRoundNotOpen', 'RoundsScoreOutOfRange', 'RoundsStatusOutOfRange', 'RoundsSubmissionCountMismatch', 'RoundsSubmissionsStillOpen', 'RoundsUnknownBatch', 'RoundsUnknownRound', 'StringTooLong'})
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
 
 
@@ -159,7 +159,7 @@ class UpdateCommitted(NamedTuple):
 
 class FederatedRoundsGateway(ContractGateway):
     CONTRACT_NAME = "FederatedRounds"
-    ABI_HASH = "d39fca83765e3f7155af59286070074b2994517df171272d2299d583d646f756"
+    ABI_HASH = "216374e91c4747f1cce6d51a28b343aba23a06f79cb20cbd0bda30d2ae61e68d"
     EVENT_CONVERTERS = {
         "CommitmentBatchPosted": "_to_commitment_batch_posted",
         "ContributionScored": "_to_contribution_scored",
@@ -265,6 +265,10 @@ class FederatedRoundsGateway(ContractGateway):
         raw = self._call("isInBatch", (round_id, batch_index, to_checksum_address(participant), content_hash, cid, proof), block)
         return raw
 
+    def is_slashable(self, status: int, *, block: Any = "latest") -> bool:
+        raw = self._call("isSlashable", (status,), block)
+        return raw
+
     def max_batch_entries(self, *, block: Any = "latest") -> int:
         raw = self._call("MAX_BATCH_ENTRIES", (), block)
         return raw
@@ -315,6 +319,13 @@ class FederatedRoundsGateway(ContractGateway):
 
     def score_one(self, *, block: Any = "latest") -> int:
         raw = self._call("SCORE_ONE", (), block)
+        return raw
+
+    def slash(self, round_id: int, participant: str, status: int, score: int, reward: int, reputation: int, proof: Sequence[bytes], *, sender: str) -> TxResult:
+        return self._transact("slash", (round_id, to_checksum_address(participant), status, score, reward, reputation, proof), sender)
+
+    def slashable_mask(self, *, block: Any = "latest") -> int:
+        raw = self._call("SLASHABLE_MASK", (), block)
         return raw
 
     def status_accepted(self, *, block: Any = "latest") -> int:

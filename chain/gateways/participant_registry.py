@@ -12,7 +12,7 @@ from chain.compiler import ARTIFACTS_DIR
 from chain.gateway import DEFAULT_LOG_WINDOW, ContractGateway, EventRecord
 from chain.transactor import Transactor, TxResult
 
-ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'RegistryAlreadyRegistered', 'RegistryAlreadySuspended', 'RegistryInvalidSignature', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryReputationOutOfRange', 'RegistrySignatureExpired', 'RegistryStaleReputation', 'StringTooLong'})
+ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'ReentrancyGuardReentrantCall', 'RegistryAlreadyRegistered', 'RegistryAlreadySlashed', 'RegistryAlreadySuspended', 'RegistryInvalidSignature', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryNothingToWithdraw', 'RegistryReputationOutOfRange', 'RegistryRoundNotSettled', 'RegistrySignatureExpired', 'RegistrySlashOutOfRange', 'RegistryStakeTooLow', 'RegistryStaleReputation', 'RegistryTransferFailed', 'RegistryWithdrawalLocked', 'RegistryWithdrawalNotRequested', 'RegistryWithdrawalPending', 'RegistryZeroDeposit', 'StringTooLong'})
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
 
 
@@ -31,6 +31,13 @@ class Participant(NamedTuple):
     reputation: int
     registered_at: int
     reputation_round: int
+
+
+class Stake(NamedTuple):
+    amount: int
+    slashed: int
+    withdrawal_requested_at: int
+    last_commit_round: int
 
 
 class EIP712DomainChanged(NamedTuple):
@@ -78,9 +85,40 @@ class RoleRevoked(NamedTuple):
     sender: str
 
 
+class RoundSettlementStarted(NamedTuple):
+    round_id: int
+    finalized_at: int
+
+
+class StakeDeposited(NamedTuple):
+    account: str
+    from_: str
+    amount: int
+    stake: int
+
+
+class StakeSlashed(NamedTuple):
+    account: str
+    round_id: int
+    status: int
+    stake_before: int
+    amount: int
+
+
+class StakeWithdrawn(NamedTuple):
+    account: str
+    amount: int
+
+
+class WithdrawalRequested(NamedTuple):
+    account: str
+    stake: int
+    requested_at: int
+
+
 class ParticipantRegistryGateway(ContractGateway):
     CONTRACT_NAME = "ParticipantRegistry"
-    ABI_HASH = "56824823c686daa3225ca7552efc953591f0abb8cc2fff51f41f2988e6ad2870"
+    ABI_HASH = "85a319f75fcbc90a715e4a5ff6686b0320d7b15c2017a4a4fac00b5331720ca3"
     EVENT_CONVERTERS = {
         "EIP712DomainChanged": "_to_eip712_domain_changed",
         "ParticipantRegistered": "_to_participant_registered",
@@ -90,20 +128,36 @@ class ParticipantRegistryGateway(ContractGateway):
         "RoleAdminChanged": "_to_role_admin_changed",
         "RoleGranted": "_to_role_granted",
         "RoleRevoked": "_to_role_revoked",
+        "RoundSettlementStarted": "_to_round_settlement_started",
+        "StakeDeposited": "_to_stake_deposited",
+        "StakeSlashed": "_to_stake_slashed",
+        "StakeWithdrawn": "_to_stake_withdrawn",
+        "WithdrawalRequested": "_to_withdrawal_requested",
     }
 
     @classmethod
-    def deploy(cls, transactor: Transactor, admin: str, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[ParticipantRegistryGateway, TxResult]:
+    def deploy(cls, transactor: Transactor, admin: str, min_stake: int, slash_ppm: int, withdrawal_delay: int, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[ParticipantRegistryGateway, TxResult]:
         """Deploy a new ParticipantRegistry from ``sender``."""
-        return cls._deploy(transactor, (to_checksum_address(admin),), sender, artifacts_dir)
+        return cls._deploy(transactor, (to_checksum_address(admin), min_stake, slash_ppm, withdrawal_delay), sender, artifacts_dir)
+
+    def can_commit(self, account: str, *, block: Any = "latest") -> bool:
+        raw = self._call("canCommit", (to_checksum_address(account),), block)
+        return raw
 
     def default_admin_role(self, *, block: Any = "latest") -> bytes:
         raw = self._call("DEFAULT_ADMIN_ROLE", (), block)
         return bytes(raw)
 
+    def deposit_stake(self, account: str, *, sender: str, value: int = 0) -> TxResult:
+        return self._transact("depositStake", (to_checksum_address(account),), sender, value=value)
+
     def eip712_domain(self, *, block: Any = "latest") -> Eip712DomainResult:
         raw = self._call("eip712Domain", (), block)
         return Eip712DomainResult(*raw)
+
+    def finalized_at(self, round_id: int, *, block: Any = "latest") -> int:
+        raw = self._call("finalizedAt", (round_id,), block)
+        return raw
 
     def get_role_admin(self, role: bytes, *, block: Any = "latest") -> bytes:
         raw = self._call("getRoleAdmin", (role,), block)
@@ -124,6 +178,20 @@ class ParticipantRegistryGateway(ContractGateway):
         raw = self._call("isActive", (to_checksum_address(account),), block)
         return raw
 
+    def is_slashed(self, account: str, round_id: int, *, block: Any = "latest") -> bool:
+        raw = self._call("isSlashed", (to_checksum_address(account), round_id), block)
+        return raw
+
+    def lock_for_round(self, account: str, round_id: int, *, sender: str) -> TxResult:
+        return self._transact("lockForRound", (to_checksum_address(account), round_id), sender)
+
+    def mark_round_finalized(self, round_id: int, *, sender: str) -> TxResult:
+        return self._transact("markRoundFinalized", (round_id,), sender)
+
+    def min_stake(self, *, block: Any = "latest") -> int:
+        raw = self._call("minStake", (), block)
+        return raw
+
     def operator_role(self, *, block: Any = "latest") -> bytes:
         raw = self._call("OPERATOR_ROLE", (), block)
         return bytes(raw)
@@ -136,11 +204,15 @@ class ParticipantRegistryGateway(ContractGateway):
         raw = self._call("participantOf", (to_checksum_address(account),), block)
         return Participant(*raw)
 
-    def register(self, *, sender: str) -> TxResult:
-        return self._transact("register", (), sender)
+    def ppm_one(self, *, block: Any = "latest") -> int:
+        raw = self._call("PPM_ONE", (), block)
+        return raw
 
-    def register_for(self, account: str, deadline: int, signature: bytes, *, sender: str) -> TxResult:
-        return self._transact("registerFor", (to_checksum_address(account), deadline, signature), sender)
+    def register(self, *, sender: str, value: int = 0) -> TxResult:
+        return self._transact("register", (), sender, value=value)
+
+    def register_for(self, account: str, deadline: int, signature: bytes, *, sender: str, value: int = 0) -> TxResult:
+        return self._transact("registerFor", (to_checksum_address(account), deadline, signature), sender, value=value)
 
     def registration_digest(self, account: str, deadline: int, *, block: Any = "latest") -> bytes:
         raw = self._call("registrationDigest", (to_checksum_address(account), deadline), block)
@@ -172,11 +244,29 @@ class ParticipantRegistryGateway(ContractGateway):
         raw = self._call("REPUTATION_WRITER_ROLE", (), block)
         return bytes(raw)
 
+    def request_withdrawal(self, *, sender: str) -> TxResult:
+        return self._transact("requestWithdrawal", (), sender)
+
     def revoke_role(self, role: bytes, account: str, *, sender: str) -> TxResult:
         return self._transact("revokeRole", (role, to_checksum_address(account)), sender)
 
     def set_reputation(self, account: str, round_id: int, value: int, *, sender: str) -> TxResult:
         return self._transact("setReputation", (to_checksum_address(account), round_id, value), sender)
+
+    def slash(self, account: str, round_id: int, status: int, *, sender: str) -> TxResult:
+        return self._transact("slash", (to_checksum_address(account), round_id, status), sender)
+
+    def slash_ppm(self, *, block: Any = "latest") -> int:
+        raw = self._call("slashPpm", (), block)
+        return raw
+
+    def slasher_role(self, *, block: Any = "latest") -> bytes:
+        raw = self._call("SLASHER_ROLE", (), block)
+        return bytes(raw)
+
+    def stake_of(self, account: str, *, block: Any = "latest") -> Stake:
+        raw = self._call("stakeOf", (to_checksum_address(account),), block)
+        return Stake(*raw)
 
     def status_of(self, account: str, *, block: Any = "latest") -> int:
         raw = self._call("statusOf", (to_checksum_address(account),), block)
@@ -188,6 +278,25 @@ class ParticipantRegistryGateway(ContractGateway):
 
     def suspend(self, account: str, reason: bytes, *, sender: str) -> TxResult:
         return self._transact("suspend", (to_checksum_address(account), reason), sender)
+
+    def total_burned(self, *, block: Any = "latest") -> int:
+        raw = self._call("totalBurned", (), block)
+        return raw
+
+    def total_staked(self, *, block: Any = "latest") -> int:
+        raw = self._call("totalStaked", (), block)
+        return raw
+
+    def withdraw(self, *, sender: str) -> TxResult:
+        return self._transact("withdraw", (), sender)
+
+    def withdrawal_delay(self, *, block: Any = "latest") -> int:
+        raw = self._call("withdrawalDelay", (), block)
+        return raw
+
+    def withdrawal_unlock_time(self, account: str, *, block: Any = "latest") -> int:
+        raw = self._call("withdrawalUnlockTime", (to_checksum_address(account),), block)
+        return raw
 
     @staticmethod
     def _to_eip712_domain_changed(a: dict[str, Any]) -> EIP712DomainChanged:
@@ -284,3 +393,63 @@ class ParticipantRegistryGateway(ContractGateway):
 
     def role_revoked_in(self, result: TxResult) -> list[RoleRevoked]:
         return self._decode_receipt("RoleRevoked", result, self._to_role_revoked)
+
+    @staticmethod
+    def _to_round_settlement_started(a: dict[str, Any]) -> RoundSettlementStarted:
+        return RoundSettlementStarted(a['roundId'], a['finalizedAt'])
+
+    def round_settlement_started_events(
+        self, *, from_block: int, to_block: int | str = "latest", round_id: int | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[RoundSettlementStarted]]:
+        return self._events("RoundSettlementStarted", self._to_round_settlement_started, from_block, to_block, {"roundId": round_id}, window)
+
+    def round_settlement_started_in(self, result: TxResult) -> list[RoundSettlementStarted]:
+        return self._decode_receipt("RoundSettlementStarted", result, self._to_round_settlement_started)
+
+    @staticmethod
+    def _to_stake_deposited(a: dict[str, Any]) -> StakeDeposited:
+        return StakeDeposited(to_checksum_address(a['account']), to_checksum_address(a['from']), a['amount'], a['stake'])
+
+    def stake_deposited_events(
+        self, *, from_block: int, to_block: int | str = "latest", account: str | None = None, from_: str | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[StakeDeposited]]:
+        return self._events("StakeDeposited", self._to_stake_deposited, from_block, to_block, {"account": account, "from": from_}, window)
+
+    def stake_deposited_in(self, result: TxResult) -> list[StakeDeposited]:
+        return self._decode_receipt("StakeDeposited", result, self._to_stake_deposited)
+
+    @staticmethod
+    def _to_stake_slashed(a: dict[str, Any]) -> StakeSlashed:
+        return StakeSlashed(to_checksum_address(a['account']), a['roundId'], a['status'], a['stakeBefore'], a['amount'])
+
+    def stake_slashed_events(
+        self, *, from_block: int, to_block: int | str = "latest", account: str | None = None, round_id: int | None = None, status: int | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[StakeSlashed]]:
+        return self._events("StakeSlashed", self._to_stake_slashed, from_block, to_block, {"account": account, "roundId": round_id, "status": status}, window)
+
+    def stake_slashed_in(self, result: TxResult) -> list[StakeSlashed]:
+        return self._decode_receipt("StakeSlashed", result, self._to_stake_slashed)
+
+    @staticmethod
+    def _to_stake_withdrawn(a: dict[str, Any]) -> StakeWithdrawn:
+        return StakeWithdrawn(to_checksum_address(a['account']), a['amount'])
+
+    def stake_withdrawn_events(
+        self, *, from_block: int, to_block: int | str = "latest", account: str | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[StakeWithdrawn]]:
+        return self._events("StakeWithdrawn", self._to_stake_withdrawn, from_block, to_block, {"account": account}, window)
+
+    def stake_withdrawn_in(self, result: TxResult) -> list[StakeWithdrawn]:
+        return self._decode_receipt("StakeWithdrawn", result, self._to_stake_withdrawn)
+
+    @staticmethod
+    def _to_withdrawal_requested(a: dict[str, Any]) -> WithdrawalRequested:
+        return WithdrawalRequested(to_checksum_address(a['account']), a['stake'], a['requestedAt'])
+
+    def withdrawal_requested_events(
+        self, *, from_block: int, to_block: int | str = "latest", account: str | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[WithdrawalRequested]]:
+        return self._events("WithdrawalRequested", self._to_withdrawal_requested, from_block, to_block, {"account": account}, window)
+
+    def withdrawal_requested_in(self, result: TxResult) -> list[WithdrawalRequested]:
+        return self._decode_receipt("WithdrawalRequested", result, self._to_withdrawal_requested)

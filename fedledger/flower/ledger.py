@@ -175,8 +175,9 @@ class FlowerLedger:
                 reg = registration_typed_data(t.chain_id, t.registry_address, u.participant, u.registration_deadline)
                 if recover_signer(reg, u.registration_signature) != u.participant:
                     return RelayFailure(u.participant, "the registration is not signed by the participant")
+                # The operator (the federation's sponsor) pays each identity's stake: Flower clients hold no ether.
                 tx = d.registry.register_for(u.participant, u.registration_deadline, u.registration_signature,
-                                             sender=self.operator.address)
+                                             sender=self.operator.address, value=d.registry.min_stake())
                 record.gas["register"] += tx.gas_used
             ref = self.stack.store.put(u.update)
             if ref.uri != u.uri:

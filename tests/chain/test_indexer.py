@@ -11,13 +11,13 @@ from chain.indexer import EventIndexer
 
 def register_some(env, n: int) -> None:  # type: ignore[no-untyped-def]
     for p in env.participants[:n]:
-        env.deployment.registry.register(sender=p)
+        env.deployment.registry.register(sender=p, value=env.deployment.registry.min_stake())
 
 
 def test_incremental_indexing_equals_a_rebuild_from_the_deployment_block(chain_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     incremental = EventIndexer(chain_env.deployment, tmp_path / "inc.sqlite")
     for p in chain_env.participants:
-        chain_env.deployment.registry.register(sender=p)
+        chain_env.deployment.registry.register(sender=p, value=chain_env.deployment.registry.min_stake())
         incremental.sync()
     incremental.sync()
     rebuilt = EventIndexer(chain_env.deployment, tmp_path / "rebuilt.sqlite", window=3)
@@ -45,12 +45,12 @@ def test_a_reorg_is_detected_rewound_and_reindexed(chain_env, tmp_path: Path) ->
     index.sync()
     fork_point = chain_env.w3.eth.block_number
     snapshot = tester.take_snapshot()
-    chain_env.deployment.registry.register(sender=chain_env.participants[1])  # will be orphaned
+    chain_env.deployment.registry.register(sender=chain_env.participants[1], value=chain_env.deployment.registry.min_stake())  # will be orphaned
     index.sync()
     assert len(index.events("ParticipantRegistered")) == 2
     tester.revert_to_snapshot(snapshot)  # the chain forgets that block...
     chain_env.transactor._nonces.clear()
-    chain_env.deployment.registry.register(sender=chain_env.participants[2])  # ...and grows another branch
+    chain_env.deployment.registry.register(sender=chain_env.participants[2], value=chain_env.deployment.registry.min_stake())  # ...and grows another branch
     tester.mine_blocks(1)
     result = index.sync()
     assert result.rewound_to is not None and result.rewound_to <= fork_point

@@ -212,7 +212,7 @@ def deployed(chain_env_factory) -> Iterator[tuple[Env, int]]:
     env = chain_env_factory()
     w3, deployment = env.w3, env.deployment
     for p in env.participants:
-        deployment.registry.register(sender=p)
+        deployment.registry.register(sender=p, value=deployment.registry.min_stake())
     deployment.rounds.publish_genesis(*GENESIS, sender=env.operator)
     advance_time(w3, 3600)
     yield env, w3.provider.ethereum_tester.take_snapshot()  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ REASON = b"byzantine".ljust(32, b"\0")
 @pytest.fixture
 def env(chain_env):
     """The deployment with participants[0] registered."""
-    chain_env.deployment.registry.register(sender=chain_env.participants[0])
+    chain_env.deployment.registry.register(sender=chain_env.participants[0], value=chain_env.deployment.registry.min_stake())
     return chain_env
 
 
@@ -48,7 +48,7 @@ def test_self_registration_emits_event_and_records_an_active_participant(chain_e
     registry, p = chain_env.deployment.registry, chain_env.participants[2]
     assert registry.status_of(p) == NONE and registry.participant_count() == 0
 
-    result = registry.register(sender=p)
+    result = registry.register(sender=p, value=registry.min_stake())
 
     assert registry.participant_registered_in(result) == [ParticipantRegistered(p, INITIAL_REPUTATION)]
     block_time = chain_env.w3.eth.get_block(result.block_number)["timestamp"]
@@ -62,7 +62,7 @@ def test_self_registration_emits_event_and_records_an_active_participant(chain_e
 def test_double_registration_reverts(env, reverts) -> None:
     p = env.participants[0]
     with reverts("RegistryAlreadyRegistered", account=p):
-        env.deployment.registry.register(sender=p)
+        env.deployment.registry.register(sender=p, value=env.deployment.registry.min_stake())
     assert env.deployment.registry.participant_count() == 1
 
 

@@ -167,7 +167,7 @@ def relay(env, participant: str, round_id: int, content_hash: bytes, cid: str, s
 def env(chain_env):
     """All four participants registered; the chain clock moved an hour past the wall clock (see next_block_time)."""
     for p in chain_env.participants:
-        chain_env.deployment.registry.register(sender=p)
+        chain_env.deployment.registry.register(sender=p, value=chain_env.deployment.registry.min_stake())
     advance_time(chain_env.w3, 3600)
     return chain_env
 
