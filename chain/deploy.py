@@ -33,7 +33,7 @@ class Manifest:
     network: str = "embedded"
     endpoints: dict[str, str] = field(default_factory=dict)
     version: int = MANIFEST_VERSION
-    stake: dict[str, int] = field(default_factory=dict)  # StakeParams.to_manifest(): minStake, slashPpm, withdrawalDelay
+    stake: dict[str, int] = field(default_factory=dict)  # StakeParams.to_manifest()
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,10 @@ def embedded_stack(state_dir: Path, *, seed: int) -> Stack:
     transactor = embedded_transactor(embedded_web3())
     wallets = devnet_wallets(transactor, seed, list(ROLE_LABELS))
     deployment = deploy_all(
-        transactor, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"],
+        transactor,
+        admin=wallets["admin"],
+        operator=wallets["operator"],
+        aggregator=wallets["aggregator"],
         stake=default_stake_params(),
     )
     deployment.manifest.write(state_dir / "manifest.json")

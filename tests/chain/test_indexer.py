@@ -45,12 +45,13 @@ def test_a_reorg_is_detected_rewound_and_reindexed(chain_env, tmp_path: Path) ->
     index.sync()
     fork_point = chain_env.w3.eth.block_number
     snapshot = tester.take_snapshot()
-    chain_env.deployment.registry.register(sender=chain_env.participants[1], value=chain_env.deployment.registry.min_stake())  # will be orphaned
+    registry = chain_env.deployment.registry
+    registry.register(sender=chain_env.participants[1], value=registry.min_stake())  # will be orphaned
     index.sync()
     assert len(index.events("ParticipantRegistered")) == 2
     tester.revert_to_snapshot(snapshot)  # the chain forgets that block...
     chain_env.transactor._nonces.clear()
-    chain_env.deployment.registry.register(sender=chain_env.participants[2], value=chain_env.deployment.registry.min_stake())  # ...and grows another branch
+    registry.register(sender=chain_env.participants[2], value=registry.min_stake())  # ...and grows another branch
     tester.mine_blocks(1)
     result = index.sync()
     assert result.rewound_to is not None and result.rewound_to <= fork_point

@@ -24,7 +24,8 @@ REASON = b"byzantine".ljust(32, b"\0")
 @pytest.fixture
 def env(chain_env):
     """The deployment with participants[0] registered."""
-    chain_env.deployment.registry.register(sender=chain_env.participants[0], value=chain_env.deployment.registry.min_stake())
+    registry = chain_env.deployment.registry
+    registry.register(sender=chain_env.participants[0], value=registry.min_stake())
     return chain_env
 
 
