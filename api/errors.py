@@ -26,6 +26,8 @@ from fedledger.service import (
     RelayNotBatched,
     ResultsNotCommitted,
     RoundNotOpen,
+    SponsorFundsExhausted,
+    StakeInsufficient,
 )
 from storage import BlobIntegrityError, BlobNotFound, StorageError, StorageUnavailable
 from trainer.errors import RuleError, UpdateRejected
@@ -64,6 +66,15 @@ REVERT_STATUS = {
     "RoundsResultsMissDirectCommitments": 409,
     "RoundsAcceptedExceedEntries": 409,
     "RegistryStaleReputation": 409,
+    "RegistryStakeTooLow": 403,  # committing (or registering) with less than the minimum stake
+    "RegistryWithdrawalPending": 403,
+    "RegistryWithdrawalLocked": 409,
+    "RegistryRoundNotSettled": 409,
+    "RegistryWithdrawalNotRequested": 409,
+    "RegistryNothingToWithdraw": 409,
+    "RegistryZeroDeposit": 400,
+    "RegistryAlreadySlashed": 409,
+    "RoundsNotSlashable": 409,
 }
 
 # Typed errors of fedledger.service (and below) -> (status, error name in the answer).
@@ -71,6 +82,8 @@ DOMAIN_STATUS: dict[type[Exception], tuple[int, str]] = {
     DuplicateCommitment: (409, "DuplicateCommitment"),
     RoundNotOpen: (409, "RoundNotOpen"),
     ParticipantNotActive: (403, "ParticipantNotActive"),
+    StakeInsufficient: (403, "StakeInsufficient"),
+    SponsorFundsExhausted: (503, "SponsorFundsExhausted"),
     RelayNotBatched: (409, "RelayNotBatched"),
     NothingToClaim: (404, "NothingToClaim"),
     AlreadyClaimed: (409, "AlreadyClaimed"),

@@ -12,6 +12,11 @@ recovers to its participant ("batches"); the result list hashes to what was comm
 has the committed size and accepted count, covers exactly the round's committers, and its rewards sum to the
 committed total within the budget ("results");
 reputation follows from the state the earlier rounds proved; every claim matches its leaf ("claims").
+
+Stake ("slashes"): the round's StakeSlashed events are exactly one per committed verdict whose status is slashable
+(trainer/incentives.py SLASHABLE), with that status, each burning ``slashed(stake before, status, slashPpm)`` of the
+registry's own slashPpm; nobody else was slashed for the round. For a Merkle round a missing slash means nobody sent
+the proof (the aggregator does, right after committing); it fails the check too.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from fedledger.settlement import ReputationLedger, committed_set, evaluate_commi
 from storage import BlobStore, StorageError
 from trainer.aggregation import evaluate_round, flatten, unflatten
 from trainer.errors import RuleError, UpdateRejected
-from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
+from trainer.incentives import INITIAL_REPUTATION, SLASHABLE, next_reputation, reward_split, slashed, weight
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import content_hash, serialize
 
@@ -203,7 +208,34 @@ class Auditor:
             self._check_merkle_incentives(audit, rec, results)
         else:
             self._check_incentives(audit, rec, rule)
+        self._check_slashes(audit, rec)
         return audit
+
+    def _check_slashes(self, audit: RoundAudit, rec: RoundRecord) -> None:
+        """One slash per slashable verdict, by the rule's amount; no other slash for the round."""
+        ppm = self.history.d.registry.slash_ppm()
+        verdicts = {s.participant: s.status for s in rec.scored}
+        events = self.history.events("StakeSlashed", round_id=rec.round_id)
+        problems = []
+        seen: set[str] = set()
+        for e in events:
+            a = e.args
+            if a.account in seen:
+                problems.append(f"{a.account}: slashed twice for the round")
+            seen.add(a.account)
+            status = verdicts.get(a.account)
+            if status is None:
+                problems.append(f"{a.account}: slashed {a.amount} but has no verdict in the round")
+            elif status != a.status or status not in SLASHABLE:
+                problems.append(f"{a.account}: slashed as {_status_name(a.status)}, verdict {_status_name(status)}")
+            if a.amount != slashed(a.stake_before, a.status, ppm):
+                problems.append(f"{a.account}: slashed {a.amount} of {a.stake_before}, the rule gives "
+                                f"{slashed(a.stake_before, a.status, ppm)} ({ppm} ppm)")
+        missing = sorted(p for p, st in verdicts.items() if st in SLASHABLE and p not in seen)
+        if missing:
+            problems.append(f"slashable verdicts never slashed: {missing[:5]}" + (" (+more)" if len(missing) > 5 else ""))
+        burned = sum(e.args.amount for e in events)
+        audit.add("slashes", problems, f"{len(events)} slashed, {burned} wei burned at {ppm} ppm")
 
     def _check_merkle_lists(self, audit: RoundAudit, rec: RoundRecord) -> ResultList | None:
         """The batches and the result list of a Merkle-finalized round; fills ``rec.commitments`` with the round's

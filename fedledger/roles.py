@@ -32,6 +32,7 @@ from fedledger.settlement import (
 from storage import BlobIntegrityError, BlobNotFound, BlobRef, BlobStore
 from trainer.aggregation import RoundOutcome, Submission, evaluate_round
 from trainer.model import ModelSpec, Params
+from trainer.incentives import SLASHABLE
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import deserialize, serialize
 
@@ -254,9 +255,22 @@ class MerkleAggregator(Aggregator):
         failpoint("aggregator:after-receipt")
         return list_ref, tx
 
+    def slash(self, round_id: int, results: ResultList) -> list[TxResult]:
+        """Prove every slashable verdict of a committed result list to ``FederatedRounds.slash`` (anyone may; the
+        aggregator does it right after committing, well within the registry's withdrawal delay). Verdicts already
+        slashed are skipped, so a retry after a crash sends only what is missing."""
+        d = self.deployment
+        sent = []
+        for e in results.entries:
+            if e.status in SLASHABLE and not d.registry.is_slashed(e.participant, round_id):
+                sent.append(d.rounds.slash(round_id, e.participant, e.status, e.score, e.reward, e.reputation,
+                                           results.proof(e.participant), sender=self.address))
+        return sent
+
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
         prepared = self.prepare(round_id)
         _, tx = self.commit(prepared)
+        self.slash(round_id, prepared.results)
         return prepared.outcome, prepared.new_ref, tx
 
 

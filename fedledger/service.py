@@ -71,6 +71,7 @@ from trainer.serialization import deserialize
 log = logging.getLogger(__name__)
 
 REGISTRATION_TTL_S = 3600
+SPONSOR_GAS_RESERVE_WEI = 10**16  # what the operator keeps for the gas of the registration it sponsors
 SETTLEMENTS = ("legacy", "merkle")
 RELAY_MODES = ("direct", "batched")
 MAX_BATCH_SIZE = 10_000  # FederatedRounds.MAX_BATCH_ENTRIES
@@ -100,6 +101,24 @@ class ParticipantNotActive(Exception):
         state = REGISTRY_STATES[status] if 0 <= status < len(REGISTRY_STATES) else str(status)
         super().__init__(f"{participant} is not an active participant (registry status: {state}); register first")
         self.participant = participant
+
+
+class StakeInsufficient(Exception):
+    """A participant that cannot commit for its stake: below the registry's minimum, or a withdrawal pending."""
+
+    def __init__(self, participant: str, stake: int, min_stake: int, withdrawal_requested_at: int) -> None:
+        why = (f"a withdrawal is pending since {withdrawal_requested_at} (unix time)" if withdrawal_requested_at
+               else f"its stake {stake} wei is below the minimum {min_stake} wei: top it up (depositStake)")
+        super().__init__(f"{participant} cannot commit: {why}")
+        self.participant = participant
+
+
+class SponsorFundsExhausted(Exception):
+    """The operator, which pays the stake of every identity registered through the API, cannot pay another."""
+
+    def __init__(self, operator: str, balance: int, min_stake: int) -> None:
+        super().__init__(f"the operator {operator} holds {balance} wei and cannot sponsor another stake of "
+                         f"{min_stake} wei; register with your own transaction (ParticipantRegistry.register, payable)")
 
 
 class RelayFailed(Exception):
@@ -195,6 +214,7 @@ class Platform:
     _lists: OrderedDict[tuple[str, str], Any] = field(default_factory=OrderedDict, init=False, repr=False)
     _lists_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _reconciled: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    _slashes_done: set[int] = field(default_factory=set, init=False, repr=False)  # Merkle rounds whose proofs are in
     last_audit: AuditRun | None = field(default=None, init=False, repr=False)
 
     LIST_CACHE = 256  # parsed batch / result lists kept (immutable: keyed by their sha256)
@@ -331,8 +351,16 @@ class Platform:
         recovered = recover_typed(typed, signature)
         if recovered != address:
             raise InvalidSignature(f"signature recovers to {recovered}, not {address}")
-        result = self.d.registry.register_for(address, deadline, signature, sender=self.stack.operator)
-        return {"address": address, "tx_hash": result.tx_hash, "block": result.block_number}
+        # The operator sponsors the stake of API registrations (the participant needs no ether); the stake is still
+        # locked per identity and slashed like any other, so the sponsor, not the platform, pays for sybils it lets in.
+        registry, operator = self.d.registry, self.stack.operator
+        stake = registry.min_stake()
+        funds = int(self.stack.transactor.w3.eth.get_balance(operator))
+        if funds < stake + SPONSOR_GAS_RESERVE_WEI:
+            raise SponsorFundsExhausted(operator, funds, stake)
+        result = registry.register_for(address, deadline, signature, sender=operator, value=stake)
+        return {"address": address, "tx_hash": result.tx_hash, "block": result.block_number, "stake": str(stake),
+                "stake_paid_by": operator}
 
     def participant(self, *, address: str) -> dict[str, Any]:
         """Status, reputation, balance and every round joined: directly, through a batch, or still queued with the
@@ -368,6 +396,7 @@ class Platform:
             hit = results.entry(address) if results else None
             if hit is not None:
                 merkle[e["args"]["round_id"]] = hit
+        slashes = {e["args"]["round_id"]: e["args"] for e in index.events("StakeSlashed", account=address)}
         unclaimed = 0
         history = []
         for rid in sorted(rows):
@@ -384,7 +413,8 @@ class Platform:
                     unclaimed += m.reward
             else:
                 verdict = {"status": None, "score": None, "reward": None, "reputation_after": None, "claimed": None}
-            history.append({**row, **verdict})
+            slash = slashes.get(rid)
+            history.append({**row, **verdict, "slashed": str(slash["amount"]) if slash else None})
         return {
             "address": address,
             "status": REGISTRY_STATES[info.status],
@@ -392,8 +422,25 @@ class Platform:
             "registered_at": info.registered_at,
             "balance": str(self.d.token.balance_of(address)),
             "unclaimed": str(unclaimed),
+            "stake": self.stake_view(address),
             "rounds": history,
         }
+
+    def stake_view(self, address: str) -> dict[str, Any]:
+        """An identity's stake (wei, as strings), what slashing burned of it, and its withdrawal state."""
+        registry = self.d.registry
+        s = registry.stake_of(address)
+        unlock = registry.withdrawal_unlock_time(address)
+        if not s.withdrawal_requested_at:
+            withdrawal = "none"
+        elif unlock == 0:
+            withdrawal = f"waiting for round {s.last_commit_round} to be finalized"
+        else:
+            withdrawal = "withdrawable" if self.now() >= unlock else "pending"
+        return {"amount": str(s.amount), "slashed": str(s.slashed), "min_stake": str(registry.min_stake()),
+                "can_commit": registry.can_commit(address), "withdrawal": withdrawal,
+                "withdrawal_requested_at": s.withdrawal_requested_at or None, "withdrawal_unlocks_at": unlock or None,
+                "last_commit_round": s.last_commit_round}
 
     # ------------------------------------------------------------------ blobs
 
@@ -451,6 +498,9 @@ class Platform:
         status = self.d.registry.status_of(participant)
         if status != 1:
             raise ParticipantNotActive(participant, status)
+        if not self.d.registry.can_commit(participant):  # what commitUpdate checks; batches are not checked on chain
+            s = self.d.registry.stake_of(participant)
+            raise StakeInsufficient(participant, s.amount, self.d.registry.min_stake(), s.withdrawal_requested_at)
         if rounds.commitment_of(round_id, participant) != bytes(32):
             raise DuplicateCommitment(round_id, participant, "committed on chain")
         queue = self._require_queue()
@@ -927,6 +977,7 @@ class Platform:
         prepared = aggregator.prepare(round_id)
         list_ref, tx = aggregator.commit(prepared)
         r = prepared.results
+        slashes = aggregator.slash(round_id, r)
         return {
             **self._outcome_json(round_id, prepared.outcome, prepared.new_ref, tx.tx_hash),
             "settlement": "merkle",
@@ -935,6 +986,8 @@ class Platform:
                         "rewards": {e.participant: str(e.reward) for e in r.entries}},
             "batched": prepared.committed.batched,
             "problems": prepared.committed.problems,
+            "slashes": [{"participant": s.account, "status": _status_name(s.status), "amount": str(s.amount),
+                         "tx_hash": t.tx_hash} for t in slashes for s in self.d.registry.stake_slashed_in(t)],
         }
 
     def suspend(self, *, address: str, reason: str) -> dict[str, Any]:
@@ -950,6 +1003,8 @@ class Platform:
         if count == 0:
             return []
         info = self.d.rounds.get_round(count)
+        if info.state == 3 and self.settlement == "merkle" and count not in self._slashes_done:
+            self._slash_missing(count)  # a crash between the results root and its slash proofs
         if not (info.state == 2 or (info.state == 1 and self.now() > info.deadline)):
             return []
         in_flight = self.in_flight(self.stack.aggregator)
@@ -966,6 +1021,18 @@ class Platform:
             log.info("round %d was finalized by another transaction: %s", count, exc)  # another aggregator won
             return []
         return [count]
+
+    def _slash_missing(self, round_id: int) -> None:
+        """Send the slash proofs of a Merkle-finalized round that are not on chain yet (MerkleAggregator.slash)."""
+        aggregator = MerkleAggregator(self.d, self.stack.store, self.stack.aggregator)
+        record = aggregator.history.round(round_id)
+        if self.in_flight(self.stack.aggregator):
+            return  # a slash proof of an earlier pass may still be in the mempool: look again next pass
+        if record.results is not None:
+            sent = aggregator.slash(round_id, load_results(self.stack.store, record))
+            if sent:
+                log.info("round %d: sent %d missing slash proof(s)", round_id, len(sent))
+        self._slashes_done.add(round_id)
 
     def in_flight(self, address: str) -> int:
         """How many of ``address``'s transactions the node has accepted but not mined."""
