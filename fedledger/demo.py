@@ -6,6 +6,11 @@
 
 Participants with even index commit by their own transaction; odd ones sign an EIP-712 commitment that the
 operator relays (the contract checks the signature). The audit at the end reads only the chain and the blob store.
+
+Every participant stakes the registry's minimum (1 devnet ether) at registration. A slashable rejection burns 10 %
+of its stake, which leaves it below the minimum: before its next commitment it tops the stake up again (an attacker
+that wants to keep attacking pays; so would an honest participant wrongly rejected). The summary reports the stake
+burned per attacker and per honest identity and what each earned.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from trainer.rules import RuleConfig, Status
 from trainer.simulation import FederationConfig, local_seed, simulate
 
 TOKEN_UNIT = 10**18
+ETHER = 10**18
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class RoundRow:
     minted: int
     gas: int
     attacker_rewards: int
+    attacker_slashed: int = 0  # wei of attackers' stake this round's verdicts burned
+    honest_slashed: int = 0
     model_hash: bytes = b""  # the new global model's sha256 (what the accuracy was measured on)
 
 
@@ -121,6 +129,18 @@ class Consortium:
         self.trigger: Trigger = make_trigger(cfg.dataset, self.data.x_train, self.data.num_classes)
         self._last_base: Params | None = None  # the previous round's base: the stale free-rider resends base - it
         self.latest_params: Params | None = None  # the global model after the last round played
+        self.topped_up: dict[str, int] = {c.address: 0 for c in self.clients}  # wei added after slashes
+
+    def top_up(self) -> int:
+        """Participants whose stake a slash took below the minimum stake it up again. Returns the gas used."""
+        registry, gas = self.deployment.registry, 0
+        minimum = registry.min_stake()
+        for c in self.clients:
+            s = registry.stake_of(c.address)
+            if s.withdrawal_requested_at == 0 and s.amount < minimum:
+                gas += c.deposit_stake(minimum - s.amount).gas_used
+                self.topped_up[c.address] += minimum - s.amount
+        return gas
 
     def enroll(self) -> int:
         """Participants register their wallets (unless already registered: a devnet deployment outlives a demo);
@@ -240,6 +260,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
 
     minted = sum(r.minted for r in rows)
     attacker_minted = sum(r.attacker_rewards for r in rows)
+    n_att, n_hon = cfg.byzantine, cfg.participants - cfg.byzantine
     summary: dict[str, Any] = {
         "final_accuracy": rows[-1].accuracy,
         "attacker_reward_share": attacker_minted / minted if minted else 0.0,
@@ -257,6 +278,16 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "alpha": cfg.alpha,
         "seed": cfg.seed,
         "tokens_minted": minted / TOKEN_UNIT,
+        # Stake (native devnet ether): every identity locks min_stake; sybils lock one each.
+        "min_stake_eth": d.registry.min_stake() / ETHER,
+        "slash_ppm": d.registry.slash_ppm(),
+        "stake_locked_by_attackers_eth": n_att * d.registry.min_stake() / ETHER,
+        "attacker_stake_lost_eth": sum(r.attacker_slashed for r in rows) / ETHER,
+        "honest_stake_lost_eth": sum(r.honest_slashed for r in rows) / ETHER,
+        "attacker_stake_lost_per_identity_eth": sum(r.attacker_slashed for r in rows) / n_att / ETHER if n_att else None,
+        "honest_stake_lost_per_identity_eth": sum(r.honest_slashed for r in rows) / n_hon / ETHER if n_hon else None,
+        "attacker_reward_per_identity_fed": attacker_minted / n_att / TOKEN_UNIT if n_att else None,
+        "honest_reward_per_identity_fed": (minted - attacker_minted) / n_hon / TOKEN_UNIT if n_hon else None,
         "gas_used_total": gas_total,
         "stack": stack.name,
         "manifest": str(cfg.devnet.manifest_path if cfg.stack == "devnet" else state_dir / "manifest.json"),
@@ -272,7 +303,7 @@ def submit_updates(world: Consortium, round_id: int, on_stage: Callable[[str], N
     """Every participant fetches the global model (hash-checked against the chain), trains, uploads its update
     and commits it: even indices by their own transaction, odd ones by an EIP-712 signature the operator relays.
     Returns the gas used."""
-    gas = 0
+    gas = world.top_up()
     on_stage(f"round {round_id}: training")
     updates = world.round_updates([client.fetch_global_model() for client in world.clients], round_id)
     for i, (client, update) in enumerate(zip(world.clients, updates, strict=True)):
@@ -295,6 +326,7 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
     gas += fin_tx.gas_used
     world.latest_params = outcome.new_params
     scored = d.rounds.contribution_scored_in(fin_tx)
+    slashes = d.registry.stake_slashed_in(fin_tx)
     (finalized,) = d.rounds.round_finalized_in(fin_tx)
     row = RoundRow(
         round_id=round_id,
@@ -304,6 +336,8 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
         minted=finalized.minted,
         gas=gas,
         attacker_rewards=sum(s.reward for s in scored if s.participant in world.byzantine),
+        attacker_slashed=sum(s.amount for s in slashes if s.account in world.byzantine),
+        honest_slashed=sum(s.amount for s in slashes if s.account not in world.byzantine),
         model_hash=new_ref.content_hash,
     )
     return row, outcome.verdicts
@@ -317,12 +351,14 @@ def clean_reference_accuracy(cfg: DemoConfig) -> float:
 
 def _print_rounds(console: Console, rows: list[RoundRow]) -> None:
     table = Table(title="rounds", title_justify="left")
-    for col in ("round", "test acc", "accepted", "rejected", "FED minted", "to attackers", "gas used"):
+    for col in ("round", "test acc", "accepted", "rejected", "FED minted", "to attackers", "ETH slashed att/hon",
+                "gas used"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
             str(r.round_id), f"{r.accuracy:.4f}", str(r.accepted), str(r.rejected), f"{r.minted / TOKEN_UNIT:.2f}",
-            f"{r.attacker_rewards / TOKEN_UNIT:.2f}", f"{r.gas:,}",
+            f"{r.attacker_rewards / TOKEN_UNIT:.2f}", f"{r.attacker_slashed / ETHER:.2f}/{r.honest_slashed / ETHER:.2f}",
+            f"{r.gas:,}",
         )
     console.print(table)
 

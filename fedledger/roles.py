@@ -243,7 +243,8 @@ class MerkleAggregator(Aggregator):
         return PreparedResults(round_id, outcome, new_ref, results, committed)
 
     def commit(self, prepared: PreparedResults) -> tuple[BlobRef, TxResult]:
-        """Store the result list and commit its root. (Tests pass altered lists here to exercise the audit.)"""
+        """Store the result list, commit its root, then prove its slashable verdicts (``slash``). (Tests pass
+        altered lists here to exercise the audit.)"""
         results = prepared.results
         list_ref = self.store.put(results.canonical_bytes())
         failpoint("aggregator:after-store")
@@ -253,6 +254,7 @@ class MerkleAggregator(Aggregator):
             sender=self.address,
         )
         failpoint("aggregator:after-receipt")
+        self.slash(prepared.round_id, results)
         return list_ref, tx
 
     def slash(self, round_id: int, results: ResultList) -> list[TxResult]:
@@ -270,7 +272,6 @@ class MerkleAggregator(Aggregator):
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
         prepared = self.prepare(round_id)
         _, tx = self.commit(prepared)
-        self.slash(round_id, prepared.results)
         return prepared.outcome, prepared.new_ref, tx
 
 

@@ -977,7 +977,7 @@ class Platform:
         prepared = aggregator.prepare(round_id)
         list_ref, tx = aggregator.commit(prepared)
         r = prepared.results
-        slashes = aggregator.slash(round_id, r)
+        slashes = aggregator.history.events("StakeSlashed", round_id=round_id)  # commit() proved them
         return {
             **self._outcome_json(round_id, prepared.outcome, prepared.new_ref, tx.tx_hash),
             "settlement": "merkle",
@@ -986,8 +986,8 @@ class Platform:
                         "rewards": {e.participant: str(e.reward) for e in r.entries}},
             "batched": prepared.committed.batched,
             "problems": prepared.committed.problems,
-            "slashes": [{"participant": s.account, "status": _status_name(s.status), "amount": str(s.amount),
-                         "tx_hash": t.tx_hash} for t in slashes for s in self.d.registry.stake_slashed_in(t)],
+            "slashes": [{"participant": e.args.account, "status": _status_name(e.args.status),
+                         "amount": str(e.args.amount), "tx_hash": e.tx_hash} for e in slashes],
         }
 
     def suspend(self, *, address: str, reason: str) -> dict[str, Any]:

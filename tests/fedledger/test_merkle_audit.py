@@ -42,7 +42,7 @@ RELAYED = (5,)  # one signature relayed by commitUpdateSigned (an UpdateCommitte
 LATE = (6,)  # trained and signed, but committed only where a test says so
 Tamper = Callable[[str], None]  # flips a byte of the stored blob at a URI
 MERKLE_CHECKS = ["rule", "lineage", "base", "batches", "results", "blobs", "scores", "decisions", "aggregate",
-                 "rewards", "claims"]
+                 "rewards", "claims", "slashes"]
 
 
 @dataclass
@@ -197,6 +197,12 @@ def test_an_honest_merkle_round_verifies_and_claims_pay_exactly_the_listed_rewar
         p: (listed[p].reward if p in claimers else 0) for p in listed
     }
     assert token.balance_of(attacker) == 0
+
+    registry = world.deployment.registry
+    assert registry.stake_slashed_events(from_block=0) != []  # the aggregator proved the attacker's verdict
+    assert [e.args.account for e in registry.stake_slashed_events(from_block=0)] == [attacker]
+    assert registry.stake_of(attacker).slashed == registry.min_stake() // 10
+    assert all(registry.stake_of(p).slashed == 0 for p in honest)
 
     report = world.audit()
     assert report.verified, report.failure_lines()
@@ -503,6 +509,7 @@ def test_a_tampered_earlier_result_list_fails_the_later_rounds_rewards_check(wor
     world.settle()
     c, rid = world.consortium, world.round_id
     round2, _ = c.operator.open_round(c.rule)
+    c.top_up()  # round 1's slash took the attacker's stake below the minimum: it stakes again to commit
     # Round 2 resends round 1's updates by direct commitment: the audit needs committed blobs, not progress.
     for p in world.at(BATCHED + DIRECT):
         world.client(p).commit(round2, world.refs[p])
