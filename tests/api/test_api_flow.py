@@ -15,6 +15,7 @@ from chain.accounts import derive_devnet_account
 from chain.embedded import advance_time
 from fedledger.roles import commitment_typed_data
 from fedledger.service import Platform
+from trainer.incentives import MIN_STAKE
 from trainer.serialization import deserialize, serialize
 
 
@@ -62,9 +63,18 @@ def test_register_submit_finalize_audit_over_http(client: TestClient, platform: 
     assert client.get("/health").json()["status"] == "ok"
     assert client.post("/operator/genesis", json={"dataset": "digits"}).status_code == 401
     assert client.post("/operator/genesis", json={"dataset": "digits"}, headers=OPERATOR).status_code == 201
+    operator_funds = platform.stack.transactor.w3.eth.get_balance(platform.stack.operator)
     for p in people:
-        assert register(client, p).status_code == 201
-    assert client.get(f"/participants/{people[0].address}").json()["status"] == "active"
+        registered = register(client, p)
+        assert registered.status_code == 201
+        assert registered.json()["stake"] == str(MIN_STAKE)
+        assert registered.json()["stake_paid_by"] == platform.stack.operator
+    assert operator_funds - platform.stack.transactor.w3.eth.get_balance(platform.stack.operator) > 4 * MIN_STAKE
+    joined = client.get(f"/participants/{people[0].address}").json()
+    assert joined["status"] == "active"
+    assert joined["stake"] == {"amount": str(MIN_STAKE), "slashed": "0", "min_stake": str(MIN_STAKE),
+                               "can_commit": True, "withdrawal": "none", "withdrawal_requested_at": None,
+                               "withdrawal_unlocks_at": None, "last_commit_round": 0}
     again = register(client, people[0])
     assert again.status_code == 409 and again.json()["error"] == "RegistryAlreadyRegistered"
 
@@ -96,7 +106,7 @@ def test_register_submit_finalize_audit_over_http(client: TestClient, platform: 
     audit = client.get(f"/audit/rounds/{round_id}").json()
     assert audit["verified"] is True
     assert [c["name"] for c in audit["rounds"][0]["checks"]] == [
-        "rule", "lineage", "base", "blobs", "scores", "decisions", "aggregate", "rewards"]
+        "rule", "lineage", "base", "blobs", "scores", "decisions", "aggregate", "rewards", "slashes"]
     rounds = client.get("/rounds").json()
     assert rounds[0]["finalized"] and rounds[0]["submissions"] == 4 and rounds[0]["accepted"] == 3
     detail = client.get(f"/rounds/{round_id}").json()
@@ -109,6 +119,39 @@ def test_register_submit_finalize_audit_over_http(client: TestClient, platform: 
     attacker = client.get(f"/participants/{own.address}").json()
     assert attacker["rounds"][0]["relayed"] is False and attacker["balance"] == "0"
     assert attacker["reputation"] < me["reputation"]
+    # the rejected poisoner lost SLASH_PPM of its stake (it cannot commit until topped up); the others nothing
+    assert attacker["rounds"][0]["slashed"] == str(MIN_STAKE // 10) and me["rounds"][0]["slashed"] is None
+    assert attacker["stake"]["amount"] == str(MIN_STAKE - MIN_STAKE // 10)
+    assert attacker["stake"]["slashed"] == str(MIN_STAKE // 10) and attacker["stake"]["can_commit"] is False
+    assert me["stake"]["amount"] == str(MIN_STAKE) and me["stake"]["last_commit_round"] == round_id
+
+
+def test_stake_gates_answer_4xx_or_503_with_the_reason(client: TestClient, platform: Platform, people: list) -> None:
+    """A withdrawing identity's relayed commitment is refused (403, the registry's error with its values); once
+    the operator cannot pay another sponsored stake, registration answers 503 and says how to register instead."""
+    client.post("/operator/genesis", json={"dataset": "digits"}, headers=OPERATOR)
+    leaving = people[0]
+    assert register(client, leaving).status_code == 201
+    t = platform.stack.transactor
+    t.add_account(leaving)
+    from chain.accounts import fund_from_node
+
+    fund_from_node(t.w3, [leaving.address])
+    platform.d.registry.request_withdrawal(sender=leaving.address)
+    round_id = client.post("/operator/rounds", json={"duration_s": 600}, headers=OPERATOR).json()["round"]
+    refused = upload_and_commit(client, platform, leaving, round_id, scale=1.0)
+    assert refused.status_code == 403 and refused.json()["error"] == "RegistryWithdrawalPending"
+    assert refused.json()["args"]["account"] == leaving.address
+    view = client.get(f"/participants/{leaving.address}").json()["stake"]
+    assert (view["withdrawal"], view["can_commit"], view["amount"]) == ("pending", False, str(MIN_STAKE))
+    assert view["withdrawal_unlocks_at"] == view["withdrawal_requested_at"] + platform.d.registry.withdrawal_delay()
+
+    operator = platform.stack.operator
+    t.send_value(operator, people[3].address, int(t.w3.eth.get_balance(operator)) - MIN_STAKE // 2)
+    exhausted = register(client, people[1])
+    assert exhausted.status_code == 503 and exhausted.json()["error"] == "SponsorFundsExhausted"
+    assert "register with your own transaction" in exhausted.json()["detail"]
+    assert platform.d.registry.status_of(people[1].address) == 0
 
 
 def test_bad_input_gets_a_clear_4xx(client: TestClient, platform: Platform, people: list) -> None:
