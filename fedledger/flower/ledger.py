@@ -176,6 +176,7 @@ class FlowerLedger:
                 if recover_signer(reg, u.registration_signature) != u.participant:
                     return RelayFailure(u.participant, "the registration is not signed by the participant")
                 # The operator (the federation's sponsor) pays each identity's stake: Flower clients hold no ether.
+                # It does not top up a slashed identity: below the minimum stake, its commitments are refused.
                 tx = d.registry.register_for(u.participant, u.registration_deadline, u.registration_signature,
                                              sender=self.operator.address, value=d.registry.min_stake())
                 record.gas["register"] += tx.gas_used

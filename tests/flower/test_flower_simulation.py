@@ -110,12 +110,20 @@ def stack_model_hash(run: dict[str, Any]) -> bytes:
     return bytes(run["stack"].deployment.rounds.global_model().model_hash)
 
 
-def test_the_sign_flipping_node_is_rejected_every_round_and_never_paid(run: dict[str, Any]) -> None:
+def test_the_sign_flipping_node_is_slashed_then_shut_out_and_never_paid(run: dict[str, Any]) -> None:
+    """Round 1 rejects and slashes it (10 % of the stake the operator sponsored); below the minimum stake it cannot
+    commit again, and the operator does not top up a slashed identity, so later rounds go on without it."""
     attacker = run["wallets"][ATTACKER]
-    for record in run["ledger"].rounds:
-        assert attacker in record.committed
-        assert attacker in record.rejected, record.verdicts
-        assert record.rewards[attacker] == 0
+    first, *later = run["ledger"].rounds
+    assert attacker in first.committed and attacker in first.rejected, first.verdicts
+    assert first.rewards[attacker] == 0
+    registry = run["stack"].deployment.registry
+    stake = registry.stake_of(attacker)
+    assert (stake.amount, stake.slashed) == (registry.min_stake() * 9 // 10, registry.min_stake() // 10)
+    for record in later:
+        assert attacker not in record.committed
+        (refused,) = [f for f in record.failures if f.participant == attacker]
+        assert "RegistryStakeTooLow" in refused.reason
     assert run["stack"].deployment.token.balance_of(attacker) == 0
 
 
@@ -134,10 +142,11 @@ def test_honest_nodes_are_accepted_and_paid_the_round_budget(run: dict[str, Any]
 def test_a_reply_in_another_wallets_name_is_not_relayed(run: dict[str, Any]) -> None:
     rounds = run["ledger"].rounds
     forger, victim = run["wallets"][FORGER], run["wallets"][VICTIM]
-    (failure,) = rounds[1].failures
+    attacker = run["wallets"][ATTACKER]  # shut out after its slash (see above)
+    (failure,) = [f for f in rounds[1].failures if f.participant != attacker]
     assert failure.participant == victim and "not signed by the participant it names" in failure.reason
     assert forger not in rounds[1].committed and rounds[1].committed.count(victim) == 1  # the victim's own update
-    (junk,) = rounds[2].failures
+    (junk,) = [f for f in rounds[2].failures if f.participant != attacker]
     assert junk.participant == "" and "missing 'update'" in junk.reason
     assert forger not in rounds[2].committed
     assert forger in rounds[0].accepted
