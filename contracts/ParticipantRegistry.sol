@@ -160,6 +160,8 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     /// @notice Add `msg.value` to the stake of registered `account` (anyone may pay, e.g. to top up a slashed
     ///         identity). Not while a withdrawal is pending.
     function depositStake(address account) external payable {
+        // An enum compared with a constant (slither taints it through the withdrawal timestamps): no time or balance.
+        // slither-disable-next-line incorrect-equality
         if (_participants[account].status == Status.None) revert RegistryNotRegistered(account);
         if (msg.value == 0) revert RegistryZeroDeposit(account);
         Stake storage s = _stakes[account];
@@ -178,6 +180,8 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     /// @notice Announce a withdrawal of the caller's whole stake. From now on it cannot commit to rounds.
     function requestWithdrawal() external {
         address account = msg.sender;
+        // An enum compared with a constant (slither taints it through the withdrawal timestamps): no time or balance.
+        // slither-disable-next-line incorrect-equality
         if (_participants[account].status == Status.None) revert RegistryNotRegistered(account);
         Stake storage s = _stakes[account];
         if (s.withdrawalRequestedAt != 0) revert RegistryWithdrawalPending(account, s.withdrawalRequestedAt);
@@ -189,10 +193,14 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     /// @notice When the caller's pending withdrawal unlocks (0 if none is pending or its last round is not final).
     function withdrawalUnlockTime(address account) public view returns (uint256) {
         Stake storage s = _stakes[account];
+        // 0 means none yet: a flag, not a time compared with another (see docs/security.md).
+        // slither-disable-next-line incorrect-equality,timestamp
         if (s.withdrawalRequestedAt == 0) return 0;
         uint256 start = s.withdrawalRequestedAt;
         if (s.lastCommitRound != 0) {
             uint256 finalized = _finalizedAt[s.lastCommitRound];
+            // 0 means none yet: a flag, not a time compared with another (see docs/security.md).
+            // slither-disable-next-line incorrect-equality,timestamp
             if (finalized == 0) return 0;
             if (finalized > start) start = finalized;
         }
