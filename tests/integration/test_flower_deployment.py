@@ -93,10 +93,15 @@ def test_every_supernode_commits_with_its_own_wallet_and_kubo_holds_the_updates(
     devnet = flower_devnet
     wallets = {flower_wallet_address(WALLET_SEED, i) for i in range(NODES)}
     d = attach(None, devnet.cfg.manifest_path)
+    attacker = flower_wallet_address(WALLET_SEED, ATTACKER)
     for r in deployment_run["report"]["ledger_rounds"]:
-        assert set(r["committed"]) == wallets and r["not_relayed"] == []
+        # After round 1's slash the attacker's stake is below the minimum: its later commitments are refused.
+        expected = wallets if r["round_id"] == 1 else wallets - {attacker}
+        refused = [] if r["round_id"] == 1 else [attacker]
+        assert set(r["committed"]) == expected and [f["participant"] for f in r["not_relayed"]] == refused
+        assert all("RegistryStakeTooLow" in f["reason"] for f in r["not_relayed"])
         commitments = d.rounds.update_committed_events(from_block=0, round_id=r["round_id"])
-        assert {c.args.participant for c in commitments} == wallets
+        assert {c.args.participant for c in commitments} == expected
         # the raw CIDv1 each SuperNode computed and signed is the one Kubo gave the bytes
         assert all(c.args.cid.startswith("bafkrei") for c in commitments)
     assert all(d.registry.status_of(w) != 0 for w in wallets)
@@ -108,10 +113,14 @@ def test_the_byzantine_supernode_is_rejected_and_unpaid(
     devnet = flower_devnet
     attacker = flower_wallet_address(WALLET_SEED, ATTACKER)
     honest = [flower_wallet_address(WALLET_SEED, i) for i in range(NODES) if i != ATTACKER]
-    for r in deployment_run["report"]["ledger_rounds"]:
-        assert attacker in r["rejected"] and sorted(r["accepted"]) == sorted(honest)
-        assert int(r["rewards"][attacker]) == 0
-    token = attach(None, devnet.cfg.manifest_path).token
-    assert token.balance_of(attacker) == 0
-    assert all(token.balance_of(w) > 0 for w in honest)
+    first, *later = deployment_run["report"]["ledger_rounds"]
+    assert attacker in first["rejected"] and sorted(first["accepted"]) == sorted(honest)
+    assert int(first["rewards"][attacker]) == 0
+    for r in later:  # slashed below the minimum stake in round 1: shut out, the honest ones carry on
+        assert attacker not in r["rejected"] and sorted(r["accepted"]) == sorted(honest)
+        assert attacker not in r["rewards"] or int(r["rewards"][attacker]) == 0
+    d = attach(None, devnet.cfg.manifest_path)
+    assert d.token.balance_of(attacker) == 0
+    assert d.registry.stake_of(attacker).slashed == d.registry.min_stake() // 10
+    assert all(d.token.balance_of(w) > 0 for w in honest)
     assert deployment_run["report"]["final_accuracy"] > 0.7
