@@ -365,7 +365,7 @@ def test_submissions_do_not_wait_behind_a_posting_flush_and_the_flusher_posts_on
 
 
 def test_bad_relay_input_gets_a_clear_4xx(client: TestClient, platform: Platform, people: list[Any]) -> None:
-    rid = open_round(client, people[:2])
+    rid = open_round(client, people[:3])
     ref = upload(client, seed=0)
     p = people[0]
 
@@ -384,6 +384,13 @@ def test_bad_relay_input_gets_a_clear_4xx(client: TestClient, platform: Platform
     stranger = Account.create()
     outsider = client.post(f"/rounds/{rid}/submissions", json=commitment(platform, stranger, rid, ref))
     assert outsider.status_code == 403 and outsider.json()["error"] == "ParticipantNotActive"
+    leaving = people[1]  # a withdrawal pending: batches are not checked on chain, so the relay checks the stake
+    own_wallet(platform, leaving)
+    platform.d.registry.request_withdrawal(sender=leaving.address)
+    refused = client.post(f"/rounds/{rid}/submissions", json=commitment(platform, leaving, rid, ref))
+    assert refused.status_code == 403 and refused.json()["error"] == "StakeInsufficient"
+    assert "a withdrawal is pending since" in refused.json()["detail"]
+    assert platform.queue is not None and platform.queue.pending(rid) == []
 
     assert client.post(f"/rounds/{rid}/submissions", json=body).status_code == 202
     dup = client.post(f"/rounds/{rid}/submissions", json=body)
@@ -403,7 +410,7 @@ def test_bad_relay_input_gets_a_clear_4xx(client: TestClient, platform: Platform
     assert client.post(f"/participants/{p.address}/claims", json={"rounds": [0]}).status_code == 422
 
     advance_time(platform.stack.transactor.w3, 601)
-    late = client.post(f"/rounds/{rid}/submissions", json=commitment(platform, people[1], rid, ref))
+    late = client.post(f"/rounds/{rid}/submissions", json=commitment(platform, people[2], rid, ref))
     assert late.status_code == 409 and late.json()["error"] == "DeadlinePassed"
 
 
