@@ -14,6 +14,7 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
 from chain.deploy import Deployment
+from chain.errors import ContractRevert
 from chain.failpoints import failpoint
 from chain.eip712 import commitment_typed_data, registration_typed_data  # noqa: F401 (re-exported too)
 from chain.gateways.federated_rounds import Claim
@@ -265,8 +266,11 @@ class MerkleAggregator(Aggregator):
         sent = []
         for e in results.entries:
             if e.status in SLASHABLE and not d.registry.is_slashed(e.participant, round_id):
-                sent.append(d.rounds.slash(round_id, e.participant, e.status, e.score, e.reward, e.reputation,
-                                           results.proof(e.participant), sender=self.address))
+                try:
+                    sent.append(d.rounds.slash(round_id, e.participant, e.status, e.score, e.reward, e.reputation,
+                                               results.proof(e.participant), sender=self.address))
+                except ContractRevert as exc:  # e.g. someone else's proof landed first: the round is settled anyway
+                    log.warning("round %d: slash of %s not sent: %s", round_id, e.participant, exc)
         return sent
 
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:

@@ -106,7 +106,8 @@ def _register(args: argparse.Namespace) -> int:
             raise ValueError("the server's challenge names another account: refusing to sign")
         body = {"address": account.address, "deadline": challenge["deadline"], "signature": _sign_typed(account, typed)}
         result = _ok(http.post("/participants/register", json=body))
-    print(f"registered {account.address} (tx {result['tx_hash']})")
+    stake = f", stake {int(result['stake']) / 10**18:g} ETH paid by {result['stake_paid_by']}" if "stake" in result else ""
+    print(f"registered {account.address} (tx {result['tx_hash']}{stake})")
     return 0
 
 
@@ -273,6 +274,10 @@ def _status(args: argparse.Namespace) -> int:
     console.print(f"{me['address']}: {me['status']}, reputation {me['reputation']:.3f}, "
                   f"balance {int(me['balance']) / 10**18:.4f} FED, "
                   f"unclaimed {int(me.get('unclaimed', '0')) / 10**18:.4f} FED")
+    if (stake := me.get("stake")) is not None:
+        console.print(f"stake {int(stake['amount']) / 10**18:g} ETH (minimum {int(stake['min_stake']) / 10**18:g}, "
+                      f"slashed {int(stake['slashed']) / 10**18:g}), "
+                      f"{'may commit' if stake['can_commit'] else 'cannot commit'}, withdrawal: {stake['withdrawal']}")
     table = Table("round", "status", "score", "reward (FED)", "reputation after", "path")
     for r in me["rounds"]:
         table.add_row(str(r["round"]), str(r["status"]), "-" if r["score"] is None else f"{r['score']:.3f}",
