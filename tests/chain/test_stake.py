@@ -31,6 +31,7 @@ from chain.transactor import TxResult
 from fedledger.wiring import default_stake_params
 from trainer.incentives import MIN_STAKE, SLASH_PPM, SLASHABLE, WITHDRAWAL_DELAY_S, slashable_mask, slashed
 from trainer.rules import Status
+from trainer.simulation import STAKE_UNIT
 
 ETHER = 10**18
 DAY = 86_400
@@ -121,6 +122,7 @@ def test_the_deployment_carries_the_python_stake_parameters(chain_env) -> None:
     assert chain_env.deployment.manifest.stake == {
         "minStake": MIN_STAKE, "slashPpm": SLASH_PPM, "withdrawalDelay": WITHDRAWAL_DELAY_S}
     assert default_stake_params().to_manifest() == chain_env.deployment.manifest.stake
+    assert STAKE_UNIT == MIN_STAKE  # the robustness bench prices attacks in the deployment's minimum stakes
     assert rounds.slashable_mask() == slashable_mask()
     assert [rounds.is_slashable(s) for s in range(16)] == [s in SLASHABLE for s in range(16)]
     assert not rounds.is_slashable(Status.UNAVAILABLE) and not rounds.is_slashable(Status.FREE_RIDE)
