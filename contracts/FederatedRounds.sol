@@ -231,6 +231,7 @@ contract FederatedRounds is AccessControl, EIP712 {
         r.ruleHash = ruleHash;
         r.rewardBudget = rewardBudget;
         emit RoundOpened(roundId, _globalModelHash, ruleHash, deadline, rewardBudget, reputationDecay, ruleCid);
+        registry.markRoundOpened(roundId); // the registry, deployed with this contract: no callback
     }
 
     /// @notice Stop accepting commitments before the deadline (e.g. every participant has committed).

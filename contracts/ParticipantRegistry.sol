@@ -20,7 +20,8 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 /// * an identity whose stake is below `minStake` (slashed, or withdrawn) cannot commit until it is topped up.
 /// * `requestWithdrawal` stops the identity committing; `withdraw` returns the whole remaining stake once
 ///   `withdrawalDelay` has passed since the request AND since the finalization of the last round the identity
-///   committed to (so a round's slashes, including Merkle rounds' slash-by-proof, can land before the stake leaves).
+///   committed to, or that was open when it asked (so a round's slashes, including Merkle rounds' slash-by-proof of
+///   relayer-batched commitments, can land before the stake leaves).
 /// @dev Reputation is fixed-point with REPUTATION_ONE = 1.0. Only REPUTATION_WRITER_ROLE
 ///      (the round manager) writes it: while finalizing a round, or when a participant claims a Merkle-committed
 ///      round result. Each write names its round and must be newer than the last one, so an old round's result
@@ -73,6 +74,8 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     /// When the round manager reported each round finalized (0: not yet).
     mapping(uint256 roundId => uint64 timestamp) private _finalizedAt;
     uint256 private _totalStaked;
+    /// The newest round the round manager opened (it is open until `_finalizedAt` says otherwise).
+    uint256 private _openedRound;
     uint256 private _totalBurned;
 
     error RegistryAlreadyRegistered(address account);
@@ -186,6 +189,12 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
         Stake storage s = _stakes[account];
         if (s.withdrawalRequestedAt != 0) revert RegistryWithdrawalPending(account, s.withdrawalRequestedAt);
         if (s.amount == 0) revert RegistryNothingToWithdraw(account);
+        // A request while a round is open waits for that round too: a relayer's batch (never checked on chain) may
+        // hold this identity's commitment to it.
+        uint256 open = _openedRound;
+        // 0 means not finalized: a flag, not a time compared with another (see docs/security.md).
+        // slither-disable-next-line incorrect-equality,timestamp
+        if (open > s.lastCommitRound && _finalizedAt[open] == 0) s.lastCommitRound = uint64(open);
         s.withdrawalRequestedAt = uint64(block.timestamp);
         emit WithdrawalRequested(account, s.amount, block.timestamp);
     }
@@ -241,6 +250,11 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
         if (s.withdrawalRequestedAt != 0) revert RegistryWithdrawalPending(account, s.withdrawalRequestedAt);
         if (s.amount < minStake) revert RegistryStakeTooLow(account, s.amount, minStake);
         if (roundId > s.lastCommitRound) s.lastCommitRound = uint64(roundId); // round ids never reach 2**64
+    }
+
+    /// @notice Round manager: `roundId` is open; a withdrawal requested before it is final waits for it.
+    function markRoundOpened(uint256 roundId) external onlyRole(SLASHER_ROLE) {
+        _openedRound = roundId;
     }
 
     /// @notice Round manager: `roundId` is final; withdrawals waiting on it start their delay now.

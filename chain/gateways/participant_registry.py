@@ -118,7 +118,7 @@ class WithdrawalRequested(NamedTuple):
 
 class ParticipantRegistryGateway(ContractGateway):
     CONTRACT_NAME = "ParticipantRegistry"
-    ABI_HASH = "85a319f75fcbc90a715e4a5ff6686b0320d7b15c2017a4a4fac00b5331720ca3"
+    ABI_HASH = "4e0ad1577a00482d549d138b806aaa8843267ab9d204837973255e26d7c458c2"
     EVENT_CONVERTERS = {
         "EIP712DomainChanged": "_to_eip712_domain_changed",
         "ParticipantRegistered": "_to_participant_registered",
@@ -187,6 +187,9 @@ class ParticipantRegistryGateway(ContractGateway):
 
     def mark_round_finalized(self, round_id: int, *, sender: str) -> TxResult:
         return self._transact("markRoundFinalized", (round_id,), sender)
+
+    def mark_round_opened(self, round_id: int, *, sender: str) -> TxResult:
+        return self._transact("markRoundOpened", (round_id,), sender)
 
     def min_stake(self, *, block: Any = "latest") -> int:
         raw = self._call("minStake", (), block)

@@ -253,6 +253,8 @@ def test_only_the_rounds_contract_slashes_and_locks(chain_env, reverts) -> None:
             registry.lock_for_round(p, 1, sender=sender)
         with reverts("AccessControlUnauthorizedAccount", account=sender, neededRole=SLASHER_ROLE):
             registry.mark_round_finalized(1, sender=sender)
+        with reverts("AccessControlUnauthorizedAccount", account=sender, neededRole=SLASHER_ROLE):
+            registry.mark_round_opened(1, sender=sender)
     assert registry.stake_of(p) == Stake(MIN_STAKE, 0, 0, 0) and registry.finalized_at(1) == 0
 
 
@@ -405,6 +407,30 @@ def test_a_committed_round_keeps_the_stake_in_until_it_is_slashed(chain_env, rev
     result = registry.withdraw(sender=p)
     assert registry.stake_withdrawn_in(result) == [StakeWithdrawn(p, MIN_STAKE - MIN_STAKE // 10)]
     assert (registry.total_burned(), balance(env, registry.address)) == (MIN_STAKE // 10, MIN_STAKE // 10)
+
+
+def test_a_request_during_an_open_round_waits_for_that_round_batched_or_not(chain_env, reverts) -> None:
+    """A relayer's batch is never checked on chain, so the registry cannot know who is in it: a withdrawal asked
+    while a round is open waits for that round's finalization plus the delay, committed directly or not."""
+    env, registry, ps = chain_env, chain_env.deployment.registry, chain_env.participants
+    register_all(env, ps[:2])
+    round_id = open_round(env)
+    commit(env, round_id, ps[0])
+    registry.request_withdrawal(sender=ps[1])  # never committed directly (it may be in a batch)
+    assert registry.stake_of(ps[1]).last_commit_round == round_id
+    advance_time(env.w3, WITHDRAWAL_DELAY_S + 1)
+    with reverts("RegistryRoundNotSettled", account=ps[1], roundId=round_id):
+        registry.withdraw(sender=ps[1])
+    finalize(env, round_id, {ps[0]: (Status.ACCEPTED, 900_000)})
+    final_at = registry.finalized_at(round_id)
+    with reverts("RegistryWithdrawalLocked", account=ps[1], unlockTime=final_at + WITHDRAWAL_DELAY_S,
+                 timestamp=now(env) + 1):
+        registry.withdraw(sender=ps[1])
+    advance_time(env.w3, WITHDRAWAL_DELAY_S)
+    assert registry.stake_withdrawn_in(registry.withdraw(sender=ps[1])) == [StakeWithdrawn(ps[1], MIN_STAKE)]
+    registry.register(sender=env.participants[2], value=MIN_STAKE)  # no round open now: no wait beyond the delay
+    registry.request_withdrawal(sender=env.participants[2])
+    assert registry.stake_of(env.participants[2]).last_commit_round == 0
 
 
 def test_a_merkle_round_leaves_the_delay_for_slash_proofs(chain_env, reverts) -> None:
