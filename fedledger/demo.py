@@ -50,6 +50,7 @@ class DemoConfig:
     attack: str = "signflip"
     rounds: int = 10
     aggregator: str = "median-verified-mean"
+    rule_version: int = 3  # of median-verified-mean (trainer/rules.py); 2: equal weights, median of everyone
     dataset: str = "digits"
     alpha: float = 0.5
     seed: int = 0
@@ -116,7 +117,7 @@ class Consortium:
         ]
         # The first `byzantine` participants by index attack; which addresses those are is arbitrary.
         self.byzantine = {c.address for c in self.clients[: cfg.byzantine]}
-        self.rule = RuleConfig(aggregator=cfg.aggregator)
+        self.rule = RuleConfig(aggregator=cfg.aggregator, version=cfg.rule_version)
         self.local = LocalConfig()
         self.trigger: Trigger = make_trigger(cfg.dataset, self.data.x_train, self.data.num_classes)
         self._last_base: Params | None = None  # the previous round's base: the stale free-rider resends base - it
@@ -253,6 +254,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         # under a backdoor attack its success; under any other, the trigger's natural rate (the floor)
         "backdoor_success": round(world.backdoor_success(world.latest_params), 4) if world.latest_params else None,
         "aggregator": cfg.aggregator,
+        "rule_version": cfg.rule_version,
         "dataset": cfg.dataset,
         "alpha": cfg.alpha,
         "seed": cfg.seed,

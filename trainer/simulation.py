@@ -380,6 +380,8 @@ RULE_VARIANTS: dict[str, dict[str, Any]] = {
     "v3_gate_only": {**_DEDUP, **_CLIP, "reference_gate": 0.5},
     "v3_weights_only": {**_DEDUP, **_CLIP, "weights": (1, 2)},
     "v3_score_weights": {**_DEDUP, **_CLIP, "weights": (1, 0)},
+    "v3_gate_score_weights": {**_DEDUP, **_CLIP, "reference_gate": 0.5, "weights": (1, 0)},
+    "v3_gate_w11": {**_DEDUP, **_CLIP, "reference_gate": 0.5, "weights": (1, 1)},
 }
 
 
