@@ -140,7 +140,14 @@ class Auditor:
         except (StorageError, UpdateRejected) as exc:
             audit.add("base", [f"previous base model (the public global step) unusable: {exc}"])
             return audit
-        prior = self.reputation.before(rec.round_id)  # rule version 3 weights by it
+        prior = None
+        if rule.weighted:  # rule version 3 weighs updates by the reputation before the round
+            try:
+                prior = self.reputation.before(rec.round_id)
+            except (StorageError, ListFormatError) as exc:  # an earlier round's result list, failed in its own audit
+                audit.add("scores", [f"rule version {rule.version} weighs updates by the reputation before the "
+                                     f"round, and the reputation earlier rounds proved is unusable: {exc}"])
+                return audit
         if results is not None:  # streamed from files, as the aggregator ran it
             outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous, prior)
         else:
