@@ -20,7 +20,7 @@ from chain.gateways.federated_rounds import Claim
 from chain.lists import CommitmentBatch, ListHeader, ResultList, SignedCommitment
 from chain.transactor import TxResult
 from fedledger.history import ChainHistory, RoundRecord
-from fedledger.privacy import commit_private
+from fedledger.privacy import commit_private, ledger_gateway
 from fedledger.settlement import (
     CommittedSet,
     ReputationLedger,
@@ -33,7 +33,7 @@ from fedledger.settlement import (
 from storage import BlobIntegrityError, BlobNotFound, BlobRef, BlobStore
 from trainer.aggregation import RoundOutcome, Submission, evaluate_round
 from trainer.model import ModelSpec, Params
-from trainer.privacy import Mechanism
+from trainer.privacy import Mechanism, epsilon_to_micro
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import deserialize, serialize
 
@@ -94,6 +94,20 @@ class Operator:
             round_id, batch.root, len(batch.entries), list_ref.content_hash, list_ref.uri, sender=self.address
         )
         return batch, list_ref, tx
+
+    def set_privacy_budget(self, epsilon: float, participant: str | None = None) -> TxResult:
+        """The privacy budget (epsilon, basic composition) for everyone without their own, or for ``participant``."""
+        gw = ledger_gateway(self.deployment)
+        micro = epsilon_to_micro(epsilon)
+        if participant is None:
+            return gw.set_default_budget(micro, sender=self.address)
+        return gw.set_participant_budget(participant, micro, sender=self.address)
+
+    def relay_private(self, participant: str, round_id: int, ref: BlobRef, mechanism: Mechanism,
+                      signature: bytes) -> TxResult:
+        """Relay a DP commitment: the spend is recorded and the update committed in one transaction."""
+        return commit_private(self.deployment, participant=participant, round_id=round_id, ref=ref,
+                              mechanism=mechanism, signature=signature, sender=self.address)
 
     def relay(self, participant: str, round_id: int, ref: BlobRef, signature: bytes) -> TxResult:
         return self.deployment.rounds.commit_update_signed(
