@@ -140,6 +140,7 @@ BENCHES = (  # name, module, help
     ("load", "fedledger.bench_load", "N participants through the real API, concurrently, to one devnet round"),
     ("flower", "fedledger.flower.bench", "the example Flower app: FedAvg vs FedMedian vs FedLedger, ledger overhead"),
     ("robustness", "fedledger.bench_robustness", "attacks x defenses grid: accuracy, score AUROC, reward shares"),
+    ("privacy", "fedledger.bench_privacy", "DP-SGD participants: final accuracy vs per-round epsilon (Opacus, RDP)"),
 )
 
 

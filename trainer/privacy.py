@@ -245,7 +245,9 @@ def train_local_dp(
         for xb, yb in loader:
             opt.zero_grad()
             if len(xb) > 0:
-                loss_fn(module(xb), yb).backward()
+                with warnings.catch_warnings():  # Opacus's hooks on a model whose inputs need no gradient: harmless
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss_fn(module(xb), yb).backward()
             else:  # an empty Poisson batch: no gradient, but the step still adds noise (as the analysis assumes)
                 for p in module.parameters():
                     p.grad_sample = torch.zeros((0, *p.shape))
