@@ -32,7 +32,7 @@ class OpenRoundRequest(BaseModel):
 
 
 class PrivacyBudgetRequest(BaseModel):
-    epsilon: float = Field(ge=0, le=1.8e13, description="the epsilon budget (sum over rounds; 1e-6 resolution)",
+    epsilon: float = Field(strict=True, ge=0, le=1.8e13, description="the epsilon budget (sum over rounds; 1e-6 resolution)",
                            examples=[10.0])
     participant: Address | None = Field(default=None, description="one participant's own budget; omit for the "
                                         "default of everyone without one", examples=[None])
