@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+CLIP_ONLY = "clip"  # an epsilon entry: per-sample clipping and Poisson sampling, noise multiplier 1e-9 (no privacy)
 FULL = {"dataset": "digits", "alpha": 0.5, "participants": 20, "rounds": 10, "epsilons": ["1", "4", "8", "none"],
         "seeds": [0, 1, 2]}
 QUICK = {"dataset": "digits", "alpha": 0.5, "participants": 6, "rounds": 2, "epsilons": ["4", "none"], "seeds": [0]}
@@ -32,20 +33,24 @@ AGGREGATORS = ("platform", "fedavg")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="the CI size: n=6, 2 rounds, epsilon 4 and none, 1 seed")
-    parser.add_argument("--epsilons", nargs="+", default=None, help="per-round epsilons; 'none' trains without DP")
+    parser.add_argument("--epsilons", nargs="+", default=None,
+                        help="per-round epsilons; 'none' trains without DP; 'clip' clips per sample without noise")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--participants", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--alpha", type=float, default=None, help="Dirichlet label-skew concentration")
     parser.add_argument("--delta", type=float, default=1e-5, help="delta per round")
     parser.add_argument("--clip", type=float, default=1.0, help="per-sample clipping norm C")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="local SGD learning rate of every participant (default: the platform's LocalConfig.lr)")
     parser.add_argument("--aggregators", nargs="+", choices=AGGREGATORS, default=list(AGGREGATORS),
                         help="platform: the committed rule (evaluate_round); fedavg: the plain mean")
     parser.add_argument("--out", type=Path, default=None, help="directory for table.md and results.json")
 
 
 def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsilon: float | None, seed: int,
-             delta: float, clip: float, aggregators: tuple[str, ...] = AGGREGATORS) -> dict[str, Any]:
+             delta: float, clip: float, aggregators: tuple[str, ...] = AGGREGATORS, lr: float | None = None,
+             clip_only: bool = False) -> dict[str, Any]:
     """One (epsilon, seed) trajectory per aggregator; final test accuracy, honest rejections, privacy spent."""
     import torch
 
@@ -62,15 +67,17 @@ def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsi
     data = load_dataset(dataset, seed=seed)
     parts = dirichlet_partition(data.y_train.numpy(), participants, alpha, seed=seed)
     spec = ModelSpec(data.num_features, data.num_classes)
-    local = LocalConfig()
+    local = LocalConfig() if lr is None else LocalConfig(lr=lr)
     rule = RuleConfig()
     # sigma is solved once per participant (its data size fixes sample rate and steps); every round reuses it
     mechs = []
-    if epsilon is not None:
+    if clip_only:
+        mechs = [plan(PrivacyConfig(noise_multiplier=1e-9, delta=delta, max_grad_norm=clip), len(p), local) for p in parts]
+    elif epsilon is not None:
         for p in parts:
             mechs.append(plan(PrivacyConfig(target_epsilon=epsilon, delta=delta, max_grad_norm=clip), len(p), local))
     names = [f"0x{i + 1:040x}" for i in range(participants)]
-    out: dict[str, Any] = {"epsilon": epsilon, "seed": seed}
+    out: dict[str, Any] = {"epsilon": CLIP_ONLY if clip_only else epsilon, "seed": seed}
     for agg in aggregators:
         params = init_params(spec, seed)
         previous = None
@@ -82,7 +89,7 @@ def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsi
                 idx = torch.from_numpy(parts[i])
                 x, y = data.x_train[idx], data.y_train[idx]
                 s = local_seed(seed, r, i)
-                if epsilon is None:
+                if not mechs:
                     updates.append(train_local(spec, params, x, y, local, seed=s))
                 else:
                     cfg = PrivacyConfig(noise_multiplier=mechs[i].noise_multiplier, delta=delta, max_grad_norm=clip)
@@ -100,7 +107,7 @@ def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsi
         out[f"accuracy_{agg}"] = accuracy(spec, params, data.x_test, data.y_test)
         if agg == "platform":
             out["honest_rejection_rate"] = rejected / (rounds * participants)
-    if mechs:
+    if mechs and not clip_only:
         per_round = sorted(m.epsilon for m in mechs)
         median = mechs[sorted(range(participants), key=lambda i: mechs[i].epsilon)[participants // 2]]
         out["epsilon_per_round_max"] = per_round[-1]
@@ -112,7 +119,7 @@ def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsi
 
 def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for eps in sorted({c["epsilon"] for c in cells}, key=lambda e: float("inf") if e is None else e):
+    for eps in sorted({c["epsilon"] for c in cells}, key=lambda e: (e is None, e == CLIP_ONLY, e if isinstance(e, float) else 0)):
         group = [c for c in cells if c["epsilon"] == eps]
         row: dict[str, Any] = {"epsilon": eps, "seeds": len(group)}
         for key in ("accuracy_platform", "accuracy_fedavg", "honest_rejection_rate"):
@@ -122,7 +129,7 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = statistics.mean(vals)
             row[key + "_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         for key in ("epsilon_total_basic", "epsilon_total_rdp", "noise_multiplier_median"):
-            if eps is not None:
+            if isinstance(eps, float):
                 row[key] = statistics.mean(c[key] for c in group)
         rows.append(row)
     return rows
@@ -132,17 +139,18 @@ def table_markdown(rows: list[dict[str, Any]], grid: dict[str, Any]) -> str:
     lines = [
         f"accuracy vs epsilon: {grid['dataset']}, Dirichlet {grid['alpha']}, n = {grid['participants']}, "
         f"{grid['rounds']} rounds, {len(grid['seeds'])} seeds (mean ± sd), delta {grid['delta']:g} per round, "
-        f"clip {grid['clip']:g}",
+        f"clip {grid['clip']:g}, local lr {grid['lr']:g}",
         "",
         "| epsilon / round | sigma (median) | total epsilon, basic | total epsilon, RDP | accuracy, platform rule "
         "| accuracy, FedAvg | honest rejected |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        eps = "none" if r["epsilon"] is None else f"{r['epsilon']:g}"
-        sigma = f"{r['noise_multiplier_median']:.3f}" if r["epsilon"] is not None else "-"
-        basic = f"{r['epsilon_total_basic']:.2f}" if r["epsilon"] is not None else "-"
-        rdp = f"{r['epsilon_total_rdp']:.2f}" if r["epsilon"] is not None else "-"
+        private = isinstance(r["epsilon"], float)
+        eps = f"{r['epsilon']:g}" if private else ("none" if r["epsilon"] is None else "clip only (no noise)")
+        sigma = f"{r['noise_multiplier_median']:.3f}" if private else "-"
+        basic = f"{r['epsilon_total_basic']:.2f}" if private else "-"
+        rdp = f"{r['epsilon_total_rdp']:.2f}" if private else "-"
         def acc(key: str) -> str:
             return f"{r[key]:.3f} ± {r[key + '_sd']:.3f}" if key in r else "-"
 
@@ -150,6 +158,12 @@ def table_markdown(rows: list[dict[str, Any]], grid: dict[str, Any]) -> str:
         lines.append(f"| {eps} | {sigma} | {basic} | {rdp} | {acc('accuracy_platform')} | {acc('accuracy_fedavg')} "
                      f"| {rejected} |")
     return "\n".join(lines) + "\n"
+
+
+def _default_lr() -> float:
+    from trainer.local import LocalConfig
+
+    return LocalConfig.lr
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,11 +182,15 @@ def run(args: argparse.Namespace) -> int:
         "delta": args.delta,
         "clip": args.clip,
         "aggregators": list(args.aggregators),
+        "lr": args.lr if args.lr is not None else _default_lr(),
     }
-    epsilons: list[float | None] = []
+    epsilons: list[float | str | None] = []
     for e in grid["epsilons"]:
         if e.lower() == "none":
             epsilons.append(None)
+            continue
+        if e.lower() == CLIP_ONLY:
+            epsilons.append(CLIP_ONLY)
             continue
         value = float(e)
         if not value > 0:
@@ -186,8 +204,9 @@ def run(args: argparse.Namespace) -> int:
             for seed in grid["seeds"]:
                 status.update(f"epsilon {eps}, seed {seed}")
                 cells.append(run_cell(dataset=grid["dataset"], alpha=grid["alpha"], participants=grid["participants"],
-                                      rounds=grid["rounds"], epsilon=eps, seed=seed, delta=grid["delta"],
-                                      clip=grid["clip"], aggregators=tuple(args.aggregators)))
+                                      rounds=grid["rounds"], epsilon=None if eps == CLIP_ONLY else eps, seed=seed,
+                                      delta=grid["delta"], clip=grid["clip"], aggregators=tuple(args.aggregators),
+                                      lr=grid["lr"], clip_only=eps == CLIP_ONLY))
                 console.log(f"epsilon {eps}, seed {seed}: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in cells[-1].items() if k.startswith("accuracy")))
     rows = summarize(cells)
