@@ -821,6 +821,13 @@ class Platform:
                     "participant": entry.participant, "content_hash": _hex(entry.content_hash), "cid": entry.cid,
                     "relayer": a["relayer"], "path": "batch", "batch": a["batch_index"]})
         empty = {"status": None, "score": None, "reward": None, "reputation_after": None}
+        spends: dict[str, dict[str, Any]] = {}
+        if self.d.privacy is not None:  # the PrivacyLedger's records of this round (not in the event index)
+            with self._history_lock:
+                for e in self.history().events("PrivacySpent", round_id=round_id):
+                    a = e.args
+                    spends[a.participant] = {"epsilon": a.epsilon / 1e6, "delta": a.delta / 1e18,
+                                             "total_epsilon": a.total_epsilon / 1e6}
         return {
             "round": round_id,
             "state": "finalized" if f else ("closed" if closed else "open"),
@@ -838,7 +845,7 @@ class Platform:
                 "list_readable": results is not None},
             "batches": batches,
             "relay": self.queue.counts(round_id) if self.queue else None,
-            "submissions": [{**s, **verdicts.get(p, empty)}
+            "submissions": [{**s, **verdicts.get(p, empty), "privacy": spends.get(p)}
                             for p, s in sorted(submissions.items(), key=lambda kv: kv[0].lower())],
         }
 

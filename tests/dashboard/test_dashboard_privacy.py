@@ -34,3 +34,17 @@ def test_participant_page_shows_the_privacy_ledger_as_the_api_does(served_dp, br
     assert "no differentially private updates" in text(browser.page, "#privacy-ledger")
     assert text(browser.page, "#privacy-spent") == six(0.0)
     assert browser.foreign_requests() == []
+
+
+def test_round_page_shows_each_committers_epsilon_as_the_api_does(served_dp, browser_for) -> None:
+    view = served_dp.http.get("/rounds/2").json()
+    browser = browser_for(served_dp.url)
+    assert browser.open("/dashboard/rounds/2").status == 200
+    shown = {r["participant"]: r for r in rows(browser.page, "#committers-table tbody tr")}
+    assert set(shown) == {s["participant"] for s in view["submissions"]}
+    private = [s for s in view["submissions"] if s["privacy"] is not None]
+    assert len(private) == 3
+    for s in view["submissions"]:
+        expected = six(s["privacy"]["epsilon"]) if s["privacy"] else ""
+        assert shown[s["participant"]]["epsilon"] == expected
+    assert browser.foreign_requests() == []
