@@ -155,3 +155,21 @@ def test_the_budget_refuses_the_update_that_would_exceed_it_and_the_audit_still_
     assert report.verified, report.failure_lines()
     assert report.privacy[client.address]["budget"] == 9.0
     assert report.privacy[world.clients[1].address]["budget"] == 6.0
+
+
+def test_a_dp_round_settled_by_merkle_root_streams_the_dp_blobs_and_audits(tmp_path: Path) -> None:
+    """The Merkle aggregator streams blobs from files (safetensors slices); the DP header does not disturb it."""
+    from fedledger.roles import MerkleAggregator
+
+    world = world_of(tmp_path)
+    rid, _ = world.operator.open_round(world.rule)
+    updates, mechs = train_round(world, rid)
+    for client, update, mech in zip(world.clients, updates, mechs, strict=True):
+        client.submit_private(rid, update, mech)
+    world.operator.close_round(rid)
+    outcome, _, _ = MerkleAggregator(world.deployment, world.store, world.stack.aggregator).finalize(rid)
+    assert len(outcome.accepted) == len(world.clients)
+    report = Auditor(world.deployment, world.store).verify()
+    assert report.verified, report.failure_lines()
+    assert "results" in [c.name for c in report.rounds[0].checks]
+    assert sorted(report.privacy) == sorted(c.address for c in world.clients)
