@@ -45,6 +45,13 @@ class OpenRoundRequest(BaseModel):
 _V3_ONLY = ("reference_gate_ppm", "score_weight_power", "reputation_weight_power")
 
 
+class PrivacyBudgetRequest(BaseModel):
+    epsilon: float = Field(strict=True, ge=0, le=1.8e13, description="the epsilon budget (sum over rounds; 1e-6 resolution)",
+                           examples=[10.0])
+    participant: Address | None = Field(default=None, description="one participant's own budget; omit for the "
+                                        "default of everyone without one", examples=[None])
+
+
 class SuspendRequest(BaseModel):
     reason: str = Field(default="operator", min_length=1, max_length=32, examples=["spam"])
 
@@ -88,3 +95,10 @@ def finalize_round(platform: PlatformDep, round_id: int = Path(ge=1, lt=2**63)) 
 @router.post("/participants/{address}/suspend", summary="Suspend a participant")
 def suspend(address: Address, body: SuspendRequest, platform: PlatformDep) -> dict[str, Any]:
     return platform.suspend(address=address, reason=body.reason)
+
+
+@router.post("/privacy/budget", summary="Set the privacy budget (default, or one participant's)",
+             description="On the PrivacyLedger: once a participant's running epsilon (basic composition) would "
+                         "exceed it, its DP updates are refused (409 PrivacyBudgetExceeded).")
+def privacy_budget(body: PrivacyBudgetRequest, platform: PlatformDep) -> dict[str, Any]:
+    return platform.set_privacy_budget(epsilon=body.epsilon, participant=body.participant)

@@ -96,7 +96,7 @@ def test_register_submit_finalize_audit_over_http(client: TestClient, platform: 
     audit = client.get(f"/audit/rounds/{round_id}").json()
     assert audit["verified"] is True
     assert [c["name"] for c in audit["rounds"][0]["checks"]] == [
-        "rule", "lineage", "base", "blobs", "scores", "decisions", "aggregate", "rewards"]
+        "rule", "lineage", "base", "blobs", "scores", "decisions", "aggregate", "rewards", "privacy"]
     rounds = client.get("/rounds").json()
     assert rounds[0]["finalized"] and rounds[0]["submissions"] == 4 and rounds[0]["accepted"] == 3
     detail = client.get(f"/rounds/{round_id}").json()

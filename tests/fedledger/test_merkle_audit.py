@@ -42,7 +42,7 @@ RELAYED = (5,)  # one signature relayed by commitUpdateSigned (an UpdateCommitte
 LATE = (6,)  # trained and signed, but committed only where a test says so
 Tamper = Callable[[str], None]  # flips a byte of the stored blob at a URI
 MERKLE_CHECKS = ["rule", "lineage", "base", "batches", "results", "blobs", "scores", "decisions", "aggregate",
-                 "rewards", "claims"]
+                 "rewards", "claims", "privacy"]
 
 
 @dataclass
