@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chain.errors import ChainError, ChainUnavailable, ContractRevert, ManifestError, TransactionTimeout
 from fedledger.history import UnknownRound
+from fedledger.privacy import PrivacyBudgetExceeded, PrivacyLedgerUnavailable
 from fedledger.service import (
     AlreadyClaimed,
     DeadlinePassed,
@@ -31,6 +32,7 @@ from fedledger.service import (
 )
 from storage import BlobIntegrityError, BlobNotFound, StorageError, StorageUnavailable
 from trainer.errors import RuleError, UpdateRejected
+from trainer.privacy import PrivacyError
 
 REVERT_STATUS = {
     "RoundsUnknownRound": 404,
@@ -75,6 +77,12 @@ REVERT_STATUS = {
     "RegistryZeroDeposit": 400,
     "RegistryAlreadySlashed": 409,
     "RoundsNotSlashable": 409,
+    "PrivacyBudgetExceeded": 409,
+    "PrivacyDeltaExhausted": 409,
+    "PrivacyDuplicateRecord": 409,
+    "PrivacyUnknownRound": 404,
+    "PrivacyEpsilonOutOfRange": 400,
+    "PrivacyDeltaOutOfRange": 400,
 }
 
 # Typed errors of fedledger.service (and below) -> (status, error name in the answer).
@@ -106,6 +114,18 @@ def install(app: FastAPI) -> None:
             return _answer(status, name, str(exc))
 
         app.add_exception_handler(kind, _domain)  # type: ignore[arg-type]
+
+    @app.exception_handler(PrivacyBudgetExceeded)
+    async def _budget(_: Request, exc: PrivacyBudgetExceeded) -> JSONResponse:
+        return _answer(409, "PrivacyBudgetExceeded", str(exc), **exc.to_json())
+
+    @app.exception_handler(PrivacyLedgerUnavailable)
+    async def _no_ledger(_: Request, exc: PrivacyLedgerUnavailable) -> JSONResponse:
+        return _answer(404, "PrivacyLedgerUnavailable", str(exc))
+
+    @app.exception_handler(PrivacyError)
+    async def _mechanism(_: Request, exc: PrivacyError) -> JSONResponse:
+        return _answer(422, "BadPrivacyMechanism", str(exc))
 
     @app.exception_handler(RelayFailed)
     async def _relay(_: Request, exc: RelayFailed) -> JSONResponse:

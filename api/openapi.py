@@ -30,8 +30,9 @@ COMMON = {
            "that are not an update); text/plain when the HTTP server itself refused a malformed request (a "
            "header such as Content-Length that is not a number) before the application saw it",
     "403": "the participant is not active in the registry",
-    "404": "unknown round, participant, blob or result",
-    "409": "conflicts with the chain's state (duplicate, late, round in the wrong state, already claimed)",
+    "404": "unknown round, participant, blob or result (or no PrivacyLedger in this deployment)",
+    "409": "conflicts with the chain's state (duplicate, late, round in the wrong state, already claimed, a DP "
+           "update over the participant's privacy budget: PrivacyBudgetExceeded with spent, requested and budget)",
     "502": "the chain answered with an unexpected error",
     "503": "the chain, the blob store or a local state database is unavailable, or the server is starting",
     "504": "a transaction was sent but not mined in time (it may still be mined: check before resending)",
@@ -89,7 +90,8 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
                 validation["content"]["application/json"]["schema"] = {"anyOf": [
                     {"$ref": "#/components/schemas/HTTPValidationError"}, {"$ref": "#/components/schemas/Error"}]}
             else:
-                responses["422"] = _error("the update was rejected: tampered, wrong shapes, NaN/Inf")
+                responses["422"] = _error("the update was rejected: tampered, wrong shapes, NaN/Inf, or a malformed "
+                                          "DP mechanism in its header")
     for (path, method, code), links in LINKS.items():
         response = schema["paths"][path][method]["responses"][code]
         response["links"] = {

@@ -29,7 +29,7 @@ CONTRACTS_DIR = PROJECT_ROOT / "contracts"
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 SOLCJS_FRONT = PROJECT_ROOT / "hardhat" / "scripts" / "solc-standard-json.js"
 SOLC_VERSION = "0.8.28"
-CONTRACT_NAMES = ("FedToken", "ParticipantRegistry", "FederatedRounds")
+CONTRACT_NAMES = ("FedToken", "ParticipantRegistry", "FederatedRounds", "PrivacyLedger")
 
 COMPILER_SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 200},

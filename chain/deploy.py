@@ -1,4 +1,4 @@
-"""Deploy the three contracts, wire their roles, and describe the deployment in a manifest file.
+"""Deploy the contracts (token, registry, rounds, privacy ledger), wire their roles, and describe the deployment in a manifest file.
 
 The manifest is the only place addresses live: chain id, contract addresses, deployment block, compiler version
 and settings, and the role holders. Everything else reads it.
@@ -18,6 +18,7 @@ from chain.errors import ManifestError
 from chain.gateways.fed_token import FedTokenGateway
 from chain.gateways.federated_rounds import FederatedRoundsGateway
 from chain.gateways.participant_registry import ParticipantRegistryGateway
+from chain.gateways.privacy_ledger import PrivacyLedgerGateway
 from chain.transactor import Transactor
 
 MANIFEST_VERSION = 1
@@ -82,6 +83,7 @@ class Deployment:
     registry: ParticipantRegistryGateway
     rounds: FederatedRoundsGateway
     gas_used: int = 0
+    privacy: PrivacyLedgerGateway | None = None  # None for a manifest from before the privacy ledger (issue 13)
 
     @classmethod
     def attach(cls, transactor: Transactor, manifest: Manifest, artifacts_dir: Path = ARTIFACTS_DIR) -> Deployment:
@@ -92,6 +94,8 @@ class Deployment:
             token=FedTokenGateway(transactor, c["FedToken"], artifacts_dir=artifacts_dir),
             registry=ParticipantRegistryGateway(transactor, c["ParticipantRegistry"], artifacts_dir=artifacts_dir),
             rounds=FederatedRoundsGateway(transactor, c["FederatedRounds"], artifacts_dir=artifacts_dir),
+            privacy=PrivacyLedgerGateway(transactor, c["PrivacyLedger"], artifacts_dir=artifacts_dir)
+            if "PrivacyLedger" in c else None,
         )
 
 
@@ -115,6 +119,7 @@ def deploy_all(
     rounds, r3 = FederatedRoundsGateway.deploy(
         transactor, admin, registry.address, token.address, sender=admin, artifacts_dir=artifacts_dir
     )
+    privacy, r4 = PrivacyLedgerGateway.deploy(transactor, admin, rounds.address, sender=admin, artifacts_dir=artifacts_dir)
     grants = [
         token.grant_role(token.minter_role(), rounds.address, sender=admin),
         registry.grant_role(registry.reputation_writer_role(), rounds.address, sender=admin),
@@ -123,11 +128,14 @@ def deploy_all(
         rounds.grant_role(rounds.operator_role(), operator, sender=admin),
         rounds.grant_role(rounds.aggregator_role(), aggregator, sender=admin),
         rounds.grant_role(rounds.relayer_role(), operator, sender=admin),  # the API relays batches with the operator key
+        privacy.grant_role(privacy.operator_role(), operator, sender=admin),  # sets privacy budgets
+        privacy.grant_role(privacy.relayer_role(), operator, sender=admin),  # relays DP commitments (the API)
     ]
     compiled = load_artifact("FederatedRounds", artifacts_dir)
     manifest = Manifest(
         chain_id=transactor.chain_id,
-        contracts={"FedToken": token.address, "ParticipantRegistry": registry.address, "FederatedRounds": rounds.address},
+        contracts={"FedToken": token.address, "ParticipantRegistry": registry.address, "FederatedRounds": rounds.address,
+                   "PrivacyLedger": privacy.address},
         deployment_block=r1.block_number,
         compiler={"version": compiled.compiler_version, "settings": compiled.settings, "sourcesHash": compiled.sources_hash},
         roles={"admin": admin, "operator": operator, "aggregator": aggregator, "relayer": operator},
@@ -135,5 +143,5 @@ def deploy_all(
         endpoints=endpoints or {},
         stake=stake.to_manifest(),
     )
-    gas = sum(r.gas_used for r in (r1, r2, r3, *grants))
-    return Deployment(manifest=manifest, token=token, registry=registry, rounds=rounds, gas_used=gas)
+    gas = sum(r.gas_used for r in (r1, r2, r3, r4, *grants))
+    return Deployment(manifest=manifest, token=token, registry=registry, rounds=rounds, gas_used=gas, privacy=privacy)

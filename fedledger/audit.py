@@ -18,6 +18,14 @@ Stake ("slashes"): the round's StakeSlashed events are exactly one per committed
 registry's own slashPpm; nobody else was slashed for the round. For a Merkle round a missing slash means nobody sent
 the proof (the aggregator does, right after committing); it fails the check too, unless the result list fails its
 own check (then its leaves cannot be proven).
+
+Differential privacy ("privacy", deployments with a PrivacyLedger): every PrivacySpent record of the round names
+the update its participant committed (same content hash); the blob declares a DP mechanism in its header and that
+mechanism recomputes the recorded epsilon with Opacus's RDP accountant within ±(1 + 1e-6 * eps) micro-units
+(trainer/privacy.py) and the recorded delta exactly; the running totals equal the sums of the participant's
+records so far; no total exceeds the budget in force (re-derived from the budget events); a blob that declares a
+mechanism has a record, and a participant with earlier records does not commit around the ledger. The report
+holds each participant's ledger, with the tighter RDP-composed epsilon of its committed mechanisms beside the sum.
 """
 
 from __future__ import annotations
@@ -39,7 +47,10 @@ from trainer.aggregation import evaluate_round, flatten, unflatten
 from trainer.errors import RuleError, UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION, SLASHABLE, next_reputation, reward_split, slashed, weight
 from trainer.rules import RuleConfig, Status
-from trainer.serialization import content_hash, serialize
+from trainer.privacy import DELTA_ONE, EPSILON_ONE, Mechanism, PrivacyError, rdp_composed_epsilon, within_tolerance
+from trainer.serialization import content_hash, read_metadata, serialize
+
+UNLIMITED = 2**64 - 1  # PrivacyLedger.UNLIMITED: no budget
 
 # The status codes the rule defines. finalizeRound refuses any other; a result list's statuses never reach the chain.
 _STATUS_CODES = frozenset(int(s) for s in Status)
@@ -76,6 +87,7 @@ class RoundAudit:
 @dataclass
 class AuditReport:
     rounds: list[RoundAudit]
+    privacy: dict[str, dict] = field(default_factory=dict)  # participant -> its ledger as the audit re-derived it
 
     @property
     def verified(self) -> bool:
@@ -90,6 +102,7 @@ class AuditReport:
             "rounds": [
                 {"round": r.round_id, "ok": r.ok, "checks": [c.__dict__ for c in r.checks]} for r in self.rounds
             ],
+            "privacy": self.privacy,
         }
 
 
@@ -113,7 +126,15 @@ class Auditor:
                 continue
             expected_base = self.history.genesis_hash() if rid == 1 else self.history.d.rounds.get_round(rid - 1).new_model_hash
             audits.append(self.verify_round(record, expected_base))
-        return AuditReport(audits)
+        report = AuditReport(audits)
+        if self.history.d.privacy is not None and audits:
+            # every round up to the last one audited, in order: the running totals carry from the earlier ones
+            privacy = PrivacyAudit(self.history, self.store)
+            by_id = {a.round_id: a for a in audits}
+            for rid in range(1, audits[-1].round_id + 1):
+                privacy.check_round(by_id.get(rid, RoundAudit(rid)), self.history.round(rid))
+            report.privacy = privacy.ledgers()
+        return report
 
     def verify_round(self, rec: RoundRecord, expected_base: bytes) -> RoundAudit:
         audit = RoundAudit(rec.round_id)
@@ -146,7 +167,14 @@ class Auditor:
         except (StorageError, UpdateRejected) as exc:
             audit.add("base", [f"previous base model (the public global step) unusable: {exc}"])
             return audit
-        prior = self.reputation.before(rec.round_id)  # rule version 3 weights by it
+        prior = None
+        if rule.weighted:  # rule version 3 weighs updates by the reputation before the round
+            try:
+                prior = self.reputation.before(rec.round_id)
+            except (StorageError, ListFormatError) as exc:  # an earlier round's result list, failed in its own audit
+                audit.add("scores", [f"rule version {rule.version} weighs updates by the reputation before the "
+                                     f"round, and the reputation earlier rounds proved is unusable: {exc}"])
+                return audit
         if results is not None:  # streamed from files, as the aggregator ran it
             outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous, prior)
         else:
@@ -349,6 +377,118 @@ class Auditor:
         audit.add("rewards", problems, f"{sum(expected)} minted as the rule says")
 
 
+class PrivacyAudit:
+    """The privacy ledger's checks, round by round, in chain order (running totals carry across rounds)."""
+
+    def __init__(self, history: ChainHistory, store: BlobStore) -> None:
+        self.history = history
+        self.store = store
+        self.spent: dict[str, tuple[int, int]] = {}  # participant -> (epsilon, delta) summed over checked records
+        self.mechanisms: dict[str, list[Mechanism]] = {}
+        self.entries: dict[str, list[dict]] = {}
+        self.first_round: dict[str, int] = {}
+        # Budget events in chain order: the budget in force at any point is re-derived from them.
+        self.budget_events = [(e.block_number, e.log_index, e) for e in self.history.events("DefaultBudgetSet")]
+        self.budget_events += [(e.block_number, e.log_index, e) for e in self.history.events("ParticipantBudgetSet")]
+        self.budget_events.sort(key=lambda t: (t[0], t[1]))
+
+    def budget_at(self, participant: str, block: int, log_index: int) -> int:
+        default, own = UNLIMITED, None
+        for b, i, e in self.budget_events:
+            if (b, i) >= (block, log_index):
+                break
+            if e.name == "DefaultBudgetSet":
+                default = e.args.budget
+            elif e.args.participant == participant:
+                own = e.args.budget if e.args.set else None
+        return default if own is None else own
+
+    def check_round(self, audit: RoundAudit, rec: RoundRecord) -> None:
+        records = self.history.events("PrivacySpent", round_id=rec.round_id)
+        committed = {c.participant: c for c in rec.commitments}
+        problems: list[str] = []
+        recorded = set()
+        for ev in records:
+            a = ev.args
+            p = a.participant
+            recorded.add(p)
+            where = f"{p} (round {rec.round_id})"
+            c = committed.get(p)
+            if c is None or c.content_hash != a.content_hash:
+                got = "nothing" if c is None else f"0x{c.content_hash.hex()}"
+                problems.append(f"{where}: privacy record for update 0x{a.content_hash.hex()}, committed {got}")
+                continue
+            try:
+                mech = Mechanism.from_metadata(read_metadata(self.store.get(c.cid, c.content_hash)))
+            except (StorageError, UpdateRejected, PrivacyError) as exc:
+                problems.append(f"{where}: the committed blob's DP mechanism is unusable: {exc}")
+                continue
+            if mech is None:
+                problems.append(f"{where}: records epsilon {a.epsilon / EPSILON_ONE:.6f} but its blob declares no DP mechanism")
+                continue
+            ok, eps = within_tolerance(a.epsilon, mech)
+            if not ok:
+                word = "understates" if a.epsilon < eps * EPSILON_ONE else "overstates"
+                problems.append(
+                    f"{where}: recorded epsilon {a.epsilon / EPSILON_ONE:.6f} {word} its mechanism's {eps:.6f} "
+                    f"(noise {mech.noise_multiplier:.6g}, sample rate {mech.sample_rate:.6g}, {mech.steps} steps, "
+                    f"delta {mech.delta:g}, Opacus RDP)"
+                )
+            if a.delta != mech.delta_atto:
+                problems.append(f"{where}: recorded delta {a.delta}e-18, its mechanism declares {mech.delta_atto}e-18")
+            spent_eps, spent_delta = self.spent.get(p, (0, 0))
+            if (a.total_epsilon, a.total_delta) != (spent_eps + a.epsilon, spent_delta + a.delta):
+                problems.append(
+                    f"{where}: running totals ({a.total_epsilon}, {a.total_delta}) are not the sums of its records "
+                    f"({spent_eps + a.epsilon}, {spent_delta + a.delta})"
+                )
+            budget = self.budget_at(p, ev.block_number, ev.log_index)
+            if a.budget != budget:
+                problems.append(f"{where}: record names budget {a.budget}, the budget in force was {budget}")
+            if spent_eps + a.epsilon > budget:
+                problems.append(
+                    f"{where}: epsilon total {(spent_eps + a.epsilon) / EPSILON_ONE:.6f} exceeds the budget "
+                    f"{budget / EPSILON_ONE:.6f}"
+                )
+            self.spent[p] = (spent_eps + a.epsilon, spent_delta + a.delta)
+            self.mechanisms.setdefault(p, []).append(mech)
+            self.first_round.setdefault(p, rec.round_id)
+            self.entries.setdefault(p, []).append({
+                "round": rec.round_id, "epsilon": a.epsilon / EPSILON_ONE, "recomputed_epsilon": eps,
+                "delta": a.delta / DELTA_ONE, "total_epsilon": self.spent[p][0] / EPSILON_ONE,
+                "total_delta": self.spent[p][1] / DELTA_ONE,
+                "budget": None if budget == UNLIMITED else budget / EPSILON_ONE,
+                "noise_multiplier": mech.noise_multiplier, "sample_rate": mech.sample_rate, "steps": mech.steps,
+                "max_grad_norm": mech.max_grad_norm,
+            })
+        for p, c in committed.items():
+            if p in recorded:
+                continue
+            if p in self.first_round:
+                problems.append(f"{p} (round {rec.round_id}): committed around the privacy ledger after its records "
+                                f"from round {self.first_round[p]} on")
+                continue
+            try:
+                mech = Mechanism.from_metadata(read_metadata(self.store.get(c.cid, c.content_hash)))
+            except (StorageError, UpdateRejected, PrivacyError):
+                continue  # an unusable blob is the "blobs" check's finding; no privacy claim to check
+            if mech is not None:
+                problems.append(f"{p} (round {rec.round_id}): its blob declares a DP mechanism (epsilon "
+                                f"{mech.epsilon:.6f}) but no spend is recorded on the privacy ledger")
+        audit.add("privacy", problems, f"{len(records)} records recompute (Opacus RDP) and sum within budget")
+
+    def ledgers(self) -> dict[str, dict]:
+        out = {}
+        for p, entries in self.entries.items():
+            eps, delta = self.spent[p]
+            out[p] = {
+                "rounds": entries, "epsilon_basic": eps / EPSILON_ONE, "delta_basic": delta / DELTA_ONE,
+                "epsilon_rdp": rdp_composed_epsilon(self.mechanisms[p], delta / DELTA_ONE),
+                "budget": entries[-1]["budget"],
+            }
+        return out
+
+
 def print_audit(console: Console, report: AuditReport) -> None:
     """One row per round, one column per check; then every failure as 'round N: check: reason'."""
     table = Table(title="audit (chain + blob store only)", title_justify="left")
@@ -362,6 +502,17 @@ def print_audit(console: Console, report: AuditReport) -> None:
     console.print(table)
     if not report.rounds:
         console.print("[red]audit failure[/] no finalized round to audit")
+    if report.privacy:
+        t = Table(title="privacy ledger (epsilon per participant; basic = on-chain sums, rdp = composed)",
+                  title_justify="left")
+        for col in ("participant", "rounds", "epsilon per round", "epsilon basic", "epsilon rdp", "delta basic",
+                    "budget"):
+            t.add_column(col)
+        for p, led in sorted(report.privacy.items()):
+            per = ", ".join(f"r{e['round']}:{e['epsilon']:.3f}" for e in led["rounds"])
+            t.add_row(p, str(len(led["rounds"])), per, f"{led['epsilon_basic']:.4f}", f"{led['epsilon_rdp']:.4f}",
+                      f"{led['delta_basic']:.2e}", "none" if led["budget"] is None else f"{led['budget']:.4f}")
+        console.print(t)
     for line in report.failure_lines():
         console.print(f"[red]audit failure[/] {line}")
     console.print("[green]audit verified[/]" if report.verified else "[red]audit FAILED[/]")

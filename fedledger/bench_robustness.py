@@ -6,7 +6,7 @@ One grid cell (data set, partition, n, fraction, seed) plays every (attack, defe
 
 * ``--json PATH``: ``{"config", "cells": [one row per cell x attack x defence: dataset, partition, n, fraction, f,
   seed, attack, defense, final_accuracy, accuracy (per round), backdoor_success, and for rule-based defences
-  score_auroc, attacker_reward_share, ...], "references": [per cell: honest-only FedAvg, shards], "summary"}``;
+  score_auroc, attacker_reward_share, ...], "references": [per cell: honest-only FedAvg, the sybils' one-identity counterfactual, shards], "summary"}``;
 * ``--out DIR``: ``table.md`` (the tables docs/robustness.md quotes), PNG plots (accuracy per round per defence,
   score AUROC, reward shares, the platform's gap to clean FedAvg) and ``results.json``.
 
@@ -38,6 +38,7 @@ from trainer.simulation import (
     PARTITIONS,
     PLATFORM_RULES,
     RULE_VARIANTS,
+    SYBILS,
     partition_alpha,
 )
 
@@ -237,23 +238,29 @@ def summarize(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -
                         "honest_starved_share", "attacker_stake_lost", "attacker_reward_per_identity",
                         "honest_stake_lost", "honest_reward_per_identity"):
                 entry[key] = _mean(r.get(key) for r in rs)
-            if a == "sybil":
-                entry["sybil_earnings_multiplier"] = _sybil_multiplier(rows, rs)
+            if a in SYBILS:
+                entry["sybil_earnings_multiplier"] = _sybil_multiplier(rows, rs, cells)
         out.append(entry)
     return {"by_setting": out}
 
 
-def _sybil_multiplier(rows: Sequence[dict[str, Any]], sybil_runs: Sequence[dict[str, Any]]) -> float | None:
+def _sybil_multiplier(rows: Sequence[dict[str, Any]], sybil_runs: Sequence[dict[str, Any]],
+                      cells: Sequence[dict[str, Any]]) -> float | None:
     """What the sybil group (f wallets sending copies of participant 0's update) earned, divided by what participant
-    0 earned alone in the clean run of the same cell and rule: f means copies multiply earnings f-fold, 1 means they
-    do not."""
+    0 earned as one honest identity with the same data: in the cell's ``sybil_alone`` run of the same rule (the other
+    f - 1 identities do not exist), or, for results without it, participant 0 in the clean run (where f - 1 more
+    honest participants compete for the budget). f means copies multiply earnings f-fold, 1 that they do not."""
+    keys = ("dataset", "partition", "n", "fraction", "seed")
+    alone_of = {tuple(c["cell"][k] for k in keys): c.get("sybil_alone") or {} for c in cells}
     ratios = []
     for s in sybil_runs:
-        clean = [r for r in rows if r["attack"] == CLEAN and r["defense"] == s["defense"] and
-                 all(r[k] == s[k] for k in ("dataset", "partition", "n", "fraction", "seed"))]
-        if not clean or not clean[0].get("rewards_fed"):
-            continue
-        alone = clean[0]["rewards_fed"][0]
+        alone = alone_of.get(tuple(s[k] for k in keys), {}).get(s["defense"], {}).get("participant0_fed")
+        if alone is None:
+            clean = [r for r in rows if r["attack"] == CLEAN and r["defense"] == s["defense"] and
+                     all(r[k] == s[k] for k in keys)]
+            if not clean or not clean[0].get("rewards_fed"):
+                continue
+            alone = clean[0]["rewards_fed"][0]
         group = sum(s["rewards_fed"][: s["f"]])
         if alone > 0:
             ratios.append(group / alone)
@@ -413,7 +420,8 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
              "0.5 = chance, 0 = inverted), the same for the final reputation, the Byzantine share of all rewards "
              "paid per fraction (their population share is the fraction itself), rejection rates, and for sybils "
              "the earnings multiplier per fraction (what the f wallets sending copies of participant 0's update "
-             "earned together / what participant 0 earned alone in the clean run; f = 2/4/6/8 of 20 and "
+             "earned together / what participant 0 earned as one identity with the same data, in a run where the other "
+             "f - 1 identities do not exist; f = 2/4/6/8 of 20 and "
              "5/10/15/20 of 50: a multiplier near f means copies multiply earnings, near 1 that they do not).", ""]
     for rule in rules:
         if rule not in PLATFORM_RULES:
@@ -431,7 +439,7 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
             for fr in g["fractions"]:
                 shares.append(_pct(_mean(e.get("attacker_reward_share") for e in es if e["fraction"] == fr)))
             sybil = " / ".join(_num(_mean(e.get("sybil_earnings_multiplier") for e in es if e["fraction"] == fr), 1)
-                               for fr in g["fractions"]) if a == "sybil" else ""
+                               for fr in g["fractions"]) if a in SYBILS else ""
             lines.append(
                 f"| {a} | {_num(_mean(e.get('score_auroc') for e in es), 3)} | "
                 f"{_num(_mean(e.get('reputation_auroc') for e in es), 3)} | {' / '.join(shares)} | "
@@ -660,7 +668,7 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started
     rows = flatten_results(cells)
     references = [{"cell": c["cell"], "honest_only_fedavg": c["honest_only_fedavg"],
-                   "partition_method": c["partition_method"], "shard_sizes": c["shard_sizes"], "seconds": c["seconds"],
+                   "sybil_alone": c.get("sybil_alone", {}), "partition_method": c["partition_method"], "shard_sizes": c["shard_sizes"], "seconds": c["seconds"],
                    "timing": c["timing"], "honest_min_pair_distance_ratio": c["honest_min_pair_distance_ratio"]}
                   for c in cells]
     result = {

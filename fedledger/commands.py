@@ -20,6 +20,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         attack=args.attack,
         rounds=args.rounds,
         aggregator=args.aggregator,
+        rule_version=args.rule_version,
         dataset=args.dataset,
         alpha=args.alpha,
         seed=args.seed,
@@ -27,6 +28,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         clean_reference=not args.no_clean_reference,
         stack=args.stack,
         devnet=_devnet_config(args),
+        dp_epsilon=args.dp_epsilon,
+        dp_delta=args.dp_delta,
+        dp_clip=args.dp_clip,
+        dp_budget=args.dp_budget,
     )
     result = run_demo(cfg)
     if args.json:
@@ -136,6 +141,7 @@ BENCHES = (  # name, module, help
     ("load", "fedledger.bench_load", "N participants through the real API, concurrently, to one devnet round"),
     ("flower", "fedledger.flower.bench", "the example Flower app: FedAvg vs FedMedian vs FedLedger, ledger overhead"),
     ("robustness", "fedledger.bench_robustness", "attacks x defenses grid: accuracy, score AUROC, reward shares"),
+    ("privacy", "fedledger.bench_privacy", "DP-SGD participants: final accuracy vs per-round epsilon (Opacus, RDP)"),
 )
 
 
@@ -147,6 +153,9 @@ def register(sub: Any) -> None:
                    help="what the Byzantine participants do (trainer/attacks.py; signflip: send -4 x update)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--aggregator", choices=AGGREGATORS, default="median-verified-mean")
+    p.add_argument("--rule-version", type=int, choices=(2, 3), default=3,
+                   help="median-verified-mean version (trainer/rules.py): 3 reputation-gated and trust-weighted, "
+                        "2 equal weights")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")
     p.add_argument("--seed", type=int, default=0)
@@ -155,6 +164,14 @@ def register(sub: Any) -> None:
     p.add_argument("--no-clean-reference", action="store_true", help="skip the off-chain clean FedAvg yardstick")
     p.add_argument("--stack", choices=("embedded", "devnet"), default="embedded",
                    help="embedded: in-process EVM + blob directory; devnet: the stack `fedledger devnet up` runs")
+    dp = p.add_argument_group("differential privacy (issue 13)")
+    dp.add_argument("--dp-epsilon", type=float, default=None,
+                    help="honest participants train with DP-SGD (Opacus) at this epsilon per round and commit it on "
+                         "the PrivacyLedger")
+    dp.add_argument("--dp-delta", type=float, default=1e-5, help="with --dp-epsilon: delta per round")
+    dp.add_argument("--dp-clip", type=float, default=1.0, help="with --dp-epsilon: per-sample clipping norm")
+    dp.add_argument("--dp-budget", type=float, default=None,
+                    help="the operator's epsilon budget per participant (sums over rounds); updates past it are refused")
     g = p.add_argument_group("serve")
     g.add_argument("--serve", action="store_true",
                    help="after the rounds, keep the demo's chain and serve the API and the dashboard (/dashboard)")

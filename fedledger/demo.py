@@ -3,6 +3,8 @@
     fedledger demo                                   # digits, 10 participants, 3 sign-flippers (x-4), 10 rounds
     fedledger demo --aggregator fedavg               # the undefended baseline (collapses)
     fedledger demo --json out.json                   # machine-readable summary
+    fedledger demo --dp-epsilon 4                    # honest participants train with DP-SGD, epsilon 4 per round
+    fedledger demo --dp-epsilon 4 --dp-budget 10     # ... and the operator refuses updates past epsilon 10 in total
 
 Participants with even index commit by their own transaction; odd ones sign an EIP-712 commitment that the
 operator relays (the contract checks the signature). The audit at the end reads only the chain and the blob store.
@@ -16,6 +18,7 @@ burned per attacker and per honest identity and what each earned.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from chain.deploy import Deployment
 from fedledger.devnet import DevnetConfig
 from fedledger.stack import Stack, devnet_stack, embedded_stack
 from fedledger.audit import AuditReport, Auditor, print_audit
+from fedledger.privacy import PrivacyBudgetExceeded
 from fedledger.roles import Aggregator, Operator, ParticipantClient, fetch_params
 from fedledger.service import EVALUATIONS_FILE, record_evaluation
 from storage import BlobStore
@@ -42,11 +46,13 @@ from trainer.data import Dataset, dirichlet_partition, load_dataset
 from trainer.local import LocalConfig, train_local
 from trainer.metrics import attack_success_rate
 from trainer.model import ModelSpec, Params, accuracy, init_params, load_into
+from trainer.privacy import Mechanism, PrivacyConfig, train_local_dp
 from trainer.rules import RuleConfig, Status
 from trainer.simulation import FederationConfig, local_seed, simulate
 
 TOKEN_UNIT = 10**18
 ETHER = 10**18
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class DemoConfig:
     attack: str = "signflip"
     rounds: int = 10
     aggregator: str = "median-verified-mean"
+    rule_version: int = 3  # of median-verified-mean (trainer/rules.py); 2: equal weights, median of everyone
     dataset: str = "digits"
     alpha: float = 0.5
     seed: int = 0
@@ -63,6 +70,10 @@ class DemoConfig:
     clean_reference: bool = True
     stack: str = "embedded"  # or "devnet": the running `fedledger devnet up` stack
     devnet: DevnetConfig = field(default_factory=DevnetConfig)
+    dp_epsilon: float | None = None  # per round, for every honest participant (attackers do not bother with DP)
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
+    dp_budget: float | None = None  # the operator's default epsilon budget on the PrivacyLedger (None: unlimited)
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -73,6 +84,10 @@ class DemoConfig:
             raise ValueError(f"--stack must be embedded or devnet, got {self.stack!r}")
         if self.rounds < 1:
             raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
+            raise ValueError(f"--dp-epsilon must be positive, got {self.dp_epsilon}")
+        if self.dp_budget is not None and self.dp_budget < 0:
+            raise ValueError(f"--dp-budget must be >= 0, got {self.dp_budget}")
         if self.attack not in ALL_ATTACKS:
             raise ValueError(f"unknown --attack {self.attack!r}: choose one of {', '.join(ALL_ATTACKS)}")
 
@@ -124,11 +139,15 @@ class Consortium:
         ]
         # The first `byzantine` participants by index attack; which addresses those are is arbitrary.
         self.byzantine = {c.address for c in self.clients[: cfg.byzantine]}
-        self.rule = RuleConfig(aggregator=cfg.aggregator)
+        self.rule = RuleConfig(aggregator=cfg.aggregator, version=cfg.rule_version)
         self.local = LocalConfig()
         self.trigger: Trigger = make_trigger(cfg.dataset, self.data.x_train, self.data.num_classes)
         self._last_base: Params | None = None  # the previous round's base: the stale free-rider resends base - it
         self.latest_params: Params | None = None  # the global model after the last round played
+        self.privacy = (PrivacyConfig(target_epsilon=cfg.dp_epsilon, delta=cfg.dp_delta, max_grad_norm=cfg.dp_clip)
+                        if cfg.dp_epsilon is not None else None)
+        self.mechanisms: dict[tuple[int, int], Mechanism] = {}  # (round, participant index) -> its DP mechanism
+        self.dp_refused: list[tuple[int, str]] = []  # (round, participant) updates the budget refused
         self.topped_up: dict[str, int] = {c.address: 0 for c in self.clients}  # wei added after slashes
 
     def top_up(self) -> int:
@@ -150,6 +169,8 @@ class Consortium:
         self._finish_interrupted_round()
         gas = sum(c.register().gas_used for c in self.clients if registry.status_of(c.address) == 0)
         current = self.deployment.rounds.global_model()
+        if self.cfg.dp_budget is not None:
+            gas += self.operator.set_privacy_budget(self.cfg.dp_budget).gas_used
         if current.model_hash == bytes(32):
             _, genesis_tx = self.operator.publish_genesis(init_params(self.spec, self.cfg.seed))
             return gas + genesis_tx.gas_used
@@ -178,7 +199,12 @@ class Consortium:
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         if transform is not None:
             x, y = transform(x, y)
-        return train_local(self.spec, base, x, y, self.local, seed=local_seed(self.cfg.seed, round_id, i))
+        seed = local_seed(self.cfg.seed, round_id, i)
+        if self.privacy is not None and transform is None and self.clients[i].address not in self.byzantine:
+            update, self.mechanisms[(round_id, i)] = train_local_dp(self.spec, base, x, y, self.local, self.privacy,
+                                                                    seed=seed)
+            return update
+        return train_local(self.spec, base, x, y, self.local, seed=seed)
 
     def round_updates(self, bases: list[Params], round_id: int) -> list[Params]:
         """Every participant's update for this round (participant i trained from ``bases[i]``, the model it fetched):
@@ -274,6 +300,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         # under a backdoor attack its success; under any other, the trigger's natural rate (the floor)
         "backdoor_success": round(world.backdoor_success(world.latest_params), 4) if world.latest_params else None,
         "aggregator": cfg.aggregator,
+        "rule_version": cfg.rule_version,
         "dataset": cfg.dataset,
         "alpha": cfg.alpha,
         "seed": cfg.seed,
@@ -292,6 +319,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "stack": stack.name,
         "manifest": str(cfg.devnet.manifest_path if cfg.stack == "devnet" else state_dir / "manifest.json"),
     }
+    if cfg.dp_epsilon is not None:
+        summary["dp_epsilon_per_round"] = cfg.dp_epsilon
+        summary["dp_delta_per_round"] = cfg.dp_delta
+        summary["dp_budget"] = cfg.dp_budget
+        summary["dp_participants"] = len({i for _, i in world.mechanisms})
+        summary["dp_refused_updates"] = len(world.dp_refused)
+        summary["dp_max_epsilon_basic"] = max((v["epsilon_basic"] for v in report.privacy.values()), default=0.0)
+        summary["dp_max_epsilon_rdp"] = max((v["epsilon_rdp"] for v in report.privacy.values()), default=0.0)
     if cfg.clean_reference:
         summary["clean_reference_accuracy"] = clean_reference_accuracy(cfg)
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -307,6 +342,19 @@ def submit_updates(world: Consortium, round_id: int, on_stage: Callable[[str], N
     on_stage(f"round {round_id}: training")
     updates = world.round_updates([client.fetch_global_model() for client in world.clients], round_id)
     for i, (client, update) in enumerate(zip(world.clients, updates, strict=True)):
+        mechanism = world.mechanisms.get((round_id, i))
+        if mechanism is not None:  # DP: the spend is recorded with the commitment, or both are refused
+            try:
+                if i % 2 == 0:
+                    gas += client.submit_private(round_id, update, mechanism)[1].gas_used
+                else:
+                    ref = client.upload_private(update, mechanism)
+                    gas += world.operator.relay_private(client.address, round_id, ref, mechanism,
+                                                        client.sign(round_id, ref)).gas_used
+            except PrivacyBudgetExceeded as exc:
+                log.info("round %d: %s", round_id, exc)
+                world.dp_refused.append((round_id, client.address))
+            continue
         if i % 2 == 0:
             gas += client.submit(round_id, update)[1].gas_used
         else:

@@ -333,6 +333,8 @@ class Devnet:
             return None
         if manifest.endpoints.get("rpc") != self.cfg.rpc_url:
             return None
+        if "PrivacyLedger" not in manifest.contracts:  # deployed before the privacy ledger (issue 13): redeploy
+            return None
         for address in manifest.contracts.values():
             if len(transactor.w3.eth.get_code(address)) == 0:
                 return None

@@ -118,7 +118,10 @@ class ChainHistory:
         t = self.d.rounds.transactor
         head = int(t.with_retries(lambda: t.w3.eth.block_number))
         if head > self._cursor:
-            self._events.extend(read_logs([self.d.rounds, self.d.registry, self.d.token], self._cursor + 1, head))
+            gateways = [self.d.rounds, self.d.registry, self.d.token]
+            if self.d.privacy is not None:
+                gateways.append(self.d.privacy)  # type: ignore[arg-type]
+            self._events.extend(read_logs(gateways, self._cursor + 1, head))
             self._cursor = head
 
     def events(self, name: str, **match: Any) -> list[EventRecord[Any]]:

@@ -21,6 +21,7 @@ from chain.gateways.federated_rounds import Claim
 from chain.lists import CommitmentBatch, ListHeader, ResultList, SignedCommitment
 from chain.transactor import TxResult
 from fedledger.history import ChainHistory, RoundRecord
+from fedledger.privacy import commit_private, ledger_gateway
 from fedledger.settlement import (
     CommittedSet,
     ReputationLedger,
@@ -34,6 +35,7 @@ from storage import BlobIntegrityError, BlobNotFound, BlobRef, BlobStore
 from trainer.aggregation import RoundOutcome, Submission, evaluate_round
 from trainer.model import ModelSpec, Params
 from trainer.incentives import SLASHABLE
+from trainer.privacy import Mechanism, epsilon_to_micro
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import deserialize, serialize
 
@@ -95,6 +97,20 @@ class Operator:
         )
         return batch, list_ref, tx
 
+    def set_privacy_budget(self, epsilon: float, participant: str | None = None) -> TxResult:
+        """The privacy budget (epsilon, basic composition) for everyone without their own, or for ``participant``."""
+        gw = ledger_gateway(self.deployment)
+        micro = epsilon_to_micro(epsilon)
+        if participant is None:
+            return gw.set_default_budget(micro, sender=self.address)
+        return gw.set_participant_budget(participant, micro, sender=self.address)
+
+    def relay_private(self, participant: str, round_id: int, ref: BlobRef, mechanism: Mechanism,
+                      signature: bytes) -> TxResult:
+        """Relay a DP commitment: the spend is recorded and the update committed in one transaction."""
+        return commit_private(self.deployment, participant=participant, round_id=round_id, ref=ref,
+                              mechanism=mechanism, signature=signature, sender=self.address)
+
     def relay(self, participant: str, round_id: int, ref: BlobRef, signature: bytes) -> TxResult:
         return self.deployment.rounds.commit_update_signed(
             participant, round_id, ref.content_hash, ref.uri, signature, sender=self.address
@@ -140,6 +156,17 @@ class ParticipantClient:
         commitment to bytes nobody can fetch would only cost the participant its reputation."""
         ref = self.upload(update)
         return ref, self.commit(round_id, ref)
+
+    def upload_private(self, update: Params, mechanism: Mechanism) -> BlobRef:
+        """The update with its DP mechanism in the safetensors header: the content hash commits to both."""
+        return self.store.put(serialize(update, mechanism.to_metadata()))
+
+    def submit_private(self, round_id: int, update: Params, mechanism: Mechanism) -> tuple[BlobRef, TxResult]:
+        """Store a DP update and commit it with its (epsilon, delta) through the PrivacyLedger, in one transaction
+        (signed by this participant, sent by it). Raises ``PrivacyBudgetExceeded`` when over the budget."""
+        ref = self.upload_private(update, mechanism)
+        return ref, commit_private(self.deployment, participant=self.address, round_id=round_id, ref=ref,
+                                   mechanism=mechanism, signature=self.sign(round_id, ref), sender=self.address)
 
     def sign(self, round_id: int, ref: BlobRef) -> bytes:
         t = self.deployment.rounds.transactor

@@ -42,6 +42,7 @@ from chain.indexer import EventIndexer
 from chain.lists import CommitmentBatch, ListFormatError, ResultList, SignedCommitment
 from fedledger.audit import AuditReport, Auditor
 from fedledger.history import ROUND_STATES, ChainHistory, UnknownRound
+from fedledger.privacy import commit_private, ledger_gateway, ledger_of
 from fedledger.relay import (
     DROPPED,
     EXPIRED,
@@ -66,7 +67,8 @@ from fedledger.settlement import load_results
 from fedledger.stack import Stack
 from storage import BlobRef, StorageError, StorageUnavailable
 from trainer.rules import RuleConfig, Status
-from trainer.serialization import deserialize
+from trainer.privacy import Mechanism, epsilon_to_micro
+from trainer.serialization import deserialize, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +444,13 @@ class Platform:
                 "withdrawal_requested_at": s.withdrawal_requested_at or None, "withdrawal_unlocks_at": unlock or None,
                 "last_commit_round": s.last_commit_round}
 
+    def privacy(self, *, address: str) -> dict[str, Any]:
+        """The participant's privacy ledger: per-round (epsilon, delta) as committed on the PrivacyLedger, running
+        totals (basic composition), the budget in force and what remains. 404 on a deployment without the ledger."""
+        address = to_checksum_address(address)
+        with self._history_lock:
+            return ledger_of(self.history(), address).to_json()
+
     # ------------------------------------------------------------------ blobs
 
     def current_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -455,6 +464,7 @@ class Platform:
         if len(data) > self.max_upload_bytes:
             raise ValueError(f"upload of {len(data)} bytes exceeds the limit of {self.max_upload_bytes} bytes")
         deserialize(data, self.current_shapes())
+        Mechanism.from_metadata(read_metadata(data))  # a declared DP mechanism must be well formed (PrivacyError)
         return self.stack.store.put(data)
 
     def blob(self, *, uri: str, content_hash: bytes) -> bytes:
@@ -485,9 +495,21 @@ class Platform:
         if recovered != participant:
             raise InvalidSignature(f"commitment signature recovers to {recovered}, not {participant}")
         try:
-            self.stack.store.get(cid, content_hash)
+            data = self.stack.store.get(cid, content_hash)
         except Exception as exc:
             raise NotFound(f"upload the blob first (POST /blobs): {exc}") from exc
+        mechanism = Mechanism.from_metadata(read_metadata(data))
+        if mechanism is not None:
+            # A DP update: its (epsilon, delta) is what the declared mechanism gives under Opacus's accountant
+            # (computed here, as the auditor will), recorded on the PrivacyLedger with the commitment in one
+            # transaction, never batched. Over the budget: PrivacyBudgetExceeded (409, with the numbers).
+            result = commit_private(self.d, participant=participant, round_id=round_id,
+                                    ref=BlobRef(content_hash, cid), mechanism=mechanism, signature=signature,
+                                    sender=self.stack.operator)
+            return {"round": round_id, "participant": participant, "tx_hash": result.tx_hash,
+                    "block": result.block_number, "privacy": {
+                        "epsilon": mechanism.epsilon_micro / 1e6, "epsilon_micro": mechanism.epsilon_micro,
+                        "delta": mechanism.delta, "delta_atto": mechanism.delta_atto}}
         if not self.batched:
             result = rounds.commit_update_signed(participant, round_id, content_hash, cid, signature,
                                                  sender=self.stack.operator)
@@ -849,6 +871,13 @@ class Platform:
                     "participant": entry.participant, "content_hash": _hex(entry.content_hash), "cid": entry.cid,
                     "relayer": a["relayer"], "path": "batch", "batch": a["batch_index"]})
         empty = {"status": None, "score": None, "reward": None, "reputation_after": None}
+        spends: dict[str, dict[str, Any]] = {}
+        if self.d.privacy is not None:  # the PrivacyLedger's records of this round (not in the event index)
+            with self._history_lock:
+                for e in self.history().events("PrivacySpent", round_id=round_id):
+                    a = e.args
+                    spends[a.participant] = {"epsilon": a.epsilon / 1e6, "delta": a.delta / 1e18,
+                                             "total_epsilon": a.total_epsilon / 1e6}
         return {
             "round": round_id,
             "state": "finalized" if f else ("closed" if closed else "open"),
@@ -866,7 +895,7 @@ class Platform:
                 "list_readable": results is not None},
             "batches": batches,
             "relay": self.queue.counts(round_id) if self.queue else None,
-            "submissions": [{**s, **verdicts.get(p, empty)}
+            "submissions": [{**s, **verdicts.get(p, empty), "privacy": spends.get(p)}
                             for p, s in sorted(submissions.items(), key=lambda kv: kv[0].lower())],
         }
 
@@ -989,6 +1018,17 @@ class Platform:
             "slashes": [{"participant": e.args.account, "status": _status_name(e.args.status),
                          "amount": str(e.args.amount), "tx_hash": e.tx_hash} for e in slashes],
         }
+
+    def set_privacy_budget(self, *, epsilon: float, participant: str | None = None) -> dict[str, Any]:
+        gw = ledger_gateway(self.d)
+        micro = epsilon_to_micro(epsilon)
+        if participant is None:
+            result = gw.set_default_budget(micro, sender=self.stack.operator)
+        else:
+            participant = to_checksum_address(participant)
+            result = gw.set_participant_budget(participant, micro, sender=self.stack.operator)
+        return {"participant": participant, "budget_epsilon": micro / 1e6, "budget_micro": micro,
+                "tx_hash": result.tx_hash}
 
     def suspend(self, *, address: str, reason: str) -> dict[str, Any]:
         code = reason.encode()[:32].ljust(32, b"\0")

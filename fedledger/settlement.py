@@ -174,7 +174,7 @@ def evaluate_committed(
     commitments: Sequence[CommittedUpdate],
     rule: RuleConfig,
     previous: Params | None,
-    reputation: Mapping[str, int],
+    reputation: Mapping[str, int] | None = None,
 ) -> tuple[RoundOutcome, list[BlobSubmission]]:
     """Fetch, validate and run the rule streamed from files: the outcome equals ``evaluate_round``'s bit for bit.
     ``reputation``: before the round (``ReputationLedger.before``; rule version 3 weights by it)."""

@@ -12,7 +12,9 @@ Three kinds:
   boosted by n/f, "model replacement"; the adaptive variant knows the rule's norm bound and scales its update to
   1.9 x the median honest norm instead);
 * free-riders send nothing useful: a zero update, or a stale one (the previous round's public global step);
-* sybils: several wallets send copies of one (honest) update to multiply earnings.
+* sybils: several wallets send copies of one (honest) update to multiply earnings; the perturbed variant adds seeded
+  noise of 0.25 x the update's norm to every copy, which puts the copies outside the rule's copy radius
+  (0.1 median norms) so that each is scored as its own update.
 
 ``apply_attack(name, update, seed=..., context=...)`` covers every name in ``ALL_ATTACKS`` (the demo's ``--attack``
 offers them all); signflip, bitflip and noise need nothing but the update. Flat-tensor versions (``alie``, ``ipm``)
@@ -44,6 +46,7 @@ ALL_ATTACKS: tuple[str, ...] = (
     "freerider_zero",  # a zero update
     "freerider_stale",  # the previous round's global step (public), zero in round 1
     "sybil",  # every attacker wallet sends a copy of one honest update
+    "sybil_perturbed",  # the same, each copy plus seeded noise of 0.25 x its norm (past the copy radius)
 )
 SIGNFLIP_SCALE = -4.0
 BITFLIP_SCALE = -1.0
@@ -53,6 +56,7 @@ IPM_SMALL_EPS = 0.1
 IPM_LARGE_EPS = 100.0
 BACKDOOR_FRACTION = 0.5  # share of the attacker's samples that carry the trigger
 ADAPTIVE_NORM_RATIO = 1.9  # the adaptive backdoor's norm, in median honest norms: just under the rule's bound of 2
+SYBIL_PERTURBATION = 0.25  # a perturbed sybil copy's noise norm, in norms of the copied update (the copy radius: 0.1)
 
 
 def sign_flip(update: Params, scale: float = SIGNFLIP_SCALE) -> Params:
@@ -169,6 +173,14 @@ def sybil_copies(update: Params, copies: int) -> list[Params]:
     return [{k: v.clone() for k, v in update.items()} for _ in range(copies)]
 
 
+def perturbed_copy(source: torch.Tensor, *, seed: int, ratio: float = SYBIL_PERTURBATION) -> torch.Tensor:
+    """``source`` (flat) plus seeded Gaussian noise scaled to ``ratio`` times its norm."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(source.shape, generator=g, dtype=torch.float32)
+    norm = float(noise.norm())
+    return source + noise * (ratio * float(source.norm()) / norm) if norm > 0 else source.clone()
+
+
 def _flat(update: Params) -> torch.Tensor:
     return torch.cat([update[k].reshape(-1).to(torch.float32) for k in sorted(update)])
 
@@ -245,7 +257,9 @@ def apply_attack(name: str, update: Params, *, seed: int, context: AttackContext
         if ctx.previous_global_step is None:
             return zero_update(update)
         return {k: ctx.previous_global_step[k].to(torch.float32).clone() for k in update}
-    if name == "sybil":
+    if name in ("sybil", "sybil_perturbed"):
         source = ctx.sybil_source if ctx.sybil_source is not None else update
-        return {k: source[k].clone() for k in update}
+        if name == "sybil":
+            return {k: source[k].clone() for k in update}
+        return _unflat(perturbed_copy(_flat(source), seed=seed), update)
     raise ValueError(f"unknown attack {name!r}: choose one of {', '.join(ALL_ATTACKS)}")

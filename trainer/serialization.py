@@ -1,6 +1,7 @@
-"""Canonical bytes for model states and updates: safetensors, float32, keys in sorted order, no metadata.
+"""Canonical bytes for model states and updates: safetensors, float32, keys in sorted order, no metadata unless
+given (a DP update declares its mechanism in the header, trainer/privacy.py: the content hash then commits to it).
 
-The same tensors always give the same bytes, so ``content_hash(serialize(p))`` identifies a model or update.
+The same tensors (and metadata) always give the same bytes, so ``content_hash(serialize(p))`` identifies a model or update.
 Loading never unpickles: ``safetensors`` parses a JSON header and raw buffers only.
 """
 
@@ -21,9 +22,19 @@ from trainer.model import Params
 from trainer.rules import Status
 
 
-def serialize(params: Mapping[str, torch.Tensor]) -> bytes:
+def serialize(params: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
     tensors = {k: params[k].detach().to(device="cpu", dtype=torch.float32).contiguous() for k in sorted(params)}
-    return bytes(st_save(tensors))
+    return bytes(st_save(tensors, metadata=dict(metadata) if metadata else None))
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """The string metadata of a safetensors blob's header (``__metadata__``), empty when there is none."""
+    _check_header(data)
+    (header_len,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise UpdateRejected(Status.BAD_FORMAT, "safetensors __metadata__ is not a string map")
+    return dict(meta)
 
 
 def content_hash(data: bytes) -> bytes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from trainer.attacks import (
     gaussian_noise,
     ipm,
     make_trigger,
+    perturbed_copy,
     scale_to_norm,
 )
 from trainer.data import Dataset, dirichlet_partition, load_dataset
@@ -129,6 +130,9 @@ PLATFORM_RULES: dict[str, RuleConfig] = {
 STAKE_UNIT = 10**18  # one minimum stake (1 ether in the default deployment), in wei
 CLEAN = "none"  # the attack name of the no-attack trajectories
 HONEST_ONLY = "honest_only"  # the reference trajectory: FedAvg over the n - f honest participants only (an oracle)
+# the sybils' counterfactual, per platform rule: participant 0 sends its honest update under one identity and the
+# other f - 1 sybil identities do not exist (what "one honest identity with the same data" earns)
+SYBIL_ALONE = "sybil_alone"
 
 
 def partition_alpha(partition: str) -> float | None:
@@ -331,7 +335,9 @@ class CellConfig:
 # which data variant an attacker row trains on: 0 honest, 1 flipped labels, 2 backdoored
 _TRAINS: dict[str, int] = {
     "signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "backdoor_adaptive": 2, "sybil": 0,
+    "sybil_perturbed": 0,
 }
+SYBILS = ("sybil", "sybil_perturbed")  # the attackers send (copies of) participant 0's update, trained only once
 _SCALE: dict[str, float] = {"signflip": SIGNFLIP_SCALE, "bitflip": BITFLIP_SCALE}
 
 
@@ -374,6 +380,8 @@ RULE_VARIANTS: dict[str, dict[str, Any]] = {
     "v3_gate_only": {**_DEDUP, **_CLIP, "reference_gate": 0.5},
     "v3_weights_only": {**_DEDUP, **_CLIP, "weights": (1, 2)},
     "v3_score_weights": {**_DEDUP, **_CLIP, "weights": (1, 0)},
+    "v3_gate_score_weights": {**_DEDUP, **_CLIP, "reference_gate": 0.5, "weights": (1, 0)},
+    "v3_gate_w11": {**_DEDUP, **_CLIP, "reference_gate": 0.5, "weights": (1, 1)},
 }
 
 
@@ -409,23 +417,25 @@ assert set(PLATFORM_RULES) <= set(BENCH_DEFENSES)
 
 
 def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tuple[int, ...]], r: int,
-                    rule: RuleConfig) -> torch.Tensor:
-    """The committed rule, exactly as the aggregator runs it: serialize, evaluate_round, rewards, reputation."""
+                    rule: RuleConfig, members: Sequence[int] | None = None) -> torch.Tensor:
+    """The committed rule, exactly as the aggregator runs it: serialize, evaluate_round, rewards, reputation.
+    ``members``: the participants (ascending) whose updates are the rows of ``stack`` (default: all of them)."""
+    members = list(range(stack.shape[0])) if members is None else list(members)
     base = unflatten(traj.params, shapes)
     previous = unflatten(traj.prev_params, shapes) if traj.prev_params is not None else None
-    subs = [Submission(_participant(i), serialize(unflatten(u, shapes))) for i, u in enumerate(stack)]
-    prior = {_participant(i): rep for i, rep in enumerate(traj.reputation)}
+    subs = [Submission(_participant(i), serialize(unflatten(u, shapes))) for i, u in zip(members, stack, strict=True)]
+    prior = {_participant(i): traj.reputation[i] for i in members}
     out = evaluate_round(base, subs, rule, previous, reputation=prior)
     weights = []
-    for i, v in enumerate(out.verdicts):  # sorted by address == index order
+    for i, v in zip(members, out.verdicts, strict=True):  # sorted by address == index order
         assert v.participant == _participant(i)
         traj.scores.append((r, i, v.score))
         traj.rejected[i] += v.status != Status.ACCEPTED
         traj.stake[i] -= slashed(traj.stake[i], v.status)
         weights.append(weight(v.status, v.score))
-    for i, amount in enumerate(reward_split(rule.reward_budget, weights)):
+    for i, w, amount in zip(members, weights, reward_split(rule.reward_budget, weights), strict=True):
         traj.rewards[i] += amount
-        traj.reputation[i] = next_reputation(traj.reputation[i], weights[i], rule.reputation_decay_ppm)
+        traj.reputation[i] = next_reputation(traj.reputation[i], w, rule.reputation_decay_ppm)
     return flatten(out.new_params)
 
 
@@ -457,14 +467,17 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
     trajs = [_Trajectory(a, d, init, n) for a in cfg.attacks for d in cfg.defenses]
     if 0 < f < n:
         trajs.append(_Trajectory(HONEST_ONLY, "fedavg", init, n))
+    if f > 1 and any(a in SYBILS for a in cfg.attacks):
+        trajs += [_Trajectory(SYBIL_ALONE, d, init, n) for d in cfg.defenses if d in PLATFORM_RULES]
+    alone = [0, *range(f, n)]  # who submits in a SYBIL_ALONE trajectory
     # rows trained each round: (trajectory, client, data variant)
     rows: list[tuple[int, int, int]] = []
     for t, tr in enumerate(trajs):
         for i in range(n):
-            if tr.attack in (CLEAN, HONEST_ONLY) or i >= f:
-                if not (tr.attack == HONEST_ONLY and i < f):
+            if tr.attack in (CLEAN, HONEST_ONLY, SYBIL_ALONE) or i >= f:
+                if not (tr.attack == HONEST_ONLY and i < f) and not (tr.attack == SYBIL_ALONE and i not in alone):
                     rows.append((t, i, 0))
-            elif tr.attack in _TRAINS and not (tr.attack == "sybil" and i > 0):
+            elif tr.attack in _TRAINS and not (tr.attack in SYBILS and i > 0):
                 rows.append((t, i, _TRAINS[tr.attack]))
     row_traj = torch.tensor([r[0] for r in rows], dtype=torch.long)
     row_client = torch.tensor([r[1] for r in rows], dtype=torch.long)
@@ -488,9 +501,15 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
                 new = tr.params + fedavg(torch.stack([trained[row_of[(t, i)]] for i in honest_idx]))
                 tr.prev_step, tr.params = new - tr.params, new
                 continue
+            if tr.attack == SYBIL_ALONE:
+                stack = torch.stack([trained[row_of[(t, i)]] for i in alone])
+                new = _platform_round(tr, stack, shapes, r, PLATFORM_RULES[tr.defense], members=alone)
+                tr.prev_step = new - tr.params
+                tr.prev_params, tr.params = tr.params, new
+                continue
             stack = torch.empty((n, layout.size), dtype=torch.float32)
             for i in range(n):
-                if (t, i) in row_of and (tr.attack == CLEAN or i >= f or tr.attack in ("labelflip", "sybil")):
+                if (t, i) in row_of and (tr.attack == CLEAN or i >= f or tr.attack in ("labelflip", *SYBILS)):
                     stack[i] = trained[row_of[(t, i)]]
             if t == probe:
                 dist = torch.cdist(stack.double(), stack.double(), compute_mode="donot_use_mm_for_euclid_dist")
@@ -555,6 +574,8 @@ def _byzantine_rows(tr: _Trajectory, stack: torch.Tensor, trained: torch.Tensor,
         return tr.prev_step.expand(f, d).clone()
     if a == "sybil":
         return trained[row_of[(t, 0)]].expand(f, d).clone()
+    if a == "sybil_perturbed":
+        return torch.stack([perturbed_copy(trained[row_of[(t, 0)]], seed=seeds[i]) for i in range(f)])
     raise ValueError(f"unknown attack {a!r}")
 
 
@@ -564,9 +585,14 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
     unit = 10**18
     runs = []
     reference = None
+    sybil_alone: dict[str, dict[str, Any]] = {}
     for tr in trajs:
         if tr.attack == HONEST_ONLY:
             reference = {"final_accuracy": tr.accuracy[-1], "accuracy": tr.accuracy}
+            continue
+        if tr.attack == SYBIL_ALONE:
+            sybil_alone[tr.defense] = {"final_accuracy": tr.accuracy[-1], "participant0_fed": tr.rewards[0] / unit,
+                                       "participant0_stake_lost": (STAKE_UNIT - tr.stake[0]) / STAKE_UNIT}
             continue
         run: dict[str, Any] = {
             "attack": tr.attack,
@@ -613,6 +639,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
             "seed": cfg.seed, "rounds": cfg.rounds,
         },
         "honest_only_fedavg": reference,
+        "sybil_alone": sybil_alone,
         "partition_method": method,
         "shard_sizes": [len(p) for p in parts],
         "seconds": round(seconds, 3),

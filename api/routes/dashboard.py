@@ -187,8 +187,9 @@ def participant_page(request: Request, address: str, platform: PlatformDep) -> R
     plot = {"round": [r["round"] for r in finished],
             "reputation": [r["reputation_after"] for r in finished],
             "reward": [float(tokens(r["reward"])) for r in finished]}
+    privacy = platform.privacy(address=checksummed) if platform.d.privacy is not None else None
     return _page(request, "participant.html", p=view, plot=plot,
-                 earned=str(sum(int(r["reward"]) for r in finished)))
+                 earned=str(sum(int(r["reward"]) for r in finished)), privacy=privacy)
 
 
 @router.get("/dashboard/lineage", response_class=HTMLResponse)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Address, OperatorDep, PlatformDep
 from trainer.data import DATASETS
+from trainer.errors import RuleError
 from trainer.rules import AGGREGATORS, RuleConfig
 
 router = APIRouter(prefix="/operator", tags=["operator"], dependencies=[OperatorDep])
@@ -29,6 +30,26 @@ class OpenRoundRequest(BaseModel):
                                               description="copy radius in typical norms; null: no copy tests")
     reward_budget: int = Field(default=RuleConfig.reward_budget, ge=0, lt=2**128)
     reputation_decay_ppm: int = Field(default=RuleConfig.reputation_decay_ppm, ge=0, le=1_000_000)
+    rule_version: int = Field(default=RuleConfig.version, ge=2, le=3,
+                              description="median-verified-mean version: 3 (reputation-gated reference, trust-weighted "
+                                          "aggregate) or 2 (median of every update, equal weights)")
+    reference_gate_ppm: int = Field(default=RuleConfig.reference_gate_ppm, ge=0, le=1_000_000,
+                                    description="version 3: the reference median is taken over participants whose "
+                                                "reputation is at least this share (ppm) of the median reputation")
+    score_weight_power: int = Field(default=RuleConfig.score_weight_power, ge=0, le=3,
+                                    description="version 3: aggregation weight = score ** this * reputation ** ...")
+    reputation_weight_power: int = Field(default=RuleConfig.reputation_weight_power, ge=0, le=3,
+                                         description="version 3: ... * reputation ** this")
+
+
+_V3_ONLY = ("reference_gate_ppm", "score_weight_power", "reputation_weight_power")
+
+
+class PrivacyBudgetRequest(BaseModel):
+    epsilon: float = Field(strict=True, ge=0, le=1.8e13, description="the epsilon budget (sum over rounds; 1e-6 resolution)",
+                           examples=[10.0])
+    participant: Address | None = Field(default=None, description="one participant's own budget; omit for the "
+                                        "default of everyone without one", examples=[None])
 
 
 class SuspendRequest(BaseModel):
@@ -42,9 +63,14 @@ def genesis(body: GenesisRequest, platform: PlatformDep) -> dict[str, Any]:
 
 @router.post("/rounds", status_code=201, summary="Open the next round on the current global model")
 def open_round(body: OpenRoundRequest, platform: PlatformDep) -> dict[str, Any]:
+    v3 = {k: getattr(body, k) for k in _V3_ONLY}
+    if body.rule_version < 3 and any(v != getattr(RuleConfig, k) for k, v in v3.items()):
+        given = ", ".join(k for k in _V3_ONLY if k in body.model_fields_set)
+        raise RuleError(f"rule version {body.rule_version} has no {given}: those are version 3 parameters")
     rule = RuleConfig(aggregator=body.aggregator, min_score=body.min_score, max_norm_ratio=body.max_norm_ratio,
                       reject_norm_ratio=body.reject_norm_ratio, duplicate_tolerance=body.duplicate_tolerance,
-                      reward_budget=body.reward_budget, reputation_decay_ppm=body.reputation_decay_ppm)
+                      reward_budget=body.reward_budget, reputation_decay_ppm=body.reputation_decay_ppm,
+                      version=body.rule_version, **v3)
     return platform.open_round(duration_s=body.duration_s, rule=rule)
 
 
@@ -69,3 +95,10 @@ def finalize_round(platform: PlatformDep, round_id: int = Path(ge=1, lt=2**63)) 
 @router.post("/participants/{address}/suspend", summary="Suspend a participant")
 def suspend(address: Address, body: SuspendRequest, platform: PlatformDep) -> dict[str, Any]:
     return platform.suspend(address=address, reason=body.reason)
+
+
+@router.post("/privacy/budget", summary="Set the privacy budget (default, or one participant's)",
+             description="On the PrivacyLedger: once a participant's running epsilon (basic composition) would "
+                         "exceed it, its DP updates are refused (409 PrivacyBudgetExceeded).")
+def privacy_budget(body: PrivacyBudgetRequest, platform: PlatformDep) -> dict[str, Any]:
+    return platform.set_privacy_budget(epsilon=body.epsilon, participant=body.participant)

@@ -41,6 +41,15 @@ def participant(address: Address, platform: PlatformDep) -> dict[str, Any]:
     return platform.participant(address=address)
 
 
+@router.get("/{address}/privacy", summary="A participant's privacy ledger: per-round epsilon and delta, totals, budget",
+            description="From the PrivacyLedger contract: each round's (epsilon, delta) committed with the update "
+                        "(epsilon in 1e-6 units, delta in 1e-18 units, also given as floats), the running totals "
+                        "by basic composition (sums, what the contract enforces), the operator's budget in force "
+                        "and what remains (null: no budget). An address without records has an empty ledger.")
+def privacy(address: Address, platform: PlatformDep) -> dict[str, Any]:
+    return platform.privacy(address=address)
+
+
 @router.get("/{address}/claims", summary="Unclaimed results of Merkle-finalized rounds, with proofs, ready to send",
             description="The arguments of FederatedRounds.claim(participant, claims): anyone may send them; the "
                         "tokens always go to the participant.")

@@ -38,7 +38,11 @@ def round_(platform: PlatformDep, round_id: int = RoundId) -> dict[str, Any]:
     summary="Relay a participant's signed commitment",
     description="Direct relay (FEDLEDGER_RELAY_MODE=direct): sent on chain now, 201 with the transaction. Batched "
                 "relay: checked like the contract would, queued durably, 202 with the receipt (status pending, or "
-                "included if this submission triggered a flush); follow it at GET /rounds/{id}/receipts/{address}.",
+                "included if this submission triggered a flush); follow it at GET /rounds/{id}/receipts/{address}. "
+                "A differentially private update (its blob declares a DP mechanism in its safetensors header) is "
+                "relayed through the PrivacyLedger, never batched: its epsilon is computed from the mechanism "
+                "with Opacus's RDP accountant and recorded with the commitment in one transaction (201, with "
+                "the privacy spent); 409 PrivacyBudgetExceeded with the numbers when over the budget.",
     responses={202: {"description": "queued with the batching relay: the receipt"}},
 )
 def submit(body: SubmissionRequest, platform: PlatformDep, response: Response, round_id: int = RoundId) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def test_register_submit_finalize_audit_over_http(client: TestClient, platform: 
     audit = client.get(f"/audit/rounds/{round_id}").json()
     assert audit["verified"] is True
     assert [c["name"] for c in audit["rounds"][0]["checks"]] == [
-        "rule", "lineage", "base", "blobs", "scores", "decisions", "aggregate", "rewards", "slashes"]
+        "rule", "lineage", "base", "blobs", "scores", "decisions", "aggregate", "rewards", "slashes", "privacy"]
     rounds = client.get("/rounds").json()
     assert rounds[0]["finalized"] and rounds[0]["submissions"] == 4 and rounds[0]["accepted"] == 3
     detail = client.get(f"/rounds/{round_id}").json()
@@ -164,6 +164,9 @@ def test_bad_input_gets_a_clear_4xx(client: TestClient, platform: Platform, peop
     assert bad_addr.status_code == 422 and "not an Ethereum address" in bad_addr.text
     bad_rule = client.post("/operator/rounds", json={"max_norm_ratio": 5.0}, headers=OPERATOR)
     assert bad_rule.status_code == 400 and "reject_norm_ratio (4.0) must be >= max_norm_ratio (5.0)" in bad_rule.text
+    v2_with_gate = client.post("/operator/rounds", json={"rule_version": 2, "reference_gate_ppm": 1}, headers=OPERATOR)
+    assert v2_with_gate.status_code == 400 and "rule version 2 has no reference_gate_ppm" in v2_with_gate.text
+    assert client.post("/operator/rounds", json={"rule_version": 4}, headers=OPERATOR).status_code == 422
     assert client.get("/rounds/99").status_code == 404
     assert client.get("/audit/rounds/99").status_code == 404
     wrong_type = client.post("/blobs", content=b"x", headers={"content-type": "text/plain"})

@@ -37,11 +37,25 @@ class Served:
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    state = tmp_path_factory.mktemp("dashboard-demo")
+    yield from _serve(tmp_path_factory, "dashboard-demo", DEMO)
+
+
+# Honest participants train with DP-SGD (epsilon 8 per round) under an operator budget: the privacy ledger's pages.
+DP_DEMO = ["--participants", "4", "--byzantine", "1", "--rounds", "2", "--no-clean-reference", "--dp-epsilon", "8",
+           "--dp-budget", "20"]
+
+
+@pytest.fixture(scope="session")
+def served_dp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    yield from _serve(tmp_path_factory, "dashboard-dp-demo", DP_DEMO)
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory, name: str, demo: list[str]) -> Iterator[Served]:
+    state = tmp_path_factory.mktemp(name)
     port = free_port()
     log = open(state / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedledger.cli", "demo", *DEMO, "--state-dir", str(state), "--serve",
+        [sys.executable, "-m", "fedledger.cli", "demo", *demo, "--state-dir", str(state), "--serve",
          "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -52,6 +52,28 @@ def test_quick_writes_per_cell_json_table_and_plots(tmp_path: Path) -> None:
     assert (again / "table.md").read_text() == table
 
 
+def test_sybils_are_measured_against_one_identity_with_the_same_data_and_slashing_is_priced(tmp_path: Path) -> None:
+    """The sybil multiplier's denominator is a real counterfactual run (participant 0 alone, the other sybil
+    identities absent), and the stake columns follow trainer/incentives.slashed."""
+    out_json = tmp_path / "sybil.json"
+    assert main(["bench", "robustness", "--datasets", "digits", "--partitions", "dir0.5", "--participants", "10",
+                 "--fractions", "0.3", "--seeds", "0", "--rounds", "2", "--attacks", "none", "sybil", "signflip",
+                 "--defenses", "fedavg", "platform", "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    alone = result["references"][0]["sybil_alone"]
+    assert set(alone) == {"platform"} and alone["platform"]["participant0_fed"] > 0
+    sybil = next(r for r in result["cells"] if r["attack"] == "sybil" and r["defense"] == "platform")
+    group = sum(sybil["rewards_fed"][: sybil["f"]])
+    entry = next(e for e in result["summary"]["by_setting"] if e["attack"] == "sybil" and e["defense"] == "platform")
+    assert entry["sybil_earnings_multiplier"] == pytest.approx(group / alone["platform"]["participant0_fed"])
+    assert sybil["attacker_stake_lost"] == 0.0  # copies of an honest update are accepted, so never slashed
+    flip = next(r for r in result["cells"] if r["attack"] == "signflip" and r["defense"] == "platform")
+    # sign-flippers are rejected as poisoned in both rounds: 10 % of the stake, then 10 % of what is left
+    rejected_both = flip["attacker_rejection_rate"] == 1.0
+    assert not rejected_both or flip["attacker_stake_lost"] == pytest.approx(1 - 0.9 * 0.9)
+    assert 0 < flip["attacker_stake_lost"] <= 1 - 0.9 * 0.9 + 1e-12
+
+
 def test_a_bad_partition_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "robustness", "--quick", "--partitions", "zipf"]) == 2
     assert "unknown partition 'zipf'" in capsys.readouterr().out

@@ -132,16 +132,30 @@ def test_audit_catches_decisions_that_do_not_follow_the_rule(tmp_path: Path) -> 
     ), lines
 
 
-def test_cli_demo_writes_the_json_summary_and_exits_zero(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [3, 2])
+def test_cli_demo_writes_the_json_summary_and_exits_zero(tmp_path: Path, version: int) -> None:
     out = tmp_path / "summary.json"
     rc = main(["demo", "--participants", "4", "--byzantine", "1", "--rounds", "2", "--seed", "3",
-               "--state-dir", str(tmp_path / "state"), "--json", str(out)])
+               "--state-dir", str(tmp_path / "state"), "--json", str(out), "--rule-version", str(version)])
     assert rc == 0
     summary = json.loads(out.read_text())
+    assert summary["rule_version"] == version
     for key in ("final_accuracy", "clean_reference_accuracy", "attacker_reward_share", "attacker_rejection_rate",
                 "honest_rejection_rate", "audit_verified", "rounds", "participants", "gas_used_total", "wall_seconds"):
         assert key in summary, key
     assert summary["audit_verified"] is True and summary["rounds"] == 2 and summary["gas_used_total"] > 0
+
+
+def test_a_consortium_on_rule_version_2_commits_that_version_and_audits_under_it(tmp_path: Path) -> None:
+    world = Consortium(DemoConfig(participants=5, byzantine=1, rounds=2, seed=2, rule_version=2),
+                       embedded_stack(tmp_path, seed=2))
+    world.enroll()
+    for _ in range(2):
+        play_round(world)
+    history = ChainHistory(world.deployment)
+    docs = [json.loads(world.store.get(history.round(r).rule_cid, history.round(r).rule_hash)) for r in (1, 2)]
+    assert [d["version"] for d in docs] == [2, 2] and all("reference_gate_ppm" not in d for d in docs)
+    assert Auditor(world.deployment, world.store).verify().verified
 
 
 def test_cli_rejects_impossible_configurations_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:

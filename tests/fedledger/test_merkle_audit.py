@@ -42,7 +42,7 @@ RELAYED = (5,)  # one signature relayed by commitUpdateSigned (an UpdateCommitte
 LATE = (6,)  # trained and signed, but committed only where a test says so
 Tamper = Callable[[str], None]  # flips a byte of the stored blob at a URI
 MERKLE_CHECKS = ["rule", "lineage", "base", "batches", "results", "blobs", "scores", "decisions", "aggregate",
-                 "rewards", "claims", "slashes"]
+                 "rewards", "claims", "slashes", "privacy"]
 
 
 @dataclass
@@ -503,8 +503,9 @@ def test_a_tampered_batch_blob_fails_the_batches_check_and_its_entries_do_not_co
 
 
 def test_a_tampered_earlier_result_list_fails_the_later_rounds_rewards_check(world: World, tamper: Tamper) -> None:
-    """Round 2's reputation starts from the state round 1's list proves: with that list tampered, round 2's
-    rewards cannot be checked, and the audit says so instead of raising."""
+    """Round 2's reputation starts from the state round 1's list proves, and rule version 3 weighs round 2's
+    updates by it: with that list tampered, round 2's scores cannot be re-derived, and the audit says so (naming
+    the blob) instead of raising."""
     world.commit_all()
     world.settle()
     c, rid = world.consortium, world.round_id
@@ -524,5 +525,6 @@ def test_a_tampered_earlier_result_list_fails_the_later_rounds_rewards_check(wor
     assert [r.round_id for r in report.rounds if not r.ok] == [rid, round2]
     (r1, r2) = report.rounds
     assert [c.name for c in r1.failures()] == ["results"]
-    assert [c.name for c in r2.failures()] == ["rewards"]
+    assert [c.name for c in r2.failures()] == ["scores"]
+    assert "reputation earlier rounds proved is unusable" in r2.failures()[0].detail
     assert f"blob {results.list_cid} hashes to 0x" in r2.failures()[0].detail

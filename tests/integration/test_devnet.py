@@ -166,3 +166,62 @@ def test_event_reads_in_small_windows_equal_one_big_window(devnet: Devnet) -> No
     rounds = stack.deployment.rounds
     assert rounds.role_granted_events(from_block=start, window=1) == rounds.role_granted_events(from_block=start)
     assert len(rounds.role_granted_events(from_block=start)) >= 3
+
+
+def test_a_dp_round_on_the_real_devnet_records_the_privacy_ledger_and_audits(devnet: Devnet) -> None:
+    """Three DP participants on Hardhat + Kubo: one commits by its own transaction through the PrivacyLedger, two
+    are relayed by the operator; the operator's budget refuses a fourth update with the typed error; the audit of
+    the round recomputes every epsilon from the mechanism in the blob fetched back from Kubo."""
+    from fedledger.audit import Auditor
+    from fedledger.privacy import PrivacyBudgetExceeded, ledger_of
+    from fedledger.history import ChainHistory
+    from trainer.data import load_dataset
+    from trainer.local import LocalConfig
+    from trainer.privacy import PrivacyConfig, train_local_dp
+
+    stack = devnet_stack(devnet.cfg)
+    d = stack.deployment
+    assert d.privacy is not None and d.manifest.contracts["PrivacyLedger"] == d.privacy.address
+    spec = ModelSpec(64, 10)
+    wallets = devnet_wallets(stack.transactor, 99, [f"participant/dp-{i}" for i in range(4)])
+    clients = [ParticipantClient(d, stack.store, a, spec) for a in wallets.values()]
+    for c in clients:
+        if d.registry.status_of(c.address) == 0:
+            c.register()
+    operator = Operator(d, stack.store, stack.operator)
+    if d.rounds.global_model().model_hash == bytes(32):
+        operator.publish_genesis(init_params(spec, 0))
+    count = d.rounds.round_count()
+    assert count == 0 or d.rounds.get_round(count).state == 3, "tests must leave the shared devnet's rounds finalized"
+    operator.set_privacy_budget(0.5, clients[3].address)  # below one round's epsilon: refused
+    round_id, _ = operator.open_round(RuleConfig())
+    ds = load_dataset("digits", seed=0)
+    mechs = {}
+    try:
+        base = clients[0].fetch_global_model()
+        for i, c in enumerate(clients):
+            x, y = ds.x_train[i * 90 : (i + 1) * 90], ds.y_train[i * 90 : (i + 1) * 90]
+            update, mech = train_local_dp(spec, base, x, y, LocalConfig(), PrivacyConfig(target_epsilon=2.0), seed=i)
+            if i == 3:
+                with pytest.raises(PrivacyBudgetExceeded) as info:
+                    c.submit_private(round_id, update, mech)
+                assert (info.value.requested_micro, info.value.budget_micro) == (mech.epsilon_micro, 500_000)
+                continue
+            if i == 0:
+                c.submit_private(round_id, update, mech)
+            else:
+                ref = c.upload_private(update, mech)
+                operator.relay_private(c.address, round_id, ref, mech, c.sign(round_id, ref))
+            mechs[c.address] = mech
+    finally:
+        operator.close_round(round_id)
+        Aggregator(d, stack.store, stack.aggregator).finalize(round_id)
+    report = Auditor(d, stack.store).verify(round_id)
+    assert report.verified, report.failure_lines()
+    assert [c.name for c in report.rounds[0].checks][-1] == "privacy"
+    history = ChainHistory(d)
+    for address, mech in mechs.items():
+        led = ledger_of(history, address)
+        assert led.entries[-1].round_id == round_id and led.entries[-1].epsilon_micro == mech.epsilon_micro
+        assert report.privacy[address]["rounds"][-1]["recomputed_epsilon"] == mech.epsilon
+    assert d.rounds.commitment_of(round_id, clients[3].address) == bytes(32)

@@ -9,6 +9,7 @@ from trainer.attacks import (
     ADAPTIVE_NORM_RATIO,
     ALIE_FIXED_Z,
     ALL_ATTACKS,
+    SYBIL_PERTURBATION,
     DIGITS_TRIGGER_PIXELS,
     IPM_LARGE_EPS,
     IPM_SMALL_EPS,
@@ -198,6 +199,20 @@ def test_sybils_send_identical_copies_of_one_update() -> None:
     assert torch.equal(flat(sent), flat(src))
     with pytest.raises(ValueError):
         sybil_copies(src, 0)
+
+
+def test_perturbed_sybils_send_distinct_noisy_copies_outside_the_copy_radius() -> None:
+    src = params(3)
+    ctx = AttackContext(sybil_source=src)
+    a = flat(apply_attack("sybil_perturbed", params(1), seed=1, context=ctx))
+    b = flat(apply_attack("sybil_perturbed", params(2), seed=2, context=ctx))
+    again = flat(apply_attack("sybil_perturbed", params(9), seed=1, context=ctx))
+    s = flat(src)
+    assert torch.equal(a, again)  # seeded; the attacker's own update plays no part
+    for copy in (a, b):  # the noise is SYBIL_PERTURBATION of the source's norm: past the rule's 0.1 copy radius
+        assert float((copy - s).norm()) == pytest.approx(SYBIL_PERTURBATION * float(s.norm()), rel=1e-5)
+    assert float((a - b).norm()) > 0.1 * float(s.norm())
+    assert float(torch.nn.functional.cosine_similarity(a, s, dim=0)) > 0.95  # still the same update, in direction
 
 
 def test_unknown_attack_names_the_choices() -> None:
