@@ -460,14 +460,16 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
 
 
 def _stake_section(summary: Sequence[dict], g: dict, attacks: Sequence[str], rules: Sequence[str]) -> list[str]:
-    """Stake economics: per identity, what an attack cost in stake (slashed, SLASH_PPM of the current stake per
-    slashable rejection, trainer/incentives.py) against what it earned, beside an honest identity."""
+    """Stake economics: per identity, what an attack cost in stake (trainer/incentives.slashed of a minimum stake
+    per slashable rejection: the identity must top up to the minimum before it may commit again) against what it
+    earned, beside an honest identity."""
     fr_label = "/".join(f"{f * 100:.0f}" for f in g["fractions"])
     lines = ["## Stake economics (attacker cost vs reward)", "",
-             "Per identity, mean over cells, by Byzantine fraction: the stake an attacker lost to slashing (in "
-             "minimum stakes; every identity stakes one at registration, slashing burns 10 % of the current stake "
-             "per rejection as poisoned) and the FED it earned over all rounds, beside an honest identity in the "
-             "same runs. A sybil pays one stake per identity: f identities lock f stakes.", ""]
+             "Per identity, mean over cells, by Byzantine fraction: the stake an attacker burned (in minimum stakes: "
+             "every identity stakes the minimum at registration; each rejection as poisoned burns 10 % of it, and "
+             "an identity below the minimum must top up before it may commit again, so each costs 0.1) and the FED "
+             "it earned over all rounds, beside an honest identity in the same runs. Every identity locks one "
+             "minimum stake while it takes part: f sybil identities lock f stakes.", ""]
     for rule in (r for r in rules if r in PLATFORM_RULES):
         lines += [f"### {rule}", "",
                   f"| attack | attacker stake lost ({fr_label} %) | attacker FED earned ({fr_label} %) | "

@@ -360,7 +360,9 @@ class _Trajectory:
         self.rejected = [0] * n
         self.rewards = [0] * n
         self.reputation = [INITIAL_REPUTATION] * n
-        self.stake = [STAKE_UNIT] * n  # each identity's stake (one minimum stake each at registration)
+        # stake each identity burned: it stakes the minimum at registration, a slash burns SLASH_PPM of it, and an
+        # identity below the minimum may not commit (ParticipantRegistry), so it tops up before its next update
+        self.burned = [0] * n
 
 
 # Revisions of the platform rule, modelled by trainer.defenses.median_verified_mean and benchmarked beside the
@@ -431,7 +433,7 @@ def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tu
         assert v.participant == _participant(i)
         traj.scores.append((r, i, v.score))
         traj.rejected[i] += v.status != Status.ACCEPTED
-        traj.stake[i] -= slashed(traj.stake[i], v.status)
+        traj.burned[i] += slashed(STAKE_UNIT, v.status)
         weights.append(weight(v.status, v.score))
     for i, w, amount in zip(members, weights, reward_split(rule.reward_budget, weights), strict=True):
         traj.rewards[i] += amount
@@ -592,7 +594,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
             continue
         if tr.attack == SYBIL_ALONE:
             sybil_alone[tr.defense] = {"final_accuracy": tr.accuracy[-1], "participant0_fed": tr.rewards[0] / unit,
-                                       "participant0_stake_lost": (STAKE_UNIT - tr.stake[0]) / STAKE_UNIT}
+                                       "participant0_stake_lost": tr.burned[0] / STAKE_UNIT}
             continue
         run: dict[str, Any] = {
             "attack": tr.attack,
@@ -621,10 +623,10 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
                 # honest participants paid less than a tenth of the mean honest reward
                 "honest_starved_share": sum(r < 0.1 * mean_honest for r in honest_rewards) / len(honest_rewards),
                 # stake economics (in minimum stakes and FED per identity): what an attacker paid and earned
-                "attacker_stake_lost": (sum(STAKE_UNIT - tr.stake[i] for i in byz) / len(byz) / STAKE_UNIT)
+                "attacker_stake_lost": (sum(tr.burned[i] for i in byz) / len(byz) / STAKE_UNIT)
                 if byz and tr.defense in PLATFORM_RULES else None,
                 "attacker_reward_per_identity": (sum(tr.rewards[i] for i in byz) / len(byz) / unit) if byz else None,
-                "honest_stake_lost": sum(STAKE_UNIT - tr.stake[i] for i in range(cfg.n) if i not in byz)
+                "honest_stake_lost": sum(tr.burned[i] for i in range(cfg.n) if i not in byz)
                 / (cfg.n - len(byz)) / STAKE_UNIT if tr.defense in PLATFORM_RULES else None,
                 "honest_reward_per_identity": mean_honest,
                 "reputation_auroc": auroc([tr.reputation[i] for i in range(cfg.n) if i not in byz],

@@ -68,10 +68,10 @@ def test_sybils_are_measured_against_one_identity_with_the_same_data_and_slashin
     assert entry["sybil_earnings_multiplier"] == pytest.approx(group / alone["platform"]["participant0_fed"])
     assert sybil["attacker_stake_lost"] == 0.0  # copies of an honest update are accepted, so never slashed
     flip = next(r for r in result["cells"] if r["attack"] == "signflip" and r["defense"] == "platform")
-    # sign-flippers are rejected as poisoned in both rounds: 10 % of the stake, then 10 % of what is left
-    rejected_both = flip["attacker_rejection_rate"] == 1.0
-    assert not rejected_both or flip["attacker_stake_lost"] == pytest.approx(1 - 0.9 * 0.9)
-    assert 0 < flip["attacker_stake_lost"] <= 1 - 0.9 * 0.9 + 1e-12
+    # each rejection as poisoned burns 10 % of a minimum stake (the identity tops up to the minimum to commit again);
+    # sign-flips are rejected as LOW_SCORE or NORM_OUTLIER, both slashable
+    assert flip["attacker_rejection_rate"] > 0
+    assert flip["attacker_stake_lost"] == pytest.approx(0.1 * flip["attacker_rejection_rate"] * 2)
 
 
 def test_a_bad_partition_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
