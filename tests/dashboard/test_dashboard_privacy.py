@@ -18,6 +18,8 @@ def test_participant_page_shows_the_privacy_ledger_as_the_api_does(served_dp, br
         led = ledgers[address]
         assert browser.open(f"/dashboard/participants/{address}").status == 200
         page = browser.page
+        assert page.title().startswith("participant ") and "Privacy" not in page.title()
+        assert page.locator("#privacy-ledger").count() == 1
         assert text(page, "#privacy-spent") == six(led["spent_epsilon"])
         assert text(page, "#privacy-budget") == six(led["budget_epsilon"]) == "20.000000"
         assert text(page, "#privacy-remaining") == six(led["remaining_epsilon"])
