@@ -62,7 +62,7 @@ class DemoConfig:
     attack: str = "signflip"
     rounds: int = 10
     aggregator: str = "median-verified-mean"
-    rule_version: int = 3  # of median-verified-mean (trainer/rules.py); 2: equal weights, median of everyone
+    rule_version: int = 4  # of median-verified-mean (trainer/rules.py); 3: no redundancy groups; 2: equal weights
     dataset: str = "digits"
     alpha: float = 0.5
     seed: int = 0

@@ -39,6 +39,7 @@ from trainer.errors import RuleError, UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION
 from trainer.kernels import TILE
 from trainer.model import Params
+from trainer.redundancy import redundancy_groups
 from trainer.rules import PPM, SCORE_SCALE, RuleConfig, Status
 from trainer.serialization import deserialize
 
@@ -736,6 +737,63 @@ def assess(
         step_s = None if step is None else np.ascontiguousarray(step[columns], dtype=np.float32)
         _copies_and_free_riders(first.subset, step_s, rule.duplicate_tolerance, group, details)
     reps = [i for i in range(n) if group[i] == i]
+    verdict = _judge(source, first, rule, reps, group, norms, reputation, n, details)
+    statuses, fixed, cosine, ratio, clip, sizes = (verdict.statuses, verdict.fixed, verdict.cosine, verdict.ratio,
+                                                   verdict.clip, verdict.sizes)
+    median, ref_rows = verdict.median, verdict.ref_rows
+    accepted = [r for r in reps if statuses[r] == Status.ACCEPTED]
+    members = {r: [r] for r in accepted}  # leader -> the accepted representatives in its redundancy group
+    if rule.groups_redundant:
+        joined, why = redundancy_groups(
+            first.subset[reps], reps, accepted, ratio=rule.redundancy_ratio, share=rule.redundancy_share,
+            min_third_parties=rule.redundancy_min_third_parties,
+        )
+        for r, leader in joined.items():
+            members[leader].append(r)
+            del members[r]
+            details[r] = (f"redundant with update {leader} (address order): their difference is noise the others' "
+                          f"updates do not see (t={why[r].t:.3g}, share {why[r].share:.3g})")
+        for leader, reps_in in members.items():
+            if len(reps_in) > 1:
+                rows = [i for i in range(n) if group[i] in reps_in]
+                for i in rows:
+                    r = group[i]
+                    fixed[i] = round(cosine[r] * clip[r] * SCORE_SCALE / len(rows))
+                    sizes[i] = len(rows)
+                    if r != leader:
+                        group[i] = leader
+                    if i != r:
+                        details[i] = (f"copy of a member of update {leader}'s redundancy group (address order), "
+                                      f"group of {len(rows)}: the group shares one score")
+    leaders = sorted(members)
+    if rule.weighted and reputation is not None:
+        undivided = [round(cosine[r] * clip[r] * SCORE_SCALE) for r in leaders]
+        shares = group_weights(undivided, [reputation[r] for r in leaders], [len(members[r]) for r in leaders], rule)
+        weight_of = {r: w for leader, w in zip(leaders, shares, strict=True) for r in members[leader]}
+    else:
+        weight_of = dict.fromkeys(accepted, 1.0)
+    keep = [(r, clip[r] if verified else 1.0, weight_of[r]) for r in accepted]
+    return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep, ref_rows)
+
+
+@dataclass
+class _Judgement:
+    statuses: list[Status]
+    fixed: list[int]
+    cosine: list[float]
+    ratio: list[float]
+    clip: list[float]
+    sizes: list[int]
+    median: np.ndarray
+    ref_rows: list[int]
+
+
+def _judge(
+    source: UpdateSource, first: FirstPass, rule: RuleConfig, reps: list[int], group: list[int], norms: list[float],
+    reputation: Sequence[int] | None, n: int, details: list[str],
+) -> _Judgement:
+    """The reference median, scores and statuses of the representatives ``reps``; every member of a group takes
+    its representative's status and share of the score (rules.py)."""
     size = {r: sum(1 for g in group if g == r) for r in reps}
     ref_rows = reference_gate(reps, reputation, rule) if rule.weighted and reputation is not None else reps
     median, dots, median_sq = first.median, first.dot_median, first.median_sq
@@ -757,14 +815,7 @@ def assess(
             cosine[i], ratio[i], clip[i] = sc.cosine[0], sc.norm_ratio[0], sc.clip[0]
             if i != r:
                 details[i] = f"copy of update {r} (address order), group of {size[r]}: the group shares one score"
-    accepted = [r for r in reps if statuses[r] == Status.ACCEPTED]
-    if rule.weighted and reputation is not None:
-        undivided = [round(cosine[r] * clip[r] * SCORE_SCALE) for r in accepted]
-        weights = trust_weights(undivided, [reputation[r] for r in accepted], rule)
-    else:
-        weights = [1.0] * len(accepted)
-    keep = [(r, clip[r] if verified else 1.0, w) for r, w in zip(accepted, weights, strict=True)]
-    return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep, ref_rows)
+    return _Judgement(statuses, fixed, cosine, ratio, clip, sizes, median, list(ref_rows))
 
 
 def reference_gate(reps: Sequence[int], reputation: Sequence[int], rule: RuleConfig) -> list[int]:
@@ -779,13 +830,20 @@ def reference_gate(reps: Sequence[int], reputation: Sequence[int], rule: RuleCon
 def trust_weights(scores: Sequence[int], reputation: Sequence[int], rule: RuleConfig) -> list[float]:
     """Rule version 3: f_i = float32(W_i / sum W) with W_i = max(S_i, 0) ** a * R_i ** b (exact integers; S_i the
     undivided fixed-point score, R_i the reputation in ppm), or float32(1 / k) each when every W_i is 0."""
+    return group_weights(scores, reputation, [1] * len(scores), rule)
+
+
+def group_weights(scores: Sequence[int], reputation: Sequence[int], sizes: Sequence[int], rule: RuleConfig) -> list[
+        float]:
+    """Rule version 4: each redundancy group (leader's undivided score S, reputation R, k members) weighs what one
+    update weighs in version 3, W = max(S, 0) ** a * R ** b, and each member carries float32(W / (k * sum W)) (exact
+    integers; float32(1 / (K k)) each when every W is 0, K the number of groups). With k = 1: trust_weights."""
     w = [max(s, 0) ** rule.score_weight_power * r**rule.reputation_weight_power
          for s, r in zip(scores, reputation, strict=True)]
     total = sum(w)
     if total == 0:
-        return [float(np.float32(1 / len(w)))] * len(w) if w else []
-    return [float(np.float32(x / total)) for x in w]
-
+        return [float(np.float32(1 / (len(w) * k))) for k in sizes]
+    return [float(np.float32(x / (k * total))) for x, k in zip(w, sizes, strict=True)]
 
 def _copies_and_free_riders(
     sub: np.ndarray, step: np.ndarray | None, tolerance: float, group: list[int], details: list[str]

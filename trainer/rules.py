@@ -43,6 +43,25 @@ Lyu, 2021) gives near-orthogonal updates (label-flip, bit-flip at 30 %) and the 
 and the gate keeps participants whose past updates scored poorly out of the referee. Measurements: README
 ("The rule, version 3") and docs/robustness.md.
 
+Version 4 (the default since the perturbed-sybil measurements of issue 13) is version 3 with redundancy groups, so
+that copies perturbed by fresh noise share one score and one weight as exact copies do (trainer/redundancy.py has the
+pair test, its arithmetic and its measurements). After version 3's median, scores and statuses:
+
+    eligible  = the accepted representatives (a rejected update joins nobody, so it cannot pull honest ones down)
+    redundant(i, j) = trainer.redundancy's pair test on the subset columns, every representative a third party
+                (redundancy_ratio, redundancy_share, redundancy_min_third_parties)
+    groups    : each eligible representative, in address order, joins the redundancy group of the first earlier
+                eligible leader it is redundant with (its copies with it); g = the updates in the group
+    score     = round(s_r * 1e6 / g) for every update, s_r of its own representative (the group earns about what one
+                update earns)
+    W_L       = max(S_L, 0) ** score_weight_power * R_L ** reputation_weight_power   (S_L, R_L: the leader's)
+    f_r       = float32(W_L / (k_L * sum over leaders of W))  for each of the k_L representatives of L's group
+                (the group weighs what one update weighs, its members averaged: their noise partly cancels)
+    new       = base + (m + (sum over accepted representatives, in address order, of (c_r u_r - m) * f_r))
+
+The reference median and every status are version 3's: collapsing groups before the median would hand it to a
+minority whenever honest updates look alike (tests/trainer/test_rule_v4.py).
+
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
 ``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).
 
@@ -84,6 +103,7 @@ class Status(IntEnum):
 
 AGGREGATORS = ("median-verified-mean", "fedavg", "median")
 _V3_FIELDS = frozenset({"reference_gate_ppm", "score_weight_power", "reputation_weight_power"})
+_V4_FIELDS = frozenset({"redundancy_ratio", "redundancy_share", "redundancy_min_third_parties"})
 SCORE_SCALE = 1_000_000  # fixed point of scores and reputation on-chain (1e-6)
 PPM = 1_000_000
 
@@ -98,12 +118,17 @@ class RuleConfig:
     score_tolerance: int = 1  # auditors accept |recomputed - committed| <= this many 1e-6 units
     reward_budget: int = 100 * 10**18  # FED (18 decimals) minted per round, split by contribution
     reputation_decay_ppm: int = 800_000  # rep' = rep * 0.8 + weight * 0.2
-    version: int = 3
+    version: int = 4
     # version 3 only (not in the documents of versions 1 and 2): the reputation gate of the reference median and
     # the aggregation weights W_i = max(S_i, 0) ** score_weight_power * R_i ** reputation_weight_power
     reference_gate_ppm: int = 500_000
     score_weight_power: int = 1
     reputation_weight_power: int = 2
+    # version 4 only: redundancy groups (trainer/redundancy.py). Noise puts ~k/s of its energy in the others' span
+    # (t ~ 1); honest pairs measured t >= 11, noisy copies t <= 1.75
+    redundancy_ratio: float = 4.0
+    redundancy_share: float = 0.25  # |P d|^2 at most this share of the smaller |P u|^2 (no absorbing by long noise)
+    redundancy_min_third_parties: int = 4  # fewer representatives than this + 2: no redundancy test
 
     def __post_init__(self) -> None:
         from trainer.errors import RuleError
@@ -120,8 +145,14 @@ class RuleConfig:
             )
         if self.duplicate_tolerance is not None and not 0 <= self.duplicate_tolerance < 1:
             raise RuleError(f"duplicate_tolerance must be in [0, 1) or None, got {self.duplicate_tolerance}")
-        if self.version not in (1, 2, 3):
-            raise RuleError(f"unknown rule version {self.version}: this fedledger knows versions 1, 2 and 3")
+        if self.version not in (1, 2, 3, 4):
+            raise RuleError(f"unknown rule version {self.version}: this fedledger knows versions 1 to 4")
+        if not 0 < self.redundancy_ratio:
+            raise RuleError(f"redundancy_ratio must be > 0, got {self.redundancy_ratio}")
+        if not 0 < self.redundancy_share <= 1:
+            raise RuleError(f"redundancy_share must be in (0, 1], got {self.redundancy_share}")
+        if self.redundancy_min_third_parties < 1:
+            raise RuleError(f"redundancy_min_third_parties must be >= 1, got {self.redundancy_min_third_parties}")
         if not 0 <= self.reference_gate_ppm <= PPM:
             raise RuleError(f"reference_gate_ppm must be in [0, {PPM}], got {self.reference_gate_ppm}")
         for name in ("score_weight_power", "reputation_weight_power"):
@@ -133,6 +164,11 @@ class RuleConfig:
             raise RuleError(f"reward_budget must be >= 0, got {self.reward_budget}")
 
     @classmethod
+    def version3(cls, **overrides: Any) -> RuleConfig:
+        """The rule committed by rounds of issue 13 before redundancy groups (perturbed copies paid separately)."""
+        return cls(**{"version": 3, **overrides})
+
+    @classmethod
     def version2(cls, **overrides: Any) -> RuleConfig:
         """The rule committed by rounds between the first revision and issue 13 (equal weights, median of all)."""
         return cls(**{"version": 2, **overrides})
@@ -141,6 +177,11 @@ class RuleConfig:
     def weighted(self) -> bool:
         """Version 3's reputation gate and trust-weighted aggregate apply."""
         return self.version >= 3 and self.aggregator == "median-verified-mean"
+
+    @property
+    def groups_redundant(self) -> bool:
+        """Version 4's redundancy groups apply (they extend the copy groups, so they need copy detection on)."""
+        return self.weighted and self.version >= 4 and self.duplicate_tolerance is not None
 
     @classmethod
     def version1(cls, **overrides: Any) -> RuleConfig:
@@ -155,8 +196,8 @@ class RuleConfig:
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
-        if self.version < 3:  # the documents of versions 1 and 2 stay byte for byte what they were
-            for name in _V3_FIELDS:
+        if self.version < 4:  # the documents of versions 1 to 3 stay byte for byte what they were
+            for name in _V4_FIELDS | (_V3_FIELDS if self.version < 3 else frozenset()):
                 doc.pop(name)
         doc["reward_budget"] = str(self.reward_budget)  # JSON-safe big integer
         doc["formulas"] = f"trainer/rules.py docstring, fedledger rule v{self.version}"
@@ -176,8 +217,10 @@ class RuleConfig:
             doc = json.loads(data)
             doc.pop("formulas", None)
             doc["reward_budget"] = int(doc["reward_budget"])
-            if doc.get("version", 1) < 3 and _V3_FIELDS & doc.keys():
-                raise ValueError(f"version {doc.get('version', 1)} has no {sorted(_V3_FIELDS & doc.keys())}")
+            version = doc.get("version", 1)
+            foreign = (_V4_FIELDS if version < 4 else frozenset()) | (_V3_FIELDS if version < 3 else frozenset())
+            if foreign & doc.keys():
+                raise ValueError(f"version {version} has no {sorted(foreign & doc.keys())}")
             if doc.get("version", 1) == 1:  # before the revision: reject long updates, no copy detection
                 doc.setdefault("reject_norm_ratio", doc.get("max_norm_ratio", cls.max_norm_ratio))
                 doc.setdefault("duplicate_tolerance", None)

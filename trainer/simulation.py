@@ -2,7 +2,7 @@
 
 Used for yardsticks (the clean FedAvg reference in the demo) and for studying rules across seeds quickly:
 
-    python -m trainer.simulation --seeds 0 1 2 3 4 [--rule-version 1|2|3] [--max-norm-ratio 2.0 --min-score -0.05]
+    python -m trainer.simulation --seeds 0 1 2 3 4 [--rule-version 1|2|3|4] [--max-norm-ratio 2.0 --min-score -0.05]
 
 The second half is the engine of ``fedledger bench robustness``: ``run_cell`` plays every (attack, defence)
 trajectory of one grid cell (data set, partition, n, Byzantine fraction, seed) in lock-step. Local training of all
@@ -121,11 +121,13 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
 
 PARTITIONS: tuple[str, ...] = ("iid", "dir0.5", "dir0.1")
 BENCH_DEFENSES: tuple[str, ...] = (
-    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "platform_v2", "platform_v1",
+    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "platform_v3", "platform_v2",
+    "platform_v1",
 )
 # the platform's rule as the aggregator runs it (evaluate_round), by name: the committed one and version 1
 PLATFORM_RULES: dict[str, RuleConfig] = {
-    "platform": RuleConfig(), "platform_v2": RuleConfig.version2(), "platform_v1": RuleConfig.version1(),
+    "platform": RuleConfig(), "platform_v3": RuleConfig.version3(), "platform_v2": RuleConfig.version2(),
+    "platform_v1": RuleConfig.version1(),
 }
 STAKE_UNIT = 10**18  # one minimum stake (1 ether in the default deployment), in wei
 CLEAN = "none"  # the attack name of the no-attack trajectories
@@ -670,10 +672,10 @@ def main() -> None:
     parser.add_argument("--byzantine", type=int, default=3)
     parser.add_argument("--attack", default="signflip")
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--rule-version", type=int, choices=(1, 2, 3), default=3)
+    parser.add_argument("--rule-version", type=int, choices=(1, 2, 3, 4), default=4)
     args = parser.parse_args()
     fields = {"aggregator": args.aggregator, "max_norm_ratio": args.max_norm_ratio, "min_score": args.min_score}
-    make = {1: RuleConfig.version1, 2: RuleConfig.version2, 3: RuleConfig}[args.rule_version]
+    make = {1: RuleConfig.version1, 2: RuleConfig.version2, 3: RuleConfig.version3, 4: RuleConfig}[args.rule_version]
     rule = make(**fields)
     print("seed  final_acc  honest_rej  attacker_rej")
     for seed in args.seeds:

@@ -30,9 +30,10 @@ class OpenRoundRequest(BaseModel):
                                               description="copy radius in typical norms; null: no copy tests")
     reward_budget: int = Field(default=RuleConfig.reward_budget, ge=0, lt=2**128)
     reputation_decay_ppm: int = Field(default=RuleConfig.reputation_decay_ppm, ge=0, le=1_000_000)
-    rule_version: int = Field(default=RuleConfig.version, ge=2, le=3,
-                              description="median-verified-mean version: 3 (reputation-gated reference, trust-weighted "
-                                          "aggregate) or 2 (median of every update, equal weights)")
+    rule_version: int = Field(default=RuleConfig.version, ge=2, le=4,
+                              description="median-verified-mean version: 4 (version 3 + redundancy groups: copies "
+                                          "perturbed by noise share one score), 3 (reputation-gated reference, "
+                                          "trust-weighted aggregate) or 2 (median of every update, equal weights)")
     reference_gate_ppm: int = Field(default=RuleConfig.reference_gate_ppm, ge=0, le=1_000_000,
                                     description="version 3: the reference median is taken over participants whose "
                                                 "reputation is at least this share (ppm) of the median reputation")
@@ -40,9 +41,18 @@ class OpenRoundRequest(BaseModel):
                                     description="version 3: aggregation weight = score ** this * reputation ** ...")
     reputation_weight_power: int = Field(default=RuleConfig.reputation_weight_power, ge=0, le=3,
                                          description="version 3: ... * reputation ** this")
+    redundancy_ratio: float = Field(default=RuleConfig.redundancy_ratio, gt=0, le=1e6,
+                                    description="version 4: a pair is redundant when its difference puts at most this "
+                                                "many times pure noise's share of energy in the others' span")
+    redundancy_share: float = Field(default=RuleConfig.redundancy_share, gt=0, le=1,
+                                    description="version 4: ... and that energy is at most this share of the smaller "
+                                                "update's (trainer/redundancy.py)")
+    redundancy_min_third_parties: int = Field(default=RuleConfig.redundancy_min_third_parties, ge=1, le=10**6,
+                                              description="version 4: no redundancy test with fewer other updates")
 
 
 _V3_ONLY = ("reference_gate_ppm", "score_weight_power", "reputation_weight_power")
+_V4_ONLY = ("redundancy_ratio", "redundancy_share", "redundancy_min_third_parties")
 
 
 class PrivacyBudgetRequest(BaseModel):
@@ -63,10 +73,12 @@ def genesis(body: GenesisRequest, platform: PlatformDep) -> dict[str, Any]:
 
 @router.post("/rounds", status_code=201, summary="Open the next round on the current global model")
 def open_round(body: OpenRoundRequest, platform: PlatformDep) -> dict[str, Any]:
-    v3 = {k: getattr(body, k) for k in _V3_ONLY}
-    if body.rule_version < 3 and any(v != getattr(RuleConfig, k) for k, v in v3.items()):
-        given = ", ".join(k for k in _V3_ONLY if k in body.model_fields_set)
-        raise RuleError(f"rule version {body.rule_version} has no {given}: those are version 3 parameters")
+    v3 = {k: getattr(body, k) for k in (*_V3_ONLY, *_V4_ONLY)}
+    for version, names in ((3, _V3_ONLY), (4, _V4_ONLY)):
+        if body.rule_version < version and any(v3[k] != getattr(RuleConfig, k) for k in names):
+            given = ", ".join(k for k in names if k in body.model_fields_set)
+            raise RuleError(f"rule version {body.rule_version} has no {given}: those are version {version} "
+                            "parameters")
     rule = RuleConfig(aggregator=body.aggregator, min_score=body.min_score, max_norm_ratio=body.max_norm_ratio,
                       reject_norm_ratio=body.reject_norm_ratio, duplicate_tolerance=body.duplicate_tolerance,
                       reward_budget=body.reward_budget, reputation_decay_ppm=body.reputation_decay_ppm,

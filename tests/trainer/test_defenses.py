@@ -154,7 +154,7 @@ def test_the_float64_model_of_the_committed_rule_matches_evaluate_round(seed: in
         # version 3 weighs by reputation: attackers 0-2 and one honest participant have a poor record
         ppm = [50_000, 20_000, 0, 500_000, 600_000, 700_000, 700_000, 500_000, 300_000, 900_000, 100_000, 800_000]
         reputation = {f"0x{i + 1:040x}": r for i, r in enumerate(ppm)}
-        rule = RuleConfig.version2() if version == 2 else RuleConfig()
+        rule = RuleConfig.version2() if version == 2 else RuleConfig.version3()
         statuses, scores, new = _platform(stack, rule, reputation)
         v3 = {"reference_gate": 0.5, "weights": (1, 2)} if version == 3 else {}
         model = median_verified_mean(

@@ -78,9 +78,14 @@ def subs_of(rows: list[np.ndarray]) -> list[Submission]:
 
 
 def honest_rows(n: int, d: int, seed: int = 0) -> list[np.ndarray]:
+    """A shared direction plus each participant's own mix of a few data directions (what real updates look like:
+    honest differences lie in a span the other participants share, unlike a sybil's fresh noise; rule version 4)."""
     rng = np.random.default_rng(seed)
     direction = rng.standard_normal(d).astype(np.float32)
-    return [(direction + rng.standard_normal(d).astype(np.float32)) * np.float32(0.01) for _ in range(n)]
+    data = rng.standard_normal((8, d)).astype(np.float32) * np.float32(0.35)
+    return [((direction + rng.standard_normal(8).astype(np.float32) @ data
+              + np.float32(0.1) * rng.standard_normal(d).astype(np.float32)) * np.float32(0.01)).astype(np.float32)
+            for _ in range(n)]
 
 
 def run(rows: list[np.ndarray], rule: RuleConfig = RuleConfig(), previous: np.ndarray | None = None):  # noqa: ANN201

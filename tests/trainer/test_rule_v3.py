@@ -40,7 +40,7 @@ def bits(x: np.ndarray) -> bytes:
 def test_the_gate_keeps_poorly_reputed_updates_out_of_the_reference() -> None:
     stack = federation(9, 500, attackers=3, seed=1)
     reputation = [10_000, 20_000, 30_000, *[600_000] * 6]
-    rule = RuleConfig()
+    rule = RuleConfig.version3()
     verdicts = agg.assess(agg.StackSource(stack), rule, reputation=reputation)
     # median_low of the reputations is 600,000; half of it is 300,000: the three attackers are out of the gate
     assert verdicts.reference_rows == [3, 4, 5, 6, 7, 8]
@@ -51,7 +51,7 @@ def test_the_gate_keeps_poorly_reputed_updates_out_of_the_reference() -> None:
 
 
 def test_trust_weights_are_the_documented_integers_normalised() -> None:
-    rule = RuleConfig()
+    rule = RuleConfig.version3()
     scores, rep = [400_000, -10_000, 200_000, 0], [500_000, 900_000, 1_000_000, 700_000]
     w = agg.trust_weights(scores, rep, rule)
     exact = [400_000 * 500_000**2, 0, 200_000 * 1_000_000**2, 0]
@@ -68,8 +68,8 @@ def test_weights_give_an_update_with_a_poor_record_little_influence() -> None:
     base = np.zeros(400, dtype=np.float32)
     good = [900_000] * 8
     poor = [20_000, *[900_000] * 7]
-    _, new_good = agg.run_rule(agg.StackSource(stack), base, RuleConfig(), reputation=good)
-    verdicts, new_poor = agg.run_rule(agg.StackSource(stack), base, RuleConfig(), reputation=poor)
+    _, new_good = agg.run_rule(agg.StackSource(stack), base, RuleConfig.version3(), reputation=good)
+    verdicts, new_poor = agg.run_rule(agg.StackSource(stack), base, RuleConfig.version3(), reputation=poor)
     assert verdicts.statuses[0] == Status.ACCEPTED  # not rejected: it just weighs (almost) nothing
     weight0 = next(w for r, _, w in verdicts.keep if r == 0)
     assert weight0 < 1e-3
@@ -85,7 +85,7 @@ def test_v3_in_memory_streamed_and_original_are_bit_identical(tmp_path: Path, bl
     step = stack[7].copy()  # update 7 resends the previous global step (a free-rider)
     reputation = [5_000, 400_000, 15_000, 700_000, 650_000, 300_000, 800_000, 500_000, 900_000, 550_000, 100_000]
     base = np.random.default_rng(4).standard_normal(d).astype(np.float32)
-    rule = RuleConfig()
+    rule = RuleConfig.version3()
 
     def read(i: int, s: int, e: int) -> np.ndarray:
         return stack[i, s:e].copy()
@@ -130,13 +130,13 @@ def test_a_participant_without_a_record_has_the_initial_reputation() -> None:
     stack = federation(6, 300, attackers=0, seed=5)
     subs = [Submission(p, serialize({"w": torch.from_numpy(stack[i].copy())})) for i, p in enumerate(names(6))]
     base = {"w": torch.zeros(300)}
-    none = evaluate_round(base, subs, RuleConfig())
-    initial = evaluate_round(base, subs, RuleConfig(), reputation={names(6)[0]: 500_000})
+    none = evaluate_round(base, subs, RuleConfig.version3())
+    initial = evaluate_round(base, subs, RuleConfig.version3(), reputation={names(6)[0]: 500_000})
     assert serialize(none.new_params) == serialize(initial.new_params)
-    other = evaluate_round(base, subs, RuleConfig(), reputation={names(6)[0]: 5_000})
+    other = evaluate_round(base, subs, RuleConfig.version3(), reputation={names(6)[0]: 5_000})
     assert serialize(other.new_params) != serialize(initial.new_params)
     with pytest.raises(RuleError, match="2 reputations for 6"):
-        agg.assess(agg.StackSource(stack), RuleConfig(), reputation=[1, 2])
+        agg.assess(agg.StackSource(stack), RuleConfig.version3(), reputation=[1, 2])
 
 
 def test_version_2_rounds_keep_equal_weights_and_their_document() -> None:
@@ -151,7 +151,8 @@ def test_version_2_rounds_keep_equal_weights_and_their_document() -> None:
     b, new_b = agg.run_rule(agg.StackSource(stack), base, v2)
     assert bits(new_a) == bits(new_b) and a.reference_rows == list(range(7))
     assert all(w == 1.0 for _, _, w in a.keep)
-    v3 = json.loads(RuleConfig().canonical_bytes())
+    v3 = json.loads(RuleConfig.version3().canonical_bytes())
+    assert not {"redundancy_ratio", "redundancy_share", "redundancy_min_third_parties"} & v3.keys()
     assert v3["version"] == 3 and v3["reference_gate_ppm"] == PPM // 2 and v3["reputation_weight_power"] == 2
     doc["reference_gate_ppm"] = 1
     with pytest.raises(RuleError, match="version 2 has no"):
