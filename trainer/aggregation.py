@@ -753,26 +753,24 @@ def assess(
             del members[r]
             details[r] = (f"redundant with update {leader} (address order): their difference is noise the others' "
                           f"updates do not see (t={why[r].t:.3g}, share {why[r].share:.3g})")
-        for leader, reps_in in members.items():
-            if len(reps_in) > 1:
-                rows = [i for i in range(n) if group[i] in reps_in]
-                for i in rows:
-                    r = group[i]
-                    fixed[i] = round(cosine[r] * clip[r] * SCORE_SCALE / len(rows))
-                    sizes[i] = len(rows)
-                    if r != leader:
-                        group[i] = leader
-                    if i != r:
-                        details[i] = (f"copy of a member of update {leader}'s redundancy group (address order), "
-                                      f"group of {len(rows)}: the group shares one score")
-    leaders = sorted(members)
+        if joined:
+            median, ref_rows = _regroup(source, rule, members, group, norms, verdict.typical, reputation, n,
+                                        statuses, fixed, cosine, clip, sizes, details)
+    carriers = {}  # leader -> the accepted representatives of its group (after the second pass)
+    for leader, reps_in in members.items():
+        alive = [r for r in reps_in if statuses[r] == Status.ACCEPTED]
+        if alive:
+            carriers[leader] = alive
+    leaders = sorted(carriers)
     if rule.weighted and reputation is not None:
-        undivided = [round(cosine[r] * clip[r] * SCORE_SCALE) for r in leaders]
-        shares = group_weights(undivided, [reputation[r] for r in leaders], [len(members[r]) for r in leaders], rule)
-        weight_of = {r: w for leader, w in zip(leaders, shares, strict=True) for r in members[leader]}
+        first_of = [carriers[r][0] for r in leaders]  # the group's first accepted update carries its weight
+        undivided = [round(cosine[r] * clip[r] * SCORE_SCALE) for r in first_of]
+        shares = group_weights(undivided, [reputation[r] for r in first_of], [len(carriers[r]) for r in leaders],
+                               rule)
+        weight_of = {r: w for leader, w in zip(leaders, shares, strict=True) for r in carriers[leader]}
     else:
-        weight_of = dict.fromkeys(accepted, 1.0)
-    keep = [(r, clip[r] if verified else 1.0, weight_of[r]) for r in accepted]
+        weight_of = {r: 1.0 for leader in leaders for r in carriers[leader]}
+    keep = [(r, clip[r] if verified else 1.0, weight_of[r]) for r in sorted(weight_of)]
     return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep, ref_rows)
 
 
@@ -786,6 +784,7 @@ class _Judgement:
     sizes: list[int]
     median: np.ndarray
     ref_rows: list[int]
+    typical: float  # the median norm of the representatives (norm ratios are taken against it)
 
 
 def _judge(
@@ -815,7 +814,38 @@ def _judge(
             cosine[i], ratio[i], clip[i] = sc.cosine[0], sc.norm_ratio[0], sc.clip[0]
             if i != r:
                 details[i] = f"copy of update {r} (address order), group of {size[r]}: the group shares one score"
-    return _Judgement(statuses, fixed, cosine, ratio, clip, sizes, median, list(ref_rows))
+    return _Judgement(statuses, fixed, cosine, ratio, clip, sizes, median, list(ref_rows), typical)
+
+
+def _regroup(
+    source: UpdateSource, rule: RuleConfig, members: dict[int, list[int]], group: list[int], norms: list[float],
+    typical: float, reputation: Sequence[int] | None, n: int, statuses: list[Status], fixed: list[int],
+    cosine: list[float], clip: list[float], sizes: list[int], details: list[str],
+) -> tuple[np.ndarray, list[int]]:
+    """Rule version 4's second pass (rules.py), in place: the reference median of the gate of the redundancy groups'
+    leaders (the accepted updates, one per group), the accepted representatives scored and decided against it, and
+    every update's share of its group's score. Returns (the reference, its rows)."""
+    leaders = sorted(members)
+    accepted = sorted(r for reps_in in members.values() for r in reps_in)
+    ref_rows = reference_gate(leaders, reputation, rule) if reputation is not None else leaders
+    median, dots, median_sq = source.median_pass(ref_rows, accepted)
+    ref_norm = math.sqrt(median_sq)
+    for r, dot in zip(accepted, dots, strict=True):
+        sc = _scores([norms[r]], [dot], ref_norm, rule, typical)
+        statuses[r], cosine[r], clip[r] = decide(sc.fixed[0], sc.norm_ratio[0], rule), sc.cosine[0], sc.clip[0]
+    for leader, reps_in in members.items():
+        rows = [i for i in range(n) if group[i] in reps_in]
+        for i in rows:
+            r = group[i]
+            statuses[i], cosine[i], clip[i] = statuses[r], cosine[r], clip[r]
+            fixed[i] = round(cosine[r] * clip[r] * SCORE_SCALE / len(rows))
+            sizes[i] = len(rows)
+            if i != r:
+                details[i] = (f"an exact copy in the redundancy group of update {leader} (address order), group "
+                              f"of {len(rows)}: the group shares one score")
+        for i in rows:
+            group[i] = leader
+    return median, list(ref_rows)
 
 
 def reference_gate(reps: Sequence[int], reputation: Sequence[int], rule: RuleConfig) -> list[int]:

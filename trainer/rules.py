@@ -44,23 +44,26 @@ and the gate keeps participants whose past updates scored poorly out of the refe
 ("The rule, version 3") and docs/robustness.md.
 
 Version 4 (the default since the perturbed-sybil measurements of issue 13) is version 3 with redundancy groups, so
-that copies perturbed by fresh noise share one score and one weight as exact copies do (trainer/redundancy.py has the
-pair test, its arithmetic and its measurements). After version 3's median, scores and statuses:
+that copies perturbed by fresh noise count once in the reference, the score and the weight, as exact copies do
+(trainer/redundancy.py has the pair test, its arithmetic and its measurements). After version 3's first pass (its
+median, scores and statuses):
 
     eligible  = the accepted representatives (a rejected update joins nobody, so it cannot pull honest ones down)
     redundant(i, j) = trainer.redundancy's pair test on the subset columns, every representative a third party
                 (redundancy_ratio, redundancy_share, redundancy_min_third_parties)
     groups    : each eligible representative, in address order, joins the redundancy group of the first earlier
-                eligible leader it is redundant with (its copies with it); g = the updates in the group
-    score     = round(s_r * 1e6 / g) for every update, s_r of its own representative (the group earns about what one
-                update earns)
-    W_L       = max(S_L, 0) ** score_weight_power * R_L ** reputation_weight_power   (S_L, R_L: the leader's)
-    f_r       = float32(W_L / (k_L * sum over leaders of W))  for each of the k_L representatives of L's group
-                (the group weighs what one update weighs, its members averaged: their noise partly cancels)
+                eligible leader it is redundant with (its exact copies with it); g = the updates in the group
+    if any group formed, a second pass:
+      m       = coordinate-wise median of the gate (version 3's, by reputation) of the leaders: accepted updates only,
+                one per group (rejected ones were judged against the first pass and stay rejected; leaving them out
+                means collapsing look-alike honest updates can never hand the median to a rejected minority)
+      every eligible representative is scored and decided again against m (norm ratios keep the first pass's
+                typical norm); score = round(s_r * 1e6 / g) for every update, s_r of its own representative
+    W_L       = max(S, 0) ** score_weight_power * R ** reputation_weight_power   (S, R: the undivided score and the
+                reputation of the group's first accepted representative)
+    f_r       = float32(W_L / (k_L * sum over groups of W))  for each of the k_L accepted representatives of L's
+                group (the group weighs what one update weighs, its members averaged: their noise partly cancels)
     new       = base + (m + (sum over accepted representatives, in address order, of (c_r u_r - m) * f_r))
-
-The reference median and every status are version 3's: collapsing groups before the median would hand it to a
-minority whenever honest updates look alike (tests/trainer/test_rule_v4.py).
 
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
 ``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).

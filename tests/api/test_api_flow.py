@@ -166,7 +166,11 @@ def test_bad_input_gets_a_clear_4xx(client: TestClient, platform: Platform, peop
     assert bad_rule.status_code == 400 and "reject_norm_ratio (4.0) must be >= max_norm_ratio (5.0)" in bad_rule.text
     v2_with_gate = client.post("/operator/rounds", json={"rule_version": 2, "reference_gate_ppm": 1}, headers=OPERATOR)
     assert v2_with_gate.status_code == 400 and "rule version 2 has no reference_gate_ppm" in v2_with_gate.text
-    assert client.post("/operator/rounds", json={"rule_version": 4}, headers=OPERATOR).status_code == 422
+    assert client.post("/operator/rounds", json={"rule_version": 5}, headers=OPERATOR).status_code == 422
+    v3_with_redundancy = client.post("/operator/rounds", json={"rule_version": 3, "redundancy_ratio": 2.0},
+                                     headers=OPERATOR)
+    assert v3_with_redundancy.status_code == 400
+    assert "rule version 3 has no redundancy_ratio: those are version 4 parameters" in v3_with_redundancy.text
     assert client.get("/rounds/99").status_code == 404
     assert client.get("/audit/rounds/99").status_code == 404
     wrong_type = client.post("/blobs", content=b"x", headers={"content-type": "text/plain"})

@@ -59,12 +59,16 @@ def test_perturbed_copies_form_one_group_that_earns_what_one_update_earns() -> N
     assert all(v4.statuses[i] == Status.ACCEPTED for i in group)
     assert [v4.group[i] for i in group] == [2] * 5 and [v4.group_size[i] for i in group] == [5] * 5
     assert all("redundant with update 2" in v4.details[i] for i in group[1:])
-    # five wallets earn together what one of their updates earns in the round; version 3 paid each copy in full
-    assert abs(sum(v4.fixed[i] for i in group) - sum(v3.fixed[i] for i in group) / 5) <= 5  # their mean score
+    # five wallets earn together what the one update earns alone; version 3 paid each copy in full (and more: the
+    # copies had moved the median towards themselves)
+    assert abs(sum(v4.fixed[i] for i in group) - alone.fixed[2]) <= 0.05 * alone.fixed[2]
     assert sum(v3.fixed[i] for i in group) > 4 * alone.fixed[2]
-    # honest participants with their own data are nobody's copies, and the median and every status are version 3's
+    # honest participants with their own data are nobody's copies; the reference is the median of one update per
+    # group, the same as without the copies
     assert all(v4.group_size[i] == 1 for i in range(10) if i != 2)
-    assert v4.statuses == v3.statuses and bits(v4.median) == bits(v3.median)
+    assert v4.statuses == v3.statuses and bits(v4.median) == bits(alone.median) != bits(v3.median)
+    assert v4.reference_rows == list(range(10))
+    assert [v4.fixed[i] for i in range(10) if i != 2] == [alone.fixed[i] for i in range(10) if i != 2]
     # the group weighs what one update weighs, split over its members (which average their noise)
     weight = {r: w for r, _, w in v4.keep}
     assert [r for r, _, _ in v4.keep] == sorted(weight) == [*range(14)]
@@ -212,3 +216,17 @@ def test_v4_documents_carry_the_redundancy_parameters_and_v3_documents_do_not() 
         with pytest.raises(RuleError):
             RuleConfig(**bad)
     assert not RuleConfig(duplicate_tolerance=None).groups_redundant  # extends copy detection, off with it
+
+
+def test_look_alike_honest_updates_grouped_together_never_hand_the_median_to_attackers() -> None:
+    rng = np.random.default_rng(11)
+    direction = rng.standard_normal(800)
+    # honest updates that differ only by isotropic noise are indistinguishable from noisy copies: they group
+    rows = [direction + 0.3 * rng.standard_normal(800) for _ in range(7)]
+    flipped = [-4.0 * (direction + 0.3 * rng.standard_normal(800)) for _ in range(3)]
+    stack = np.ascontiguousarray(np.stack([*flipped, *rows]) * 0.01, dtype=np.float32)
+    result = run(stack, RuleConfig())
+    assert result.group_size[3:] == [7] * 7 and result.group[3:] == [3] * 7
+    assert Status.ACCEPTED not in result.statuses[:3] and result.statuses[3:] == [Status.ACCEPTED] * 7
+    assert result.reference_rows == [3] and bits(result.median) == bits(stack[3])
+    assert [r for r, _, _ in result.keep] == [3, 4, 5, 6, 7, 8, 9]  # the group's members are averaged
