@@ -33,6 +33,18 @@ def federation(n: int, d: int, *, attackers: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(rows * np.float32(0.01), dtype=np.float32)
 
 
+def round_files(tmp_path: Path, stack: np.ndarray, who: list[str]) -> tuple[list[Submission], list[BlobSubmission]]:
+    """Each row as a blob in memory and on disk, by participant address."""
+    subs, blobs = [], []
+    for i, address in enumerate(who):
+        data = serialize({"w": torch.from_numpy(stack[i].copy())})
+        path = tmp_path / f"{i}.safetensors"
+        path.write_bytes(data)
+        subs.append(Submission(address, data))
+        blobs.append(BlobSubmission(address, path))
+    return subs, blobs
+
+
 def bits(x: np.ndarray) -> bytes:
     return np.ascontiguousarray(x, dtype=np.float32).tobytes()
 
@@ -109,13 +121,7 @@ def test_v3_in_memory_streamed_and_original_are_bit_identical(tmp_path: Path, bl
     shapes = {"w": (d,)}
     base_p = {"w": torch.from_numpy(base)}
     previous = {"w": torch.from_numpy(base - step)}
-    subs, blobs = [], []
-    for i in range(n):
-        data = serialize({"w": torch.from_numpy(stack[i].copy())})
-        path = tmp_path / f"{i}.safetensors"
-        path.write_bytes(data)
-        subs.append(Submission(who[i], data))
-        blobs.append(BlobSubmission(who[i], path))
+    subs, blobs = round_files(tmp_path, stack, who)
     by_address = dict(zip(who, reputation, strict=True))
     a = evaluate_round(base_p, subs, rule, previous, reputation=by_address)
     b = evaluate_round_streamed(base_p, blobs, rule, previous, reputation=by_address, block_cols=block_cols)

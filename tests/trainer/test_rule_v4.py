@@ -13,22 +13,15 @@ import pytest
 import torch
 
 from trainer import aggregation as agg
-from trainer.aggregation import Submission, evaluate_round
+from trainer.aggregation import evaluate_round
 from trainer.errors import RuleError
 from trainer.redundancy import RedundancyTest, quantize, redundancy_groups, spd_inverse
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import serialize
-from trainer.streaming import BlobSubmission, evaluate_round_streamed, stream_rule
+from tests.trainer.test_rule_v3 import bits, names, round_files
+from trainer.streaming import evaluate_round_streamed, stream_rule
 
 V4_FIELDS = {"redundancy_ratio", "redundancy_share", "redundancy_min_third_parties"}
-
-
-def names(n: int) -> list[str]:
-    return [f"0x{i + 1:040x}" for i in range(n)]
-
-
-def bits(x: np.ndarray) -> bytes:
-    return np.ascontiguousarray(x, dtype=np.float32).tobytes()
 
 
 def honest(n: int, d: int, seed: int, *, data_dirs: int = 6) -> np.ndarray:
@@ -186,13 +179,7 @@ def test_v4_in_memory_streamed_and_original_are_bit_identical(tmp_path: Path, bl
 
     who = names(n)
     base_p = {"w": torch.from_numpy(base)}
-    subs, blobs = [], []
-    for i in range(n):
-        data = serialize({"w": torch.from_numpy(stack[i].copy())})
-        path = tmp_path / f"{i}.safetensors"
-        path.write_bytes(data)
-        subs.append(Submission(who[i], data))
-        blobs.append(BlobSubmission(who[i], path))
+    subs, blobs = round_files(tmp_path, stack, who)
     by_address = dict(zip(who, reputation, strict=True))
     a = evaluate_round(base_p, subs, rule, reputation=by_address)
     b = evaluate_round_streamed(base_p, blobs, rule, reputation=by_address, block_cols=block_cols)
