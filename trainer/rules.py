@@ -50,7 +50,8 @@ median, scores and statuses):
 
     eligible  = the accepted representatives (a rejected update joins nobody, so it cannot pull honest ones down)
     redundant(i, j) = trainer.redundancy's pair test on the subset columns, every representative a third party
-                (redundancy_ratio, redundancy_share, redundancy_min_third_parties)
+                (redundancy_ratio, redundancy_share, redundancy_min_third_parties); it runs only when the s subset
+                columns leave room, s >= 2 * redundancy_ratio * k (k = representatives - 2)
     groups    : each eligible representative, in address order, joins the redundancy group of the first earlier
                 eligible leader it is redundant with (its exact copies with it); g = the updates in the group
     if any group formed, a second pass:

@@ -217,3 +217,13 @@ def test_look_alike_honest_updates_grouped_together_never_hand_the_median_to_att
     assert Status.ACCEPTED not in result.statuses[:3] and result.statuses[3:] == [Status.ACCEPTED] * 7
     assert result.reference_rows == [3] and bits(result.median) == bits(stack[3])
     assert [r for r, _, _ in result.keep] == [3, 4, 5, 6, 7, 8, 9]  # the group's members are averaged
+
+
+def test_no_test_when_the_columns_leave_no_room_to_tell_honest_from_noise() -> None:
+    # t is at most s / k; with s < 2 * ratio * k an honest pair could look like noise, so nothing is grouped
+    rows = honest(12, 90, seed=8)
+    stack = np.concatenate([rows, perturbed(rows[0], seed=2)[None, :]])  # 13 rows: k = 11, room needs s >= 88
+    assert RedundancyTest(stack, ratio=4.0, share=0.25, min_third_parties=4).enabled
+    assert not RedundancyTest(stack[:, :87], ratio=4.0, share=0.25, min_third_parties=4).enabled
+    assert run(stack[:, :87], RuleConfig()).group_size == [1] * 13
+    assert RedundancyTest(stack[:, :87], ratio=2.0, share=0.25, min_third_parties=4).enabled
