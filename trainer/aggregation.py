@@ -737,15 +737,10 @@ def assess(
         step_s = None if step is None else np.ascontiguousarray(step[columns], dtype=np.float32)
         _copies_and_free_riders(first.subset, step_s, rule.duplicate_tolerance, group, details)
     reps = [i for i in range(n) if group[i] == i]
-    verdict = _judge(source, first, rule, reps, group, norms, reputation, n, details)
-    statuses, fixed, cosine, ratio, clip, sizes = (verdict.statuses, verdict.fixed, verdict.cosine, verdict.ratio,
-                                                   verdict.clip, verdict.sizes)
-    median, ref_rows = verdict.median, verdict.ref_rows
-    accepted = [r for r in reps if statuses[r] == Status.ACCEPTED]
-    members = {r: [r] for r in accepted}  # leader -> the accepted representatives in its redundancy group
+    members = {r: [r] for r in reps}  # leader -> the representatives in its redundancy group (version 4)
     if rule.groups_redundant:
         joined, why = redundancy_groups(
-            first.subset[reps], reps, accepted, ratio=rule.redundancy_ratio, share=rule.redundancy_share,
+            first.subset[reps], reps, reps, ratio=rule.redundancy_ratio, share=rule.redundancy_share,
             min_third_parties=rule.redundancy_min_third_parties,
         )
         for r, leader in joined.items():
@@ -753,10 +748,10 @@ def assess(
             del members[r]
             details[r] = (f"redundant with update {leader} (address order): their difference is noise the others' "
                           f"updates do not see (t={why[r].t:.3g}, share {why[r].share:.3g})")
-        if joined:
-            median, ref_rows = _regroup(source, rule, members, group, norms, verdict.typical, reputation, n,
-                                        statuses, fixed, cosine, clip, sizes, details)
-    carriers = {}  # leader -> the accepted representatives of its group (after the second pass)
+    verdict = _judge(source, first, rule, members, group, norms, reputation, n, details)
+    statuses, fixed, cosine, ratio, clip, sizes = (verdict.statuses, verdict.fixed, verdict.cosine, verdict.ratio,
+                                                   verdict.clip, verdict.sizes)
+    carriers = {}  # leader -> the accepted representatives of its group
     for leader, reps_in in members.items():
         alive = [r for r in reps_in if statuses[r] == Status.ACCEPTED]
         if alive:
@@ -771,7 +766,8 @@ def assess(
     else:
         weight_of = {r: 1.0 for leader in leaders for r in carriers[leader]}
     keep = [(r, clip[r] if verified else 1.0, weight_of[r]) for r in sorted(weight_of)]
-    return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, median, keep, ref_rows)
+    return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, verdict.median, keep,
+                      verdict.ref_rows)
 
 
 @dataclass
@@ -784,68 +780,51 @@ class _Judgement:
     sizes: list[int]
     median: np.ndarray
     ref_rows: list[int]
-    typical: float  # the median norm of the representatives (norm ratios are taken against it)
 
 
 def _judge(
-    source: UpdateSource, first: FirstPass, rule: RuleConfig, reps: list[int], group: list[int], norms: list[float],
-    reputation: Sequence[int] | None, n: int, details: list[str],
+    source: UpdateSource, first: FirstPass, rule: RuleConfig, members: dict[int, list[int]], group: list[int],
+    norms: list[float], reputation: Sequence[int] | None, n: int, details: list[str],
 ) -> _Judgement:
-    """The reference median, scores and statuses of the representatives ``reps``; every member of a group takes
-    its representative's status and share of the score (rules.py)."""
-    size = {r: sum(1 for g in group if g == r) for r in reps}
-    ref_rows = reference_gate(reps, reputation, rule) if rule.weighted and reputation is not None else reps
+    """The reference median over the (gate of the) redundancy groups' leaders, one vote per group, and the scores
+    and statuses of every representative against it; each update of a group (exact copies and redundant members)
+    gets its own representative's status and cosine, and its share of the score (rules.py). ``members``: leader ->
+    the representatives of its redundancy group (one each before version 4). In place: ``group`` (every update's
+    pointer becomes its leader) and ``details``."""
+    leaders = sorted(members)
+    reps = sorted(r for reps_in in members.values() for r in reps_in)
+    leader_of = {r: leader for leader, reps_in in members.items() for r in reps_in}
+    rows_of: dict[int, list[int]] = {leader: [] for leader in leaders}  # every update of the group, in order
+    for i in range(n):
+        if group[i] >= 0:
+            rows_of[leader_of[group[i]]].append(i)
+    ref_rows = reference_gate(leaders, reputation, rule) if rule.weighted and reputation is not None else leaders
     median, dots, median_sq = first.median, first.dot_median, first.median_sq
     if ref_rows and len(ref_rows) < n:
         median, rep_dots, median_sq = source.median_pass(ref_rows, reps)
         dots = [0.0] * n
         for r, v in zip(reps, rep_dots, strict=True):
             dots[r] = v
-    typical = float(np.median(np.asarray([norms[r] for r in reps], dtype=np.float64))) if reps else 0.0
+    typical = float(np.median(np.asarray([norms[r] for r in leaders], dtype=np.float64))) if leaders else 0.0
     ref_norm = math.sqrt(median_sq)
     statuses = [Status.FREE_RIDE] * n
     fixed, cosine, ratio, clip, sizes = [0] * n, [0.0] * n, [0.0] * n, [1.0] * n, [1] * n
     for r in reps:
+        leader = leader_of[r]
+        size = len(rows_of[leader])
         sc = _scores([norms[r]], [dots[r]], ref_norm, rule, typical)
         status = decide(sc.fixed[0], sc.norm_ratio[0], rule)
-        share = round(sc.cosine[0] * sc.clip[0] * SCORE_SCALE / size[r])
+        share = round(sc.cosine[0] * sc.clip[0] * SCORE_SCALE / size)
         for i in (i for i in range(n) if group[i] == r):
-            statuses[i], fixed[i], sizes[i] = status, share, size[r]
+            statuses[i], fixed[i], sizes[i] = status, share, size
             cosine[i], ratio[i], clip[i] = sc.cosine[0], sc.norm_ratio[0], sc.clip[0]
             if i != r:
-                details[i] = f"copy of update {r} (address order), group of {size[r]}: the group shares one score"
-    return _Judgement(statuses, fixed, cosine, ratio, clip, sizes, median, list(ref_rows), typical)
-
-
-def _regroup(
-    source: UpdateSource, rule: RuleConfig, members: dict[int, list[int]], group: list[int], norms: list[float],
-    typical: float, reputation: Sequence[int] | None, n: int, statuses: list[Status], fixed: list[int],
-    cosine: list[float], clip: list[float], sizes: list[int], details: list[str],
-) -> tuple[np.ndarray, list[int]]:
-    """Rule version 4's second pass (rules.py), in place: the reference median of the gate of the redundancy groups'
-    leaders (the accepted updates, one per group), the accepted representatives scored and decided against it, and
-    every update's share of its group's score. Returns (the reference, its rows)."""
-    leaders = sorted(members)
-    accepted = sorted(r for reps_in in members.values() for r in reps_in)
-    ref_rows = reference_gate(leaders, reputation, rule) if reputation is not None else leaders
-    median, dots, median_sq = source.median_pass(ref_rows, accepted)
-    ref_norm = math.sqrt(median_sq)
-    for r, dot in zip(accepted, dots, strict=True):
-        sc = _scores([norms[r]], [dot], ref_norm, rule, typical)
-        statuses[r], cosine[r], clip[r] = decide(sc.fixed[0], sc.norm_ratio[0], rule), sc.cosine[0], sc.clip[0]
-    for leader, reps_in in members.items():
-        rows = [i for i in range(n) if group[i] in reps_in]
-        for i in rows:
-            r = group[i]
-            statuses[i], cosine[i], clip[i] = statuses[r], cosine[r], clip[r]
-            fixed[i] = round(cosine[r] * clip[r] * SCORE_SCALE / len(rows))
-            sizes[i] = len(rows)
-            if i != r:
-                details[i] = (f"an exact copy in the redundancy group of update {leader} (address order), group "
-                              f"of {len(rows)}: the group shares one score")
-        for i in rows:
-            group[i] = leader
-    return median, list(ref_rows)
+                where = "" if leader == r else f", in the redundancy group of update {leader}"
+                details[i] = f"copy of update {r} (address order){where}, group of {size}: the group shares one score"
+    for i in range(n):
+        if group[i] >= 0:
+            group[i] = leader_of[group[i]]
+    return _Judgement(statuses, fixed, cosine, ratio, clip, sizes, median, list(ref_rows))
 
 
 def reference_gate(reps: Sequence[int], reputation: Sequence[int], rule: RuleConfig) -> list[int]:

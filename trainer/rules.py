@@ -45,21 +45,20 @@ and the gate keeps participants whose past updates scored poorly out of the refe
 
 Version 4 (the default since the perturbed-sybil measurements of issue 13) is version 3 with redundancy groups, so
 that copies perturbed by fresh noise count once in the reference, the score and the weight, as exact copies do
-(trainer/redundancy.py has the pair test, its arithmetic and its measurements). After version 3's first pass (its
-median, scores and statuses):
+(trainer/redundancy.py has the pair test, its arithmetic and its measurements). After the copy groups and
+free-riders, before the median:
 
-    eligible  = the accepted representatives (a rejected update joins nobody, so it cannot pull honest ones down)
     redundant(i, j) = trainer.redundancy's pair test on the subset columns, every representative a third party
                 (redundancy_ratio, redundancy_share, redundancy_min_third_parties); it runs only when the s subset
                 columns leave room, s >= 2 * redundancy_ratio * k (k = representatives - 2)
-    groups    : each eligible representative, in address order, joins the redundancy group of the first earlier
-                eligible leader it is redundant with (its exact copies with it); g = the updates in the group
-    if any group formed, a second pass:
-      m       = coordinate-wise median of the gate (version 3's, by reputation) of the leaders: accepted updates only,
-                one per group (rejected ones were judged against the first pass and stay rejected; leaving them out
-                means collapsing look-alike honest updates can never hand the median to a rejected minority)
-      every eligible representative is scored and decided again against m (norm ratios keep the first pass's
-                typical norm); score = round(s_r * 1e6 / g) for every update, s_r of its own representative
+    groups    : each representative, in address order, joins the redundancy group of the first earlier leader it is
+                redundant with (its exact copies with it); g = the updates in the group
+    m         = coordinate-wise median of the gate (version 3's, by reputation) of the leaders: one vote per group,
+                so identities cannot outvote distinct updates (the price: honest updates that differ from each other
+                only by noise count once too; measured honest pairs never do, trainer/redundancy.py)
+    r_i       = |u_i| / the median norm of the leaders
+    every representative is scored and decided against m on its own; score = round(s_r * 1e6 / g) for every update
+                of a group, s_r of its own representative (a group earns one update's score, split)
     W_L       = max(S, 0) ** score_weight_power * R ** reputation_weight_power   (S, R: the undivided score and the
                 reputation of the group's first accepted representative)
     f_r       = float32(W_L / (k_L * sum over groups of W))  for each of the k_L accepted representatives of L's

@@ -95,12 +95,14 @@ def test_a_long_noisy_update_cannot_absorb_an_honest_one() -> None:
     assert run(sybil, RuleConfig()).group_size == [2, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1]
 
 
-def test_rejected_updates_join_no_group() -> None:
+def test_rejected_copies_group_among_themselves_and_never_with_honest_updates() -> None:
     rows = honest(10, 600, seed=3)
     flipped = np.stack([-4.0 * perturbed(rows[1], seed=s) for s in range(3)]).astype(np.float32)
     result = run(np.concatenate([rows, flipped]), RuleConfig())
     assert [result.statuses[i] for i in (10, 11, 12)] == [Status.NORM_OUTLIER] * 3
-    assert result.group_size == [1] * 13
+    assert result.group[10:] == [10] * 3 and result.group_size[10:] == [3] * 3
+    assert result.group[:10] == list(range(10)) and result.statuses[:10] == [Status.ACCEPTED] * 10
+    assert [r for r, _, _ in result.keep] == list(range(10))
 
 
 def test_too_few_third_parties_means_no_test() -> None:
@@ -205,18 +207,20 @@ def test_v4_documents_carry_the_redundancy_parameters_and_v3_documents_do_not() 
     assert not RuleConfig(duplicate_tolerance=None).groups_redundant  # extends copy detection, off with it
 
 
-def test_look_alike_honest_updates_grouped_together_never_hand_the_median_to_attackers() -> None:
-    rng = np.random.default_rng(11)
-    direction = rng.standard_normal(800)
-    # honest updates that differ only by isotropic noise are indistinguishable from noisy copies: they group
-    rows = [direction + 0.3 * rng.standard_normal(800) for _ in range(7)]
-    flipped = [-4.0 * (direction + 0.3 * rng.standard_normal(800)) for _ in range(3)]
-    stack = np.ascontiguousarray(np.stack([*flipped, *rows]) * 0.01, dtype=np.float32)
+def test_copies_that_outnumber_the_honest_updates_get_one_vote_in_the_median() -> None:
+    rows = honest(8, 800, seed=12)
+    evil = -rows.mean(axis=0)  # an honest-looking norm, pointing away from the honest consensus
+    copies = [perturbed(evil, seed=s) for s in range(10)]
+    stack = np.ascontiguousarray(np.concatenate([np.stack(copies), rows]), dtype=np.float32)
+    v3 = run(stack, RuleConfig.version3())
+    assert v3.statuses[10:].count(Status.ACCEPTED) == 0  # ten identities outvote eight: the copies own the median
     result = run(stack, RuleConfig())
-    assert result.group_size[3:] == [7] * 7 and result.group[3:] == [3] * 7
-    assert Status.ACCEPTED not in result.statuses[:3] and result.statuses[3:] == [Status.ACCEPTED] * 7
-    assert result.reference_rows == [3] and bits(result.median) == bits(stack[3])
-    assert [r for r, _, _ in result.keep] == [3, 4, 5, 6, 7, 8, 9]  # the group's members are averaged
+    assert result.group[:10] == [0] * 10 and result.group_size[:10] == [10] * 10
+    assert result.reference_rows == [0, *range(10, 18)]  # one vote for the copies' group, one per honest update
+    assert result.statuses[:10] == [Status.LOW_SCORE] * 10 and result.statuses[10:] == [Status.ACCEPTED] * 8
+    honest_alone = run(np.ascontiguousarray(np.concatenate([stack[:1], rows])), RuleConfig())
+    assert bits(result.median) == bits(honest_alone.median)  # ten copies weigh what one does
+    assert [r for r, _, _ in result.keep] == list(range(10, 18))
 
 
 def test_no_test_when_the_columns_leave_no_room_to_tell_honest_from_noise() -> None:
