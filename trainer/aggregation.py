@@ -725,7 +725,7 @@ def assess(
     if rule.weighted and reputation is None:
         reputation = [INITIAL_REPUTATION] * n
     if rule.weighted and reputation is not None and len(reputation) != n:
-        raise RuleError(f"rule version 3 weights updates by reputation: {len(reputation)} reputations for {n} "
+        raise RuleError(f"rule versions 3 and 4 weight updates by reputation: {len(reputation)} reputations for {n} "
                         "valid updates")
     verified = rule.aggregator == "median-verified-mean"
     columns = subset_columns(source.d, seed)

@@ -25,7 +25,7 @@ base_{r-1} in float32; only 0 in round 1):
                                                                         copies earns together what one update earns)
     new    = base + (m + (sum over accepted representatives, in address order, of (c_i u_i - m)) / k)
 
-Version 3 (the default since issue 13) is version 2 with a reputation-gated reference and trust-weighted
+Version 3 (issue 13; the default until version 4) is version 2 with a reputation-gated reference and trust-weighted
 aggregation. With R_i the participant's on-chain reputation before the round (ppm; fedledger.settlement's
 ReputationLedger: the reputation after the newest earlier finalized round it took part in, INITIAL_REPUTATION
 before its first) and S_i = round(s_i * 1e6) the representative's undivided score (an integer):
