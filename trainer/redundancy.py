@@ -22,8 +22,10 @@ s >= 2 * redundancy_ratio * k, i.e. for at most 514 representatives on 4,096 sub
 (266 on breast cancer's 2,114 parameters). Larger rounds get version 3's treatment of perturbed copies (each pays
 its stake and is scored alone).
 
-Measured on digits and breast cancer, Dirichlet 0.5 / 0.1 and iid, n = 20 and 50, rounds 1-12 (docs/robustness.md,
-"Redundant updates"): copies perturbed by 0.25 or 1.0 norms give t <= 1.75; honest pairs t >= 11.
+Measured on digits and breast cancer, Dirichlet 0.5 / 0.1 and iid, n = 20 and 50, rounds 1, 5 and 10
+(scripts/redundancy_separation.py, docs/robustness/v4/redundancy.md): copies perturbed by 0.25 to 2 norms give
+t <= 2.2; honest pairs t >= 10.7, except digits Dirichlet 0.1 with 50 participants (near-duplicate shards): t >= 4.7.
+No honest pair was grouped; an honest update and a heavily perturbed copy sometimes were (README, version 4).
 
 Arithmetic, reproducible bit for bit on any IEEE-754 machine:
 * the subset is quantized to integers, q = clip(rint(x * 2^e), -2^15, 2^15) with one scale 2^e for the round: the

@@ -122,13 +122,14 @@ class RuleConfig:
     reward_budget: int = 100 * 10**18  # FED (18 decimals) minted per round, split by contribution
     reputation_decay_ppm: int = 800_000  # rep' = rep * 0.8 + weight * 0.2
     version: int = 4
-    # version 3 only (not in the documents of versions 1 and 2): the reputation gate of the reference median and
+    # versions 3 and 4 (not in the documents of versions 1 and 2): the reputation gate of the reference median and
     # the aggregation weights W_i = max(S_i, 0) ** score_weight_power * R_i ** reputation_weight_power
     reference_gate_ppm: int = 500_000
     score_weight_power: int = 1
     reputation_weight_power: int = 2
     # version 4 only: redundancy groups (trainer/redundancy.py). Noise puts ~k/s of its energy in the others' span
-    # (t ~ 1); honest pairs measured t >= 11, noisy copies t <= 1.75
+    # (t ~ 1); measured honest pairs t >= 4.7 (>= 10.7 but on digits Dirichlet 0.1, n = 50), noisy copies t <= 2.2
+    # (docs/robustness/v4/redundancy.md)
     redundancy_ratio: float = 4.0
     redundancy_share: float = 0.25  # |P d|^2 at most this share of the smaller |P u|^2 (no absorbing by long noise)
     redundancy_min_third_parties: int = 4  # fewer representatives than this + 2: no redundancy test

@@ -35,12 +35,12 @@ class OpenRoundRequest(BaseModel):
                                           "perturbed by noise share one score), 3 (reputation-gated reference, "
                                           "trust-weighted aggregate) or 2 (median of every update, equal weights)")
     reference_gate_ppm: int = Field(default=RuleConfig.reference_gate_ppm, ge=0, le=1_000_000,
-                                    description="version 3: the reference median is taken over participants whose "
+                                    description="versions 3 and 4: the reference median is taken over participants whose "
                                                 "reputation is at least this share (ppm) of the median reputation")
     score_weight_power: int = Field(default=RuleConfig.score_weight_power, ge=0, le=3,
-                                    description="version 3: aggregation weight = score ** this * reputation ** ...")
+                                    description="versions 3 and 4: aggregation weight = score ** this * reputation ** ...")
     reputation_weight_power: int = Field(default=RuleConfig.reputation_weight_power, ge=0, le=3,
-                                         description="version 3: ... * reputation ** this")
+                                         description="versions 3 and 4: ... * reputation ** this")
     redundancy_ratio: float = Field(default=RuleConfig.redundancy_ratio, gt=0, le=1e6,
                                     description="version 4: a pair is redundant when its difference puts at most this "
                                                 "many times pure noise's share of energy in the others' span")
