@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 import statistics
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -854,6 +855,7 @@ def group_weights(scores: Sequence[int], reputation: Sequence[int], sizes: Seque
         return [float(np.float32(1 / (len(w) * k))) for k in sizes]
     return [float(np.float32(x / (k * total))) for x, k in zip(w, sizes, strict=True)]
 
+
 def _copies_and_free_riders(
     sub: np.ndarray, step: np.ndarray | None, tolerance: float, group: list[int], details: list[str]
 ) -> None:
@@ -1011,6 +1013,7 @@ class Verdict:
     detail: str = ""
     cosine: float | None = None
     norm_ratio: float | None = None
+    group_size: int = 1  # the updates sharing this verdict's score (copies and, version 4, redundant updates)
 
 
 @dataclass(frozen=True)
@@ -1058,18 +1061,19 @@ class RoundOutcome:
         return [v.participant for v in self.verdicts if v.status == Status.ACCEPTED]
 
 
+_UPDATE_ROW = re.compile(r"\bupdate (\d+)\b")  # how details name another row (by its participant in verdicts)
+
+
 def verdicts_of(participants: Sequence[str], result: Assessment) -> list[Verdict]:
     """The verdicts of the valid updates (address order)."""
     out = []
     for i, p in enumerate(participants):
-        detail = result.details[i]
-        if result.group[i] >= 0 and result.group[i] != i:
-            detail = detail.replace(f"update {result.group[i]}", participants[result.group[i]])
+        detail = _UPDATE_ROW.sub(lambda m: participants[int(m.group(1))], result.details[i])
         free = result.statuses[i] == Status.FREE_RIDE
         out.append(
             Verdict(
                 p, result.statuses[i], result.fixed[i], detail,
-                None if free else result.cosine[i], None if free else result.norm_ratio[i],
+                None if free else result.cosine[i], None if free else result.norm_ratio[i], result.group_size[i],
             )
         )
     return out

@@ -22,6 +22,11 @@ s >= 2 * redundancy_ratio * k, i.e. for at most 514 representatives on 4,096 sub
 (266 on breast cancer's 2,114 parameters). Larger rounds get version 3's treatment of perturbed copies (each pays
 its stake and is scored alone).
 
+It also needs third parties: with few of them their span cannot show how two honest updates differ. Without a minimum
+the test grouped 0.6-1.4 % of honest pairs at n = 6 and up to 0.04 % at n = 14, none from n = 16 on
+(scripts/redundancy_small_rounds.py, docs/robustness/v4/small_rounds.md): the default minimum is 14 third parties,
+16 representatives. Smaller rounds, too, get version 3's treatment of perturbed copies.
+
 Measured on digits and breast cancer, Dirichlet 0.5 / 0.1 and iid, n = 20 and 50, rounds 1, 5 and 10
 (scripts/redundancy_separation.py, docs/robustness/v4/redundancy.md): copies perturbed by 0.25 to 2 norms give
 t <= 2.2; honest pairs t >= 10.7, except digits Dirichlet 0.1 with 50 participants (near-duplicate shards): t >= 4.7.

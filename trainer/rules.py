@@ -132,7 +132,8 @@ class RuleConfig:
     # (docs/robustness/v4/redundancy.md)
     redundancy_ratio: float = 4.0
     redundancy_share: float = 0.25  # |P d|^2 at most this share of the smaller |P u|^2 (no absorbing by long noise)
-    redundancy_min_third_parties: int = 4  # fewer representatives than this + 2: no redundancy test
+    redundancy_min_third_parties: int = 14  # fewer representatives than this + 2: no redundancy test (small rounds
+    # group honest pairs: docs/robustness/v4/small_rounds.md)
 
     def __post_init__(self) -> None:
         from trainer.errors import RuleError

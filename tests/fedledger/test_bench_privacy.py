@@ -24,5 +24,7 @@ def test_quick_bench_writes_the_table_and_dp_costs_accuracy(tmp_path: Path) -> N
     assert private["epsilon_total_rdp"] < private["epsilon_total_basic"]
     assert clear["accuracy_platform"] > private["accuracy_platform"] > 0.3  # noise costs accuracy, training still helps
     assert clear["accuracy_fedavg"] > private["accuracy_fedavg"]
+    # 6 participants are below rule v4's minimum of third parties for the redundancy test: nobody is grouped
+    assert private["honest_grouped_rate"] == clear["honest_grouped_rate"] == 0.0
     table = (tmp_path / "table.md").read_text()
-    assert "| 4 |" in table and "| none |" in table and "accuracy, platform rule" in table
+    assert "| 4 |" in table and "| none |" in table and "accuracy, platform rule" in table and "honest grouped" in table

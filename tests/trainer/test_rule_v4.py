@@ -6,6 +6,7 @@ definitions; v3 documents unchanged."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,11 @@ def perturbed(row: np.ndarray, seed: int, ratio: float = 0.25) -> np.ndarray:
 
 def run(stack: np.ndarray, rule: RuleConfig) -> agg.Assessment:
     return agg.assess(agg.StackSource(stack), rule)
+
+
+def small_rounds(**overrides: object) -> RuleConfig:
+    """Version 4 with the pair test on from 6 representatives (the default needs 14; the mechanism is the same)."""
+    return RuleConfig(redundancy_min_third_parties=4, **overrides)
 
 
 def test_perturbed_copies_form_one_group_that_earns_what_one_update_earns() -> None:
@@ -84,7 +90,7 @@ def test_a_long_noisy_update_cannot_absorb_an_honest_one() -> None:
     rng = np.random.default_rng(99)
     noise = (rng.standard_normal(600) * 3.0 * np.linalg.norm(rows[4]) / np.sqrt(600)).astype(np.float32)
     stack = np.concatenate([noise[None, :], rows])  # accepted (score ~0, norm 3x: clipped), all noise
-    result = run(stack, RuleConfig())
+    result = run(stack, small_rounds())
     test = RedundancyTest(stack, ratio=4.0, share=0.25, min_third_parties=4)
     # against any honest update the difference is mostly noise, but the honest part is not shared by the noise
     pairs = [test.pair(0, j) for j in range(1, 11)]
@@ -92,13 +98,13 @@ def test_a_long_noisy_update_cannot_absorb_an_honest_one() -> None:
     assert result.statuses[0] == Status.ACCEPTED and result.group_size == [1] * 11
     # a sybil's copy with the same much noise (ratio 3) still joins the update it copies
     sybil = np.concatenate([perturbed(rows[4], seed=9, ratio=3.0)[None, :], rows])
-    assert run(sybil, RuleConfig()).group_size == [2, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1]
+    assert run(sybil, small_rounds()).group_size == [2, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1]
 
 
 def test_rejected_copies_group_among_themselves_and_never_with_honest_updates() -> None:
     rows = honest(10, 600, seed=3)
     flipped = np.stack([-4.0 * perturbed(rows[1], seed=s) for s in range(3)]).astype(np.float32)
-    result = run(np.concatenate([rows, flipped]), RuleConfig())
+    result = run(np.concatenate([rows, flipped]), small_rounds())
     assert [result.statuses[i] for i in (10, 11, 12)] == [Status.NORM_OUTLIER] * 3
     assert result.group[10:] == [10] * 3 and result.group_size[10:] == [3] * 3
     assert result.group[:10] == list(range(10)) and result.statuses[:10] == [Status.ACCEPTED] * 10
@@ -106,11 +112,14 @@ def test_rejected_copies_group_among_themselves_and_never_with_honest_updates() 
 
 
 def test_too_few_third_parties_means_no_test() -> None:
-    rows = honest(3, 400, seed=4)
-    stack = np.concatenate([rows, perturbed(rows[0], seed=1)[None, :]])  # 4 representatives: 2 third parties
-    assert run(stack, RuleConfig()).group_size == [1] * 4
+    rows = honest(13, 400, seed=4)
+    copy = perturbed(rows[0], seed=1)[None, :]
+    stack = np.concatenate([rows[:12], copy])  # 13 representatives: 11 third parties per pair
+    assert run(stack, RuleConfig()).group_size == [1] * 13  # the default needs 12 (small rounds group honest pairs)
+    assert run(stack, small_rounds()).group[12] == 0
+    assert run(np.concatenate([rows, copy]), RuleConfig()).group[13] == 0  # 14 representatives: on
     # with 2 third parties the test would group the copy, but also honest pairs: 2 directions see too little
-    assert run(stack, RuleConfig(redundancy_min_third_parties=2)).group[3] == 0
+    assert run(stack[[0, 1, 2, 12]], RuleConfig(redundancy_min_third_parties=2)).group[3] == 0
 
 
 def test_the_pair_statistic_is_the_projection_onto_the_other_updates() -> None:
@@ -164,7 +173,7 @@ def test_v4_in_memory_streamed_and_original_are_bit_identical(tmp_path: Path, bl
     reputation = [500_000, 400_000, 650_000, 700_000, 650_000, 300_000, 800_000, 500_000, 900_000, 550_000,
                   600_000, 600_000, 600_000]
     base = np.random.default_rng(4).standard_normal(d).astype(np.float32)
-    rule = RuleConfig()
+    rule = small_rounds()
 
     def read(i: int, s: int, e: int) -> np.ndarray:
         return stack[i, s:e].copy()
@@ -231,3 +240,17 @@ def test_no_test_when_the_columns_leave_no_room_to_tell_honest_from_noise() -> N
     assert not RedundancyTest(stack[:, :87], ratio=4.0, share=0.25, min_third_parties=4).enabled
     assert run(stack[:, :87], RuleConfig()).group_size == [1] * 13
     assert RedundancyTest(stack[:, :87], ratio=2.0, share=0.25, min_third_parties=4).enabled
+
+
+def test_verdicts_name_the_other_updates_by_address_and_carry_the_group_size() -> None:
+    rows = honest(13, 600, seed=6)
+    copy = perturbed(rows[1], seed=4)
+    stack = np.concatenate([rows, copy[None, :], copy[None, :]])  # 13 redundant with 1; 14 an exact copy of 13
+    who = names(15)
+    subs = [agg.Submission(p, serialize({"w": torch.from_numpy(stack[i].copy())})) for i, p in enumerate(who)]
+    out = evaluate_round({"w": torch.zeros(600)}, subs, RuleConfig())
+    assert [v.group_size for v in out.verdicts] == [1, 3, *[1] * 11, 3, 3]
+    # "update 13" is not "update 1" followed by a 3: every row number becomes that row's address
+    assert out.verdicts[13].detail.startswith(f"redundant with {who[1]} ")
+    assert out.verdicts[14].detail.startswith(f"copy of {who[13]} (address order), in the redundancy group of {who[1]},")
+    assert not any(re.search(r"update \d", v.detail) for v in out.verdicts)
