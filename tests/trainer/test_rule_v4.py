@@ -53,7 +53,7 @@ def test_perturbed_copies_form_one_group_that_earns_what_one_update_earns() -> N
     rows = honest(10, 600, seed=1)
     alone = run(rows, RuleConfig())
     copies = np.concatenate([rows, np.stack([perturbed(rows[2], seed=s) for s in range(4)])])
-    v4, v3 = run(copies, RuleConfig()), run(copies, RuleConfig.version3())
+    v4, v3 = run(copies, small_rounds()), run(copies, RuleConfig.version3())
     group = [2, 10, 11, 12, 13]
     assert all(v4.statuses[i] == Status.ACCEPTED for i in group)
     assert [v4.group[i] for i in group] == [2] * 5 and [v4.group_size[i] for i in group] == [5] * 5
@@ -112,14 +112,14 @@ def test_rejected_copies_group_among_themselves_and_never_with_honest_updates() 
 
 
 def test_too_few_third_parties_means_no_test() -> None:
-    rows = honest(13, 400, seed=4)
+    rows = honest(15, 400, seed=4)
     copy = perturbed(rows[0], seed=1)[None, :]
-    stack = np.concatenate([rows[:12], copy])  # 13 representatives: 11 third parties per pair
-    assert run(stack, RuleConfig()).group_size == [1] * 13  # the default needs 12 (small rounds group honest pairs)
-    assert run(stack, small_rounds()).group[12] == 0
-    assert run(np.concatenate([rows, copy]), RuleConfig()).group[13] == 0  # 14 representatives: on
+    stack = np.concatenate([rows[:14], copy])  # 15 representatives: 13 third parties per pair
+    assert run(stack, RuleConfig()).group_size == [1] * 15  # the default needs 14 (small rounds group honest pairs)
+    assert run(stack, small_rounds()).group[14] == 0
+    assert run(np.concatenate([rows, copy]), RuleConfig()).group[15] == 0  # 16 representatives: on
     # with 2 third parties the test would group the copy, but also honest pairs: 2 directions see too little
-    assert run(stack[[0, 1, 2, 12]], RuleConfig(redundancy_min_third_parties=2)).group[3] == 0
+    assert run(stack[[0, 1, 2, 14]], RuleConfig(redundancy_min_third_parties=2)).group[3] == 0
 
 
 def test_the_pair_statistic_is_the_projection_onto_the_other_updates() -> None:
@@ -238,7 +238,8 @@ def test_no_test_when_the_columns_leave_no_room_to_tell_honest_from_noise() -> N
     stack = np.concatenate([rows, perturbed(rows[0], seed=2)[None, :]])  # 13 rows: k = 11, room needs s >= 88
     assert RedundancyTest(stack, ratio=4.0, share=0.25, min_third_parties=4).enabled
     assert not RedundancyTest(stack[:, :87], ratio=4.0, share=0.25, min_third_parties=4).enabled
-    assert run(stack[:, :87], RuleConfig()).group_size == [1] * 13
+    assert run(stack, small_rounds()).group[12] == 0
+    assert run(stack[:, :87], small_rounds()).group_size == [1] * 13
     assert RedundancyTest(stack[:, :87], ratio=2.0, share=0.25, min_third_parties=4).enabled
 
 
@@ -248,7 +249,7 @@ def test_verdicts_name_the_other_updates_by_address_and_carry_the_group_size() -
     stack = np.concatenate([rows, copy[None, :], copy[None, :]])  # 13 redundant with 1; 14 an exact copy of 13
     who = names(15)
     subs = [agg.Submission(p, serialize({"w": torch.from_numpy(stack[i].copy())})) for i, p in enumerate(who)]
-    out = evaluate_round({"w": torch.zeros(600)}, subs, RuleConfig())
+    out = evaluate_round({"w": torch.zeros(600)}, subs, small_rounds())
     assert [v.group_size for v in out.verdicts] == [1, 3, *[1] * 11, 3, 3]
     # "update 13" is not "update 1" followed by a 3: every row number becomes that row's address
     assert out.verdicts[13].detail.startswith(f"redundant with {who[1]} ")
