@@ -6,7 +6,15 @@ trainer.redundancy.RedundancyTest, with no minimum of third parties, tests every
 subset columns. Every pair it calls redundant is a false positive. The rule's ``redundancy_min_third_parties`` is
 chosen from this table: the test runs only when a round has at least that many third parties per pair.
 
+With ``--history R`` it studies a possible extension, not the rule: the updates of the previous R rounds (every
+participant's, on IPFS and on-chain, so an auditor could take them too) join the third parties, which gives small
+rounds more directions to see how honest updates differ. Each round then also holds two copies of participant 0's
+update perturbed by 0.25 and by 1 norm of fresh noise (trainer.attacks.perturbed_copy, as the sybil_perturbed
+attack makes them), and the table reports how often each copy is grouped with its source (it should be always).
+
     .venv/bin/python scripts/redundancy_small_rounds.py [--out docs/robustness/v4/small_rounds.md]
+    .venv/bin/python scripts/redundancy_small_rounds.py --history 2 --participants 6 8 10 12 14 \\
+        --out docs/robustness/v4/small_rounds_history.md
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer import aggregation as agg  # noqa: E402
+from trainer.attacks import perturbed_copy  # noqa: E402
 from trainer.data import load_dataset  # noqa: E402
 from trainer.local import LocalConfig, train_local  # noqa: E402
 from trainer.model import ModelSpec, init_params  # noqa: E402
@@ -32,14 +41,21 @@ from trainer.rules import RuleConfig  # noqa: E402
 from trainer.simulation import local_seed, partition_indices  # noqa: E402
 
 
-def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: int, rule: RuleConfig) -> tuple[
-        int, int, float]:
-    """(pairs grouped, pairs tested, smallest t) over the rounds of one honest FedAvg trajectory."""
+COPY_NOISE = (0.25, 1.0)  # --history: the two perturbed copies of participant 0 in each round
+
+
+def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: int, rule: RuleConfig,
+            history: int = 0) -> tuple[int, int, float, list[int], int]:
+    """(honest pairs grouped, pairs tested, smallest honest t, copies grouped with their source per COPY_NOISE,
+    rounds with copies) over the rounds of one honest FedAvg trajectory. With ``history`` the previous rounds'
+    updates are third parties and only rounds that have all ``history`` of them are counted."""
     data = load_dataset(dataset, seed=seed)
     parts, _ = partition_indices(data.y_train.numpy(), n, partition, seed)
     spec = ModelSpec(data.num_features, data.num_classes)
     params = init_params(spec, seed)
     grouped, tested, smallest = 0, 0, float("inf")
+    copies_grouped, copy_rounds = [0] * len(COPY_NOISE), 0
+    past: list[np.ndarray] = []  # the previous rounds' stacks, newest last
     for r in range(1, rounds + 1):
         ups = []
         for i in range(n):
@@ -47,15 +63,28 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
             ups.append(agg.flatten(train_local(spec, params, data.x_train[idx], data.y_train[idx], LocalConfig(lr=lr),
                                                seed=local_seed(seed, r, i))))
         stack = torch.stack(ups).numpy()
+        if history and len(past) == history:
+            copies = [perturbed_copy(ups[0], seed=1_000 * r + c, ratio=ratio).numpy()
+                      for c, ratio in enumerate(COPY_NOISE)]
+            rows = np.concatenate([stack, np.stack(copies), *past])  # round rows, then copies, then third parties
+        else:
+            rows = stack
         cols = agg.subset_columns(stack.shape[1], agg.subset_seed(
-            [hashlib.sha256(row.tobytes()).digest() for row in stack], stack.shape[1]))
-        test = RedundancyTest(np.ascontiguousarray(stack[:, cols]), ratio=rule.redundancy_ratio,
-                              share=rule.redundancy_share, min_third_parties=1)
-        for i, j in itertools.combinations(range(n), 2):
-            p = test.pair(i, j)
-            grouped += p.redundant
-            tested += 1
-            smallest = min(smallest, p.t)
+            [hashlib.sha256(row.tobytes()).digest() for row in rows], stack.shape[1]))
+        if not history or len(past) == history:
+            test = RedundancyTest(np.ascontiguousarray(rows[:, cols]), ratio=rule.redundancy_ratio,
+                                  share=rule.redundancy_share, min_third_parties=1)
+            for i, j in itertools.combinations(range(n), 2):
+                p = test.pair(i, j)
+                grouped += p.redundant
+                tested += 1
+                smallest = min(smallest, p.t)
+            if history:
+                copy_rounds += 1
+                for c in range(len(COPY_NOISE)):
+                    copies_grouped[c] += test.pair(0, n + c).redundant
+        if history:
+            past = [*past, stack][-history:]
         mean = stack.mean(0)
         offset, new = 0, {}
         for k in sorted(params):
@@ -63,7 +92,7 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
             new[k] = params[k] + torch.from_numpy(mean[offset:offset + size]).reshape(params[k].shape)
             offset += size
         params = new
-    return grouped, tested, smallest
+    return grouped, tested, smallest, copies_grouped, copy_rounds
 
 
 def main() -> int:
@@ -74,11 +103,15 @@ def main() -> int:
     p.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.5])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--history", type=int, default=0,
+                   help="previous rounds whose updates join the third parties (a study, not the rule)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     torch.set_num_threads(1)
     rule = RuleConfig()
     t0 = time.perf_counter()
+    if args.history:
+        return study_history(args, rule, t0)
     lines = [
         "# Rule v4's pair test on honest updates of small rounds",
         "",
@@ -96,18 +129,52 @@ def main() -> int:
         grouped = tested = 0
         smallest, worst, worst_count = float("inf"), "", 0
         for d, part, seed in itertools.product(args.datasets, args.partitions, args.seeds):
-            g, t, s = measure(d, part, n, lr, seed, args.rounds, rule)
+            g, t, s, _, _ = measure(d, part, n, lr, seed, args.rounds, rule)
             grouped, tested, smallest = grouped + g, tested + t, min(smallest, s)
             if g > worst_count:
                 worst, worst_count = f"{d} {part} seed {seed}: {g}", g
         lines.append(f"| {n} ({n - 2}) | {lr:g} | {grouped} of {tested} | {100 * grouped / tested:.2f} % | "
                      f"{smallest:.2f} | {worst or '-'} |")
         print(lines[-1], flush=True)
+    return finish(lines, t0, args.out)
+
+
+def study_history(args: argparse.Namespace, rule: RuleConfig, t0: float) -> int:
+    lines = [
+        "# A study for small rounds: the previous rounds' updates as extra third parties",
+        "",
+        f"`.venv/bin/python scripts/redundancy_small_rounds.py --history {args.history} --participants "
+        f"{' '.join(map(str, args.participants))}` (data sets {', '.join(args.datasets)}; partitions "
+        f"{', '.join(args.partitions)}; seeds {args.seeds}; rounds {args.history + 1}-{args.rounds} of an honest "
+        f"FedAvg trajectory; threshold t <= {rule.redundancy_ratio}, share <= {rule.redundancy_share}, no minimum). "
+        f"Third parties of a pair: the round's other updates, two perturbed copies of participant 0 (0.25 and 1 norm "
+        f"of fresh noise) and every participant's updates of the previous {args.history} round(s). Not the rule: "
+        "version 4 tests only the round's own updates and only from 16 representatives.",
+        "",
+        "| n (third parties) | local lr | honest pairs grouped | share | smallest t | copy 0.25 grouped | "
+        "copy 1.0 grouped |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, lr in itertools.product(args.participants, args.lrs):
+        grouped = tested = rounds = 0
+        smallest, copies = float("inf"), [0] * len(COPY_NOISE)
+        for d, part, seed in itertools.product(args.datasets, args.partitions, args.seeds):
+            g, t, s, c, k = measure(d, part, n, lr, seed, args.rounds, rule, args.history)
+            grouped, tested, smallest, rounds = grouped + g, tested + t, min(smallest, s), rounds + k
+            copies = [a + b for a, b in zip(copies, c)]
+        third = n + len(COPY_NOISE) + args.history * n - 2
+        lines.append(f"| {n} ({third}) | {lr:g} | {grouped} of {tested} | {100 * grouped / tested:.2f} % | "
+                     f"{smallest:.2f} | " + " | ".join(f"{c} of {rounds}" for c in copies) + " |")
+        print(lines[-1], flush=True)
+    return finish(lines, t0, args.out)
+
+
+def finish(lines: list[str], t0: float, out: Path | None) -> int:
     lines.insert(3, f"{time.perf_counter() - t0:.0f} s.")
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        args.out.write_text(text)
+    if out:
+        out.write_text(text)
     return 0
 
 
