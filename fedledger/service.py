@@ -989,7 +989,7 @@ class Platform:
             "new_model": {"hash": "0x" + ref.content_hash.hex(), "cid": ref.uri},
             "accepted": outcome.accepted,
             "verdicts": [{"participant": v.participant, "status": v.status.name, "score": v.score / 1e6,
-                          "detail": v.detail} for v in outcome.verdicts],
+                          "group_size": v.group_size, "detail": v.detail} for v in outcome.verdicts],
             "tx_hash": tx_hash,
         }
 

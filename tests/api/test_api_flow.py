@@ -101,6 +101,7 @@ def test_register_submit_finalize_audit_over_http(client: TestClient, platform: 
     fin = client.post(f"/operator/rounds/{round_id}/finalize", headers=OPERATOR)
     assert fin.status_code == 200, fin.text
     statuses = {v["participant"]: v["status"] for v in fin.json()["verdicts"]}
+    assert [v["group_size"] for v in fin.json()["verdicts"]] == [1] * 4  # four distinct updates: no shared score
     assert statuses[own.address] != "ACCEPTED" and sum(s == "ACCEPTED" for s in statuses.values()) == 3
 
     audit = client.get(f"/audit/rounds/{round_id}").json()
