@@ -51,3 +51,18 @@ def test_the_demo_reports_backdoor_success(tmp_path: Path) -> None:
     assert 0.0 <= s["backdoor_success"] <= 1.0 and s["audit_verified"] is True
     with pytest.raises(ValueError, match="unknown --attack 'nope'"):
         DemoConfig(attack="nope")
+
+
+@pytest.mark.slow
+def test_perturbed_sybils_share_one_score_in_a_round_of_twenty_and_the_audit_agrees(tmp_path: Path) -> None:
+    """Rule version 4 end to end (chain, blob store, settlement, audit): 4 identities sending copies of one update
+    perturbed by fresh noise, among 16 honest participants (20 representatives: the pair test runs)."""
+    kw = {"participants": 20, "byzantine": 4, "attack": "sybil_perturbed", "rounds": 3}
+    v4 = run(tmp_path / "v4", **kw)
+    v3 = run(tmp_path / "v3", rule_version=3, **kw)
+    assert v4["rule_version"] == 4 and v3["rule_version"] == 3
+    assert v4["audit_verified"] is True and v3["audit_verified"] is True  # the grouped scores recompute
+    # version 4: the four wallets earn together about one honest identity (measured 0.93 of it); version 3 paid
+    # each wallet as one
+    assert 0.0 < 4 * v4["attacker_reward_per_identity_fed"] < 1.2 * v4["honest_reward_per_identity_fed"]
+    assert v3["attacker_reward_per_identity_fed"] > 0.5 * v3["honest_reward_per_identity_fed"]
