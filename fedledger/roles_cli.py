@@ -21,7 +21,9 @@ import getpass
 import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -400,9 +402,26 @@ def _aggregator_run(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size, flush_margin_s=args.flush_margin, queue_path=queue)
     relay = f", flushing {queue} {args.flush_margin}s before deadlines" if platform.queue is not None else ""
     print(f"aggregator {platform.stack.aggregator} ({args.settlement} settlement) watching "
-          f"{platform.d.rounds.address} every {args.interval}s{relay}")
-    wait_loop(platform, interval_s=args.interval, iterations=1 if args.once else None)
+          f"{platform.d.rounds.address} every {args.interval}s{relay}", flush=True)
+    wait_loop(platform, interval_s=args.interval, iterations=1 if args.once else None, stop=_stop_on_signals())
+    print("aggregator stopped", flush=True)
     return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM (docker stop, systemd) and SIGINT (Ctrl-C) ask the service to stop after the pass under way, whatever
+    the signal dispositions it inherited (a shell's background job ignores SIGINT); a second signal stops it now."""
+    stop = threading.Event()
+
+    def request(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        print(f"{signal.Signals(signum).name}: stopping after this pass", flush=True)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request)
+    return stop
 
 
 def _audit_source(p: argparse.ArgumentParser) -> None:

@@ -1087,11 +1087,14 @@ def _status_name(code: int) -> str:
         return f"status {code}"
 
 
-def wait_loop(platform: Platform, *, interval_s: float, iterations: int | None = None) -> None:
+def wait_loop(platform: Platform, *, interval_s: float, iterations: int | None = None,
+              stop: threading.Event | None = None) -> None:
     """Run the aggregator service: every ``interval_s`` seconds, flush the relay's queue where a deadline is within
-    the flush margin (keep the margin above the interval), then finalize due rounds."""
+    the flush margin (keep the margin above the interval), then finalize due rounds. Once ``stop`` is set it returns
+    after the pass under way (a pass killed midway is recovered on restart, but need not be)."""
+    stop = stop if stop is not None else threading.Event()
     n = 0
-    while iterations is None or n < iterations:
+    while (iterations is None or n < iterations) and not stop.is_set():
         try:
             platform.finalize_due()
         except (ChainUnavailable, TransactionTimeout, StorageUnavailable) as exc:
@@ -1100,4 +1103,4 @@ def wait_loop(platform: Platform, *, interval_s: float, iterations: int | None =
             log.warning("aggregator pass failed, retrying in %ss: %s", interval_s, exc)  # an outage, not a bug
         n += 1
         if iterations is None or n < iterations:
-            time.sleep(interval_s)
+            stop.wait(interval_s)

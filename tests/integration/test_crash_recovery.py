@@ -181,6 +181,10 @@ def test_a_finalize_still_in_the_mempool_is_waited_for_not_sent_twice(world: Wor
         assert world.stack.deployment.rounds.get_round(round_id).state == 3
         time.sleep(2)  # passes of the service after the round became final
         assert restarted.poll() is None, finished(restarted)[1]
+        os.killpg(restarted.pid, signal.SIGTERM)  # docker stop: the service ends its pass and exits cleanly
+        code, out = finished(restarted, timeout=30)
+        assert code == 0 and "SIGTERM: stopping after this pass" in out, out
+        assert out.rstrip().endswith("aggregator stopped"), out
     finally:
         w3.provider.make_request("evm_setAutomine", [True])
         if restarted is not None and restarted.poll() is None:
