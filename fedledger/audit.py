@@ -67,10 +67,23 @@ class Check:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Recomputed:
+    """The rule's verdict for one committer as the audit re-derived it, with the rule's reason (copies and
+    redundancy groups name the updates they share a score with) and how many updates share that score."""
+
+    participant: str
+    status: str
+    score: int  # 1e-6 units, as committed
+    group_size: int
+    detail: str
+
+
 @dataclass
 class RoundAudit:
     round_id: int
     checks: list[Check] = field(default_factory=list)
+    verdicts: list[Recomputed] = field(default_factory=list)  # empty when the audit stopped before the rule ran
 
     @property
     def ok(self) -> bool:
@@ -100,7 +113,8 @@ class AuditReport:
         return {
             "verified": self.verified,
             "rounds": [
-                {"round": r.round_id, "ok": r.ok, "checks": [c.__dict__ for c in r.checks]} for r in self.rounds
+                {"round": r.round_id, "ok": r.ok, "checks": [c.__dict__ for c in r.checks],
+                 "verdicts": [v.__dict__ for v in r.verdicts]} for r in self.rounds
             ],
             "privacy": self.privacy,
         }
@@ -180,6 +194,8 @@ class Auditor:
         else:
             submissions = gather_submissions(self.store, rec)  # type: ignore[assignment]
             outcome = evaluate_round(base, submissions, rule, previous, reputation=prior)  # type: ignore[arg-type]
+        audit.verdicts = [Recomputed(v.participant, v.status.name, v.score, v.group_size, v.detail)
+                          for v in outcome.verdicts]
         blob_problems = []
         for sub in submissions:
             status = committed.get(sub.participant)

@@ -172,8 +172,10 @@ def round_page(request: Request, round_id: str, platform: PlatformDep) -> Respon
     audit = None
     if view["state"] == "finalized":
         audit = _audit_json(AuditRun(time.time(), rid, platform.audit(round_id=rid)))
+    # the rule's reason for each verdict as the audit re-derived it (copies and redundancy groups share a score)
+    recomputed = {v["participant"]: v for r in (audit or {}).get("rounds", []) for v in r["verdicts"]}
     rule = {k: v for k, v in view["rule"].items() if k not in ("hash", "cid")}
-    return _page(request, "round.html", round=view, rule=rule, audit=audit,
+    return _page(request, "round.html", round=view, rule=rule, audit=audit, recomputed=recomputed,
                  evaluation=platform.evaluations().get(rid))
 
 

@@ -94,6 +94,8 @@ def test_round_page_shows_every_committer_the_rule_and_the_audit_as_the_api_does
     assert wei(text(page, "#round-minted")) == int(view["minted"])
     shown = rows(page, "#committers-table tbody tr")
     assert len(shown) == len(view["submissions"]) == 6
+    recomputed = {v["participant"]: v for v in audit["rounds"][0]["verdicts"]}
+    assert sorted(recomputed) == sorted(s["participant"] for s in view["submissions"])
     participant = served.http.get(f"/participants/{view['submissions'][0]['participant']}").json()
     for row, s in zip(shown, view["submissions"], strict=True):
         assert row["participant"] == s["participant"]
@@ -102,6 +104,9 @@ def test_round_page_shows_every_committer_the_rule_and_the_audit_as_the_api_does
         assert wei(row["reward"]) == int(s["reward"])
         assert row["reputation"] == six(s["reputation_after"])
         assert row["reason"].startswith("accepted" if s["status"] == "ACCEPTED" else "rejected")
+        why = recomputed[s["participant"]]  # the audit's re-derived verdict: its reason and who shares the score
+        assert row["shared"] == str(why["group_size"]) and why["status"] == s["status"]
+        assert row["reason"].endswith(f": {why['detail']}") if why["detail"] else row["reason"].count(":") == 1
     assert {r["status"] for r in shown} >= {"ACCEPTED"} and len({r["status"] for r in shown}) > 1
     # reputation after the round, as the participant's own history says
     mine = next(r for r in participant["rounds"] if r["round"] == 2)

@@ -58,8 +58,18 @@ def test_perturbed_sybils_share_one_score_in_a_round_of_twenty_and_the_audit_agr
     """Rule version 4 end to end (chain, blob store, settlement, audit): 4 identities sending copies of one update
     perturbed by fresh noise, among 16 honest participants (20 representatives: the pair test runs)."""
     kw = {"participants": 20, "byzantine": 4, "attack": "sybil_perturbed", "rounds": 3}
-    v4 = run(tmp_path / "v4", **kw)
+    result = run_demo(DemoConfig(state_dir=tmp_path / "v4", clean_reference=False, **kw),  # type: ignore[arg-type]
+                      Console(file=io.StringIO()))
+    v4 = result.summary
     v3 = run(tmp_path / "v3", rule_version=3, **kw)
+    # the audit re-derives the group and says why: one leader, three members naming it, one score for the four
+    assert [a.round_id for a in result.audit.rounds] == [1, 2, 3]
+    for audit in result.audit.rounds:
+        group = [v for v in audit.verdicts if v.group_size > 1]
+        assert [v.group_size for v in group] == [4] * 4, [(v.participant, v.group_size) for v in audit.verdicts]
+        assert [v.detail for v in group].count("") == 1
+        leader = next(v.participant for v in group if not v.detail)
+        assert all(v.detail.startswith(f"redundant with {leader} ") for v in group if v.detail)
     assert v4["rule_version"] == 4 and v3["rule_version"] == 3
     assert v4["audit_verified"] is True and v3["audit_verified"] is True  # the grouped scores recompute
     # version 4: the four wallets earn together about one honest identity (measured 0.93 of it); version 3 paid
