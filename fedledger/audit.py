@@ -43,7 +43,7 @@ from fedledger.history import ChainHistory, RoundRecord, ScoredUpdate
 from fedledger.roles import fetch_params, gather_submissions, previous_base
 from fedledger.settlement import ReputationLedger, committed_set, evaluate_committed, header_of, load_results
 from storage import BlobStore, StorageError
-from trainer.aggregation import evaluate_round, flatten, unflatten
+from trainer.aggregation import Verdict, evaluate_round, flatten, unflatten
 from trainer.errors import RuleError, UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION, SLASHABLE, next_reputation, reward_split, slashed, weight
 from trainer.rules import RuleConfig, Status
@@ -67,23 +67,13 @@ class Check:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class Recomputed:
-    """The rule's verdict for one committer as the audit re-derived it, with the rule's reason (copies and
-    redundancy groups name the updates they share a score with) and how many updates share that score."""
-
-    participant: str
-    status: str
-    score: int  # 1e-6 units, as committed
-    group_size: int
-    detail: str
-
-
 @dataclass
 class RoundAudit:
     round_id: int
     checks: list[Check] = field(default_factory=list)
-    verdicts: list[Recomputed] = field(default_factory=list)  # empty when the audit stopped before the rule ran
+    # the rule's verdicts as the audit re-derived them, with their reasons (copies and redundancy groups name whom
+    # they share a score with); empty when the audit stopped before the rule ran
+    verdicts: list[Verdict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -114,7 +104,9 @@ class AuditReport:
             "verified": self.verified,
             "rounds": [
                 {"round": r.round_id, "ok": r.ok, "checks": [c.__dict__ for c in r.checks],
-                 "verdicts": [v.__dict__ for v in r.verdicts]} for r in self.rounds
+                 "verdicts": [{"participant": v.participant, "status": v.status.name, "score": v.score,
+                               "group_size": v.group_size, "detail": v.detail} for v in r.verdicts]}
+                for r in self.rounds
             ],
             "privacy": self.privacy,
         }
@@ -194,8 +186,7 @@ class Auditor:
         else:
             submissions = gather_submissions(self.store, rec)  # type: ignore[assignment]
             outcome = evaluate_round(base, submissions, rule, previous, reputation=prior)  # type: ignore[arg-type]
-        audit.verdicts = [Recomputed(v.participant, v.status.name, v.score, v.group_size, v.detail)
-                          for v in outcome.verdicts]
+        audit.verdicts = outcome.verdicts
         blob_problems = []
         for sub in submissions:
             status = committed.get(sub.participant)

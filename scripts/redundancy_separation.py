@@ -74,13 +74,7 @@ def measure(dataset: str, partition: str, n: int, rounds: tuple[int, ...], seed:
                     "mixed_grouped": sum(p.redundant for p in mix), "mixed_pairs": len(mix),
                     "copies_grouped": sum(p.redundant for p in cop), "copy_pairs": len(cop),
                 })
-        mean = honest.mean(0)
-        offset, new = 0, {}
-        for k in sorted(params):
-            size = params[k].numel()
-            new[k] = params[k] + mean[offset:offset + size].reshape(params[k].shape)
-            offset += size
-        params = new
+        params = agg.unflatten(agg.flatten(params) + honest.mean(0), {k: v.shape for k, v in params.items()})
     return out
 
 

@@ -63,15 +63,14 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
             ups.append(agg.flatten(train_local(spec, params, data.x_train[idx], data.y_train[idx], LocalConfig(lr=lr),
                                                seed=local_seed(seed, r, i))))
         stack = torch.stack(ups).numpy()
-        if history and len(past) == history:
-            copies = [perturbed_copy(ups[0], seed=1_000 * r + c, ratio=ratio).numpy()
-                      for c, ratio in enumerate(COPY_NOISE)]
-            rows = np.concatenate([stack, np.stack(copies), *past])  # round rows, then copies, then third parties
-        else:
+        if len(past) == history:  # every round without history
             rows = stack
-        cols = agg.subset_columns(stack.shape[1], agg.subset_seed(
-            [hashlib.sha256(row.tobytes()).digest() for row in rows], stack.shape[1]))
-        if not history or len(past) == history:
+            if history:
+                copies = [perturbed_copy(ups[0], seed=1_000 * r + c, ratio=ratio).numpy()
+                          for c, ratio in enumerate(COPY_NOISE)]
+                rows = np.concatenate([stack, np.stack(copies), *past])  # round rows, copies, then third parties
+            cols = agg.subset_columns(stack.shape[1], agg.subset_seed(
+                [hashlib.sha256(row.tobytes()).digest() for row in rows], stack.shape[1]))
             test = RedundancyTest(np.ascontiguousarray(rows[:, cols]), ratio=rule.redundancy_ratio,
                                   share=rule.redundancy_share, min_third_parties=1)
             for i, j in itertools.combinations(range(n), 2):
@@ -85,13 +84,8 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
                     copies_grouped[c] += test.pair(0, n + c).redundant
         if history:
             past = [*past, stack][-history:]
-        mean = stack.mean(0)
-        offset, new = 0, {}
-        for k in sorted(params):
-            size = params[k].numel()
-            new[k] = params[k] + torch.from_numpy(mean[offset:offset + size]).reshape(params[k].shape)
-            offset += size
-        params = new
+        params = agg.unflatten(agg.flatten(params) + torch.from_numpy(stack.mean(0)),
+                               {k: v.shape for k, v in params.items()})
     return grouped, tested, smallest, copies_grouped, copy_rounds
 
 
