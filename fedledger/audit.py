@@ -40,8 +40,10 @@ from rich.table import Table
 from chain.deploy import Deployment
 from chain.lists import ListFormatError, ResultList
 from fedledger.history import ChainHistory, RoundRecord, ScoredUpdate
-from fedledger.roles import fetch_params, gather_submissions, previous_base
-from fedledger.settlement import ReputationLedger, committed_set, evaluate_committed, header_of, load_results
+from fedledger.roles import fetch_params, gather_submissions, previous_base, shapes_of
+from fedledger.settlement import (
+    HistoryUnavailable, ReputationLedger, committed_set, evaluate_committed, header_of, history_rows, load_results,
+)
 from storage import BlobStore, StorageError
 from trainer.aggregation import Verdict, evaluate_round, flatten, unflatten
 from trainer.errors import RuleError, UpdateRejected
@@ -181,11 +183,18 @@ class Auditor:
                 audit.add("scores", [f"rule version {rule.version} weighs updates by the reputation before the "
                                      f"round, and the reputation earlier rounds proved is unusable: {exc}"])
                 return audit
-        if results is not None:  # streamed from files, as the aggregator ran it
-            outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous, prior)
-        else:
-            submissions = gather_submissions(self.store, rec)  # type: ignore[assignment]
-            outcome = evaluate_round(base, submissions, rule, previous, reputation=prior)  # type: ignore[arg-type]
+        past = history_rows(self.store, self.history, rec.round_id, shapes_of(base), rule)
+        try:
+            if results is not None:  # streamed from files, as the aggregator ran it
+                outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous, prior,
+                                                          past)
+            else:
+                submissions = gather_submissions(self.store, rec)  # type: ignore[assignment]
+                outcome = evaluate_round(base, submissions, rule, previous, reputation=prior,  # type: ignore[arg-type]
+                                         history=past)
+        except HistoryUnavailable as exc:
+            audit.add("scores", [str(exc)])
+            return audit
         audit.verdicts = outcome.verdicts
         blob_problems = []
         for sub in submissions:
@@ -200,7 +209,7 @@ class Auditor:
         if blob_problems or problems:
             return audit
 
-        shapes = {k: tuple(v.shape) for k, v in base.items()}
+        shapes = shapes_of(base)
         recomputed = {v.participant: v for v in outcome.verdicts}
         score_problems = []
         decision_problems = []

@@ -56,7 +56,7 @@ def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsi
     """One (epsilon, seed) trajectory per aggregator; final test accuracy, honest rejections, privacy spent."""
     import torch
 
-    from trainer.aggregation import Submission, evaluate_round
+    from trainer.aggregation import AcceptedHistory, Submission, evaluate_round, flatten
     from trainer.data import dirichlet_partition, load_dataset
     from trainer.incentives import INITIAL_REPUTATION, next_reputation, weight
     from trainer.local import LocalConfig, train_local
@@ -84,6 +84,7 @@ def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsi
         params = init_params(spec, seed)
         previous = None
         reputation = dict.fromkeys(names, INITIAL_REPUTATION)
+        past = AcceptedHistory(rule.history_rounds)
         rejected = grouped = 0
         for r in range(1, rounds + 1):
             updates = []
@@ -100,7 +101,9 @@ def run_cell(*, dataset: str, alpha: float, participants: int, rounds: int, epsi
                 params = {k: params[k] + torch.stack([u[k] for u in updates]).mean(dim=0) for k in params}
                 continue
             result = evaluate_round(params, [Submission(n, serialize(u)) for n, u in zip(names, updates, strict=True)],
-                                    rule, previous, reputation=reputation)
+                                    rule, previous, reputation=reputation, history=past.source())
+            past.record(torch.stack([flatten(u) for u in updates]).numpy(),
+                        [v.status == Status.ACCEPTED for v in result.verdicts])
             previous, params = params, result.new_params
             for v in result.verdicts:
                 reputation[v.participant] = next_reputation(reputation[v.participant], weight(v.status, v.score),

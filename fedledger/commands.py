@@ -153,8 +153,9 @@ def register(sub: Any) -> None:
                    help="what the Byzantine participants do (trainer/attacks.py; signflip: send -4 x update)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--aggregator", choices=AGGREGATORS, default="median-verified-mean")
-    p.add_argument("--rule-version", type=int, choices=(2, 3, 4), default=4,
-                   help="median-verified-mean version (trainer/rules.py): 4 version 3 with redundancy groups "
+    p.add_argument("--rule-version", type=int, choices=(2, 3, 4, 5), default=5,
+                   help="median-verified-mean version (trainer/rules.py): 5 version 4 whose small rounds take the "
+                        "previous rounds' accepted updates as third parties, 4 version 3 with redundancy groups "
                         "(noisy copies share one score), 3 reputation-gated and trust-weighted, 2 equal weights")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")

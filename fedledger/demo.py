@@ -62,7 +62,8 @@ class DemoConfig:
     attack: str = "signflip"
     rounds: int = 10
     aggregator: str = "median-verified-mean"
-    rule_version: int = 4  # of median-verified-mean (trainer/rules.py); 3: no redundancy groups; 2: equal weights
+    rule_version: int = RuleConfig.version  # of median-verified-mean (trainer/rules.py): 4 no history third parties,
+    # 3 no redundancy groups, 2 equal weights
     dataset: str = "digits"
     alpha: float = 0.5
     seed: int = 0

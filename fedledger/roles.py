@@ -29,6 +29,7 @@ from fedledger.settlement import (
     derive_results,
     evaluate_committed,
     header_of,
+    history_rows,
     load_results,
 )
 from storage import BlobIntegrityError, BlobNotFound, BlobRef, BlobStore
@@ -186,6 +187,10 @@ def gather_submissions(store: BlobStore, record: RoundRecord) -> list[Submission
     return out
 
 
+def shapes_of(params: Params) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in params.items()}
+
+
 def previous_base(store: BlobStore, history: ChainHistory, round_id: int) -> Params | None:
     """Round ``round_id - 1``'s base model (None for round 1): with this round's base it gives the previous global
     step, a public vector the rule treats as a free-ride when an update resends it."""
@@ -213,7 +218,8 @@ class Aggregator:
         base = fetch_params(self.store, record.base_model_cid, record.base_model_hash)
         previous = previous_base(self.store, self.history, round_id)
         outcome = evaluate_round(base, gather_submissions(self.store, record), rule, previous,
-                                 reputation=self.reputation.before(round_id))
+                                 reputation=self.reputation.before(round_id),
+                                 history=history_rows(self.store, self.history, round_id, shapes_of(base), rule))
         failpoint("aggregator:after-fetch")
         for v in outcome.verdicts:
             if v.status != Status.ACCEPTED:
@@ -261,7 +267,8 @@ class MerkleAggregator(Aggregator):
         if not committed.commitments:
             raise ValueError(f"round {round_id} has no commitments to settle")
         prior = self.reputation.before(round_id)
-        outcome, _ = evaluate_committed(self.store, base, committed.commitments, rule, previous, prior)
+        outcome, _ = evaluate_committed(self.store, base, committed.commitments, rule, previous, prior,
+                                        history_rows(self.store, self.history, round_id, shapes_of(base), rule))
         failpoint("aggregator:after-fetch")
         new_ref = self.store.put(serialize(outcome.new_params))
         results = derive_results(

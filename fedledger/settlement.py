@@ -25,13 +25,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from chain.lists import CommitmentBatch, ListFormatError, ListHeader, ResultEntry, ResultList
 from fedledger.history import ChainHistory, CommittedUpdate, RoundRecord
 from storage import BlobIntegrityError, BlobNotFound, BlobStore, StorageError
-from trainer.aggregation import RoundOutcome
+from trainer.aggregation import HistoryRows, RoundOutcome, flatten
+from trainer.errors import UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
 from trainer.model import Params
 from trainer.rules import RuleConfig, Status
+from trainer.serialization import deserialize
 from trainer.streaming import BlobSubmission, evaluate_round_streamed
 
 log = logging.getLogger(__name__)
@@ -150,6 +154,57 @@ def derive_results(
     return ResultList.build(header, rule_hash, new_model_hash, entries)
 
 
+class HistoryUnavailable(StorageError):
+    """Rule version 5 needs an earlier round's accepted update (a third party of a small round's pair test) and
+    cannot have it: its blob or the round's result list is unavailable or tampered."""
+
+
+def accepted_commitments(history: ChainHistory, store: BlobStore, record: RoundRecord) -> list[CommittedUpdate]:
+    """The commitments a finalized round accepted (status ACCEPTED on-chain or in its result list), ascending
+    address; empty for a round that is not finalized."""
+    if record.state != "finalized":
+        return []
+    if record.results is not None:
+        accepted = {e.participant for e in load_results(store, record).entries if e.status == Status.ACCEPTED}
+        commitments = committed_set(history, store, record).commitments
+    else:
+        accepted = {s.participant for s in record.scored if s.status == Status.ACCEPTED}
+        commitments = sorted(record.commitments, key=lambda c: c.participant.lower())
+    return [c for c in commitments if c.participant in accepted]
+
+
+def history_rows(
+    store: BlobStore, history: ChainHistory, round_id: int, shapes: Mapping[str, tuple[int, ...]], rule: RuleConfig
+) -> HistoryRows | None:
+    """Rule version 5's third parties for round ``round_id`` (trainer/rules.py): the accepted updates of the
+    previous ``rule.history_rounds`` rounds, newest round first, fetched only when the rule asks (small rounds),
+    each blob reduced to the subset columns as it arrives. A round whose updates have other shapes (another model)
+    gives none. Raises ``HistoryUnavailable`` when a blob or list cannot be had."""
+    if not rule.history_rounds or round_id <= 1:
+        return None
+
+    def rows(columns: np.ndarray, limit: int) -> np.ndarray:
+        out: list[np.ndarray] = []
+        for rid in range(round_id - 1, max(round_id - rule.history_rounds, 1) - 1, -1):
+            try:
+                accepted = accepted_commitments(history, store, history.round(rid))
+                taken: list[np.ndarray] = []
+                for c in accepted[: limit - len(out)]:
+                    taken.append(flatten(deserialize(store.get(c.cid, c.content_hash), shapes)).numpy()[columns])
+            except UpdateRejected:
+                continue  # another model's updates: no third parties from this round
+            except (StorageError, ListFormatError) as exc:
+                raise HistoryUnavailable(f"round {rid}'s accepted updates are third parties of round {round_id}'s "
+                                         f"redundancy test (rule version {rule.version}) and cannot be read: {exc}"
+                                         ) from exc
+            out.extend(taken)
+            if len(out) >= limit:
+                break
+        return np.stack(out) if out else np.empty((0, len(columns)), dtype=np.float32)
+
+    return rows
+
+
 def fetch_to_files(store: BlobStore, commitments: Sequence[CommittedUpdate], directory: Path) -> list[BlobSubmission]:
     """Every committed blob into ``directory``, one at a time; unavailable or tampered ones become failures."""
     out = []
@@ -175,10 +230,12 @@ def evaluate_committed(
     rule: RuleConfig,
     previous: Params | None,
     reputation: Mapping[str, int] | None = None,
+    history: HistoryRows | None = None,
 ) -> tuple[RoundOutcome, list[BlobSubmission]]:
     """Fetch, validate and run the rule streamed from files: the outcome equals ``evaluate_round``'s bit for bit.
-    ``reputation``: before the round (``ReputationLedger.before``; rule version 3 weights by it)."""
+    ``reputation``: before the round (``ReputationLedger.before``; rule version 3 weights by it); ``history``:
+    ``history_rows`` (rule version 5)."""
     with tempfile.TemporaryDirectory(prefix="fedledger-round-") as tmp:
         submissions = fetch_to_files(store, commitments, Path(tmp))
-        outcome = evaluate_round_streamed(base, submissions, rule, previous, reputation=reputation)
+        outcome = evaluate_round_streamed(base, submissions, rule, previous, reputation=reputation, history=history)
     return outcome, submissions

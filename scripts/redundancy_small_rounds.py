@@ -6,15 +6,16 @@ trainer.redundancy.RedundancyTest, with no minimum of third parties, tests every
 subset columns. Every pair it calls redundant is a false positive. The rule's ``redundancy_min_third_parties`` is
 chosen from this table: the test runs only when a round has at least that many third parties per pair.
 
-With ``--history R`` it studies a possible extension, not the rule: the updates of the previous R rounds (every
-participant's, on IPFS and on-chain, so an auditor could take them too) join the third parties, which gives small
-rounds more directions to see how honest updates differ. Each round then also holds two copies of participant 0's
-update perturbed by 0.25 and by 1 norm of fresh noise (trainer.attacks.perturbed_copy, as the sybil_perturbed
-attack makes them), and the table reports how often each copy is grouped with its source (it should be always).
+With ``--history R`` it measures rule version 5's small rounds: the accepted updates of the previous R rounds (on
+IPFS, their CIDs and verdicts on-chain, so an auditor takes the same rows; here every honest update, as all were
+accepted) join the third parties, newest round first, at most trainer.redundancy.history_room of them. The same
+round is then tested again with two copies of participant 0's update perturbed by 0.25 and by 1 norm of fresh noise
+(trainer.attacks.perturbed_copy, as the sybil_perturbed attack makes them), and the table reports how often each copy
+is grouped with its source (it should be always). Version 5's default, redundancy_history_rounds, is chosen from it.
 
     .venv/bin/python scripts/redundancy_small_rounds.py [--out docs/robustness/v4/small_rounds.md]
-    .venv/bin/python scripts/redundancy_small_rounds.py --history 2 --participants 6 8 10 12 14 \\
-        --out docs/robustness/v4/small_rounds_history.md
+    .venv/bin/python scripts/redundancy_small_rounds.py --history 2 --participants 4 6 8 10 12 14 \\
+        --out docs/robustness/v5/small_rounds_history.md
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer import aggregation as agg  # noqa: E402
+from trainer.aggregation import AcceptedHistory  # noqa: E402
 from trainer.attacks import perturbed_copy  # noqa: E402
 from trainer.data import load_dataset  # noqa: E402
 from trainer.local import LocalConfig, train_local  # noqa: E402
 from trainer.model import ModelSpec, init_params  # noqa: E402
-from trainer.redundancy import RedundancyTest  # noqa: E402
+from trainer.redundancy import RedundancyTest, history_room  # noqa: E402
 from trainer.rules import RuleConfig  # noqa: E402
 from trainer.simulation import local_seed, partition_indices  # noqa: E402
 
@@ -47,15 +49,16 @@ COPY_NOISE = (0.25, 1.0)  # --history: the two perturbed copies of participant 0
 def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: int, rule: RuleConfig,
             history: int = 0) -> tuple[int, int, float, list[int], int]:
     """(honest pairs grouped, pairs tested, smallest honest t, copies grouped with their source per COPY_NOISE,
-    rounds with copies) over the rounds of one honest FedAvg trajectory. With ``history`` the previous rounds'
-    updates are third parties and only rounds that have all ``history`` of them are counted."""
+    rounds with copies) over the rounds of one honest FedAvg trajectory. With ``history``, as rule version 5 takes
+    them: the previous rounds' updates, newest round first, at most ``history_room`` of them, are third parties, and
+    only rounds after ``history`` earlier ones are counted."""
     data = load_dataset(dataset, seed=seed)
     parts, _ = partition_indices(data.y_train.numpy(), n, partition, seed)
     spec = ModelSpec(data.num_features, data.num_classes)
     params = init_params(spec, seed)
     grouped, tested, smallest = 0, 0, float("inf")
     copies_grouped, copy_rounds = [0] * len(COPY_NOISE), 0
-    past: list[np.ndarray] = []  # the previous rounds' stacks, newest last
+    past = AcceptedHistory(history)  # every honest update of the earlier rounds (all of them accepted, as measured)
     for r in range(1, rounds + 1):
         ups = []
         for i in range(n):
@@ -63,30 +66,36 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
             ups.append(agg.flatten(train_local(spec, params, data.x_train[idx], data.y_train[idx], LocalConfig(lr=lr),
                                                seed=local_seed(seed, r, i))))
         stack = torch.stack(ups).numpy()
-        if len(past) == history:  # every round without history
-            rows = stack
-            if history:
-                copies = [perturbed_copy(ups[0], seed=1_000 * r + c, ratio=ratio).numpy()
-                          for c, ratio in enumerate(COPY_NOISE)]
-                rows = np.concatenate([stack, np.stack(copies), *past])  # round rows, copies, then third parties
-            cols = agg.subset_columns(stack.shape[1], agg.subset_seed(
-                [hashlib.sha256(row.tobytes()).digest() for row in rows], stack.shape[1]))
-            test = RedundancyTest(np.ascontiguousarray(rows[:, cols]), ratio=rule.redundancy_ratio,
-                                  share=rule.redundancy_share, min_third_parties=1)
+        if len(past.past) == history:  # every round without history
+            test = pair_test(stack, past if history else None, rule)
             for i, j in itertools.combinations(range(n), 2):
                 p = test.pair(i, j)
                 grouped += p.redundant
                 tested += 1
                 smallest = min(smallest, p.t)
-            if history:
+            if history:  # the same round with two perturbed copies of participant 0 (a sybil's)
+                copies = [perturbed_copy(ups[0], seed=1_000 * r + c, ratio=ratio).numpy()
+                          for c, ratio in enumerate(COPY_NOISE)]
+                with_copies = pair_test(np.concatenate([stack, np.stack(copies)]), past, rule)
                 copy_rounds += 1
                 for c in range(len(COPY_NOISE)):
-                    copies_grouped[c] += test.pair(0, n + c).redundant
+                    copies_grouped[c] += with_copies.pair(0, n + c).redundant
         if history:
-            past = [*past, stack][-history:]
+            past.record(stack, [True] * n)
         params = agg.unflatten(agg.flatten(params) + torch.from_numpy(stack.mean(0)),
                                {k: v.shape for k, v in params.items()})
     return grouped, tested, smallest, copies_grouped, copy_rounds
+
+
+def pair_test(rows: np.ndarray, past: AcceptedHistory | None, rule: RuleConfig) -> RedundancyTest:
+    """The round's pair test on its subset columns (no minimum of third parties), with version 5's history rows."""
+    cols = agg.subset_columns(rows.shape[1], agg.subset_seed(
+        [hashlib.sha256(row.tobytes()).digest() for row in rows], rows.shape[1]))
+    extra = None
+    if past is not None:
+        extra = past.rows(cols, history_room(len(rows), len(cols), rule.redundancy_ratio))
+    return RedundancyTest(np.ascontiguousarray(rows[:, cols]), ratio=rule.redundancy_ratio,
+                          share=rule.redundancy_share, min_third_parties=1, extra=extra)
 
 
 def main() -> int:
@@ -135,15 +144,17 @@ def main() -> int:
 
 def study_history(args: argparse.Namespace, rule: RuleConfig, t0: float) -> int:
     lines = [
-        "# A study for small rounds: the previous rounds' updates as extra third parties",
+        "# Rule version 5's small rounds: the previous rounds' accepted updates as extra third parties",
         "",
         f"`.venv/bin/python scripts/redundancy_small_rounds.py --history {args.history} --participants "
         f"{' '.join(map(str, args.participants))}` (data sets {', '.join(args.datasets)}; partitions "
         f"{', '.join(args.partitions)}; seeds {args.seeds}; rounds {args.history + 1}-{args.rounds} of an honest "
         f"FedAvg trajectory; threshold t <= {rule.redundancy_ratio}, share <= {rule.redundancy_share}, no minimum). "
-        f"Third parties of a pair: the round's other updates, two perturbed copies of participant 0 (0.25 and 1 norm "
-        f"of fresh noise) and every participant's updates of the previous {args.history} round(s). Not the rule: "
-        "version 4 tests only the round's own updates and only from 16 representatives.",
+        f"Third parties of a pair: the round's other updates and the updates of the previous {args.history} "
+        "round(s), as version 5 takes them (newest round first, within `history_room`); the copy columns test the "
+        "same round again with two perturbed copies of participant 0 (0.25 and 1 norm of fresh noise). The rule "
+        f"runs the test when the third parties number at least {rule.redundancy_min_third_parties}; version 4 ran "
+        f"it only from {rule.redundancy_min_third_parties + 2} representatives.",
         "",
         "| n (third parties) | local lr | honest pairs grouped | share | smallest t | copy 0.25 grouped | "
         "copy 1.0 grouped |",
@@ -156,7 +167,7 @@ def study_history(args: argparse.Namespace, rule: RuleConfig, t0: float) -> int:
             g, t, s, c, k = measure(d, part, n, lr, seed, args.rounds, rule, args.history)
             grouped, tested, smallest, rounds = grouped + g, tested + t, min(smallest, s), rounds + k
             copies = [a + b for a, b in zip(copies, c)]
-        third = n + len(COPY_NOISE) + args.history * n - 2
+        third = n - 2 + args.history * n  # the honest pairs' (the copies' rounds have two more)
         lines.append(f"| {n} ({third}) | {lr:g} | {grouped} of {tested} | {100 * grouped / tested:.2f} % | "
                      f"{smallest:.2f} | " + " | ".join(f"{c} of {rounds}" for c in copies) + " |")
         print(lines[-1], flush=True)

@@ -29,7 +29,7 @@ import statistics
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -40,7 +40,7 @@ from trainer.errors import RuleError, UpdateRejected
 from trainer.incentives import INITIAL_REPUTATION
 from trainer.kernels import TILE
 from trainer.model import Params
-from trainer.redundancy import redundancy_groups
+from trainer.redundancy import history_room, redundancy_groups
 from trainer.rules import PPM, SCORE_SCALE, RuleConfig, Status
 from trainer.serialization import deserialize
 
@@ -712,16 +712,24 @@ class Assessment:
         return [s == Status.ACCEPTED for s in self.statuses]
 
 
+HistoryRows = Callable[[np.ndarray, int], np.ndarray]
+"""Rule version 5's third parties from the past: (the round's subset columns, at most how many rows) -> the accepted
+updates of the previous rounds at those columns [h, s] float32, newest round first, ascending address within a round
+(rules.py). Called only by small rounds, so the caller may fetch lazily."""
+
+
 def assess(
     source: UpdateSource,
     rule: RuleConfig,
     step: np.ndarray | None = None,
     seed: bytes = b"",
     reputation: Sequence[int] | None = None,
+    history: HistoryRows | None = None,
 ) -> Assessment:
     """Free-riders, copy groups, median, scores and decisions (rules.py) from a source of n >= 1 valid updates;
     ``step``: the previous global step (None in round 1), ``seed``: ``subset_seed`` of the round, ``reputation``:
-    each row's on-chain reputation before the round (ppm, used by rule version 3; None: INITIAL_REPUTATION each)."""
+    each row's on-chain reputation before the round (ppm, used by rule version 3; None: INITIAL_REPUTATION each),
+    ``history``: the previous rounds' accepted updates (rule version 5; None: there are none, as in round 1)."""
     n = source.n
     if rule.weighted and reputation is None:
         reputation = [INITIAL_REPUTATION] * n
@@ -740,15 +748,17 @@ def assess(
     reps = [i for i in range(n) if group[i] == i]
     members = {r: [r] for r in reps}  # leader -> the representatives in its redundancy group (version 4)
     if rule.groups_redundant:
+        extra = _history_rows(rule, history, columns, len(reps))
         joined, why = redundancy_groups(
             first.subset[reps], reps, reps, ratio=rule.redundancy_ratio, share=rule.redundancy_share,
-            min_third_parties=rule.redundancy_min_third_parties,
+            min_third_parties=rule.redundancy_min_third_parties, extra=extra,
         )
+        seen = "" if extra is None else f" and {len(extra)} accepted updates of earlier rounds"
         for r, leader in joined.items():
             members[leader].append(r)
             del members[r]
             details[r] = (f"redundant with update {leader} (address order): their difference is noise the others' "
-                          f"updates do not see (t={why[r].t:.3g}, share {why[r].share:.3g})")
+                          f"updates{seen} do not see (t={why[r].t:.3g}, share {why[r].share:.3g})")
     verdict = _judge(source, first, rule, members, group, norms, reputation, n, details)
     statuses, fixed, cosine, ratio, clip, sizes = (verdict.statuses, verdict.fixed, verdict.cosine, verdict.ratio,
                                                    verdict.clip, verdict.sizes)
@@ -769,6 +779,43 @@ def assess(
     keep = [(r, clip[r] if verified else 1.0, weight_of[r]) for r in sorted(weight_of)]
     return Assessment(statuses, fixed, cosine, ratio, clip, group, sizes, details, verdict.median, keep,
                       verdict.ref_rows)
+
+
+@dataclass
+class AcceptedHistory:
+    """``HistoryRows`` from memory, for simulations that run many rounds in one process: each round's accepted
+    updates (address order) as it ends, the newest ``rounds`` kept."""
+
+    rounds: int
+    past: list[np.ndarray] = field(default_factory=list)  # [h, d] float32 per round, oldest first
+
+    def record(self, stack: np.ndarray, accepted: Sequence[bool]) -> None:
+        kept = np.ascontiguousarray(np.asarray(stack, dtype=np.float32)[np.asarray(accepted, dtype=bool)])
+        self.past = [*self.past, kept][-self.rounds:] if self.rounds > 0 else []
+
+    def rows(self, columns: np.ndarray, limit: int) -> np.ndarray:
+        taken = [stack[:, columns] for stack in reversed(self.past) if len(stack)]
+        if not taken:
+            return np.empty((0, len(columns)), dtype=np.float32)
+        return np.concatenate(taken)[:limit]
+
+    def source(self) -> HistoryRows | None:
+        """What ``evaluate_round`` takes: None before any round has ended."""
+        return self.rows if self.past else None
+
+
+def _history_rows(rule: RuleConfig, history: HistoryRows | None, columns: np.ndarray, reps: int) -> np.ndarray | None:
+    """Version 5: the earlier rounds' rows that join a small round's third parties (None when there are none)."""
+    if not rule.history_rounds or history is None or reps - 2 >= rule.redundancy_min_third_parties:
+        return None
+    room = history_room(reps, len(columns), rule.redundancy_ratio)
+    rows = history(columns, room) if room > 0 else None
+    if rows is None or len(rows) == 0:
+        return None
+    if rows.ndim != 2 or rows.shape[1] != len(columns) or len(rows) > room:
+        raise RuleError(f"history rows of shape {tuple(rows.shape)}: expected at most {room} rows of "
+                        f"{len(columns)} columns")
+    return np.ascontiguousarray(rows, dtype=np.float32)
 
 
 @dataclass
@@ -974,9 +1021,10 @@ def run_rule(
     step: np.ndarray | None = None,
     seed: bytes = b"",
     reputation: Sequence[int] | None = None,
+    history: HistoryRows | None = None,
 ) -> tuple[Assessment, np.ndarray]:
     """The whole rule: (verdicts of the valid updates, the new flat global model)."""
-    verdicts = assess(source, rule, step, seed, reputation)
+    verdicts = assess(source, rule, step, seed, reputation, history)
     return verdicts, source.aggregate(base, verdicts.keep, verdicts.median, rule)
 
 
@@ -1106,11 +1154,13 @@ def evaluate_round(
     *,
     reputation: Mapping[str, int] | None = None,
     source: type[StackSource] = StackSource,
+    history: HistoryRows | None = None,
 ) -> RoundOutcome:
     """Validate, detect free-riders and copies, score against the median reference, decide, and aggregate one
     round. ``previous_base``: the previous round's base model (None in round 1); ``reputation``: participant ->
-    on-chain reputation before the round (ppm), INITIAL_REPUTATION for one not in it (rule version 3 needs it).
-    ``source=ReferenceSource`` runs the original (slow) definitions."""
+    on-chain reputation before the round (ppm), INITIAL_REPUTATION for one not in it (rule version 3 needs it);
+    ``history``: the previous rounds' accepted updates (rule version 5, small rounds). ``source=ReferenceSource``
+    runs the original (slow) definitions."""
     shapes = {k: tuple(v.shape) for k, v in base.items()}
     vs = validate(submissions, shapes)
     verdicts = list(vs.invalid)
@@ -1118,7 +1168,7 @@ def evaluate_round(
     if vs.participants:
         result, new_flat = run_rule(
             source(vs.stack.numpy()), base_flat, rule, global_step(base, previous_base),
-            subset_seed(vs.hashes, base_flat.size), reputation_rows(vs.participants, reputation, rule),
+            subset_seed(vs.hashes, base_flat.size), reputation_rows(vs.participants, reputation, rule), history,
         )
         verdicts.extend(verdicts_of(vs.participants, result))
     else:

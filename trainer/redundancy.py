@@ -27,6 +27,13 @@ the test grouped 0.6-1.4 % of honest pairs at n = 6 and up to 0.04 % at n = 14, 
 (scripts/redundancy_small_rounds.py, docs/robustness/v4/small_rounds.md): the default minimum is 14 third parties,
 16 representatives. Smaller rounds, too, get version 3's treatment of perturbed copies.
 
+Version 5 gives small rounds those third parties from the past: when a round has fewer than 16 representatives, the
+updates the previous rounds accepted (on IPFS, their CIDs and verdicts on-chain, so an auditor takes the same rows)
+join every pair's third parties, up to the room s >= 2 * ratio * k leaves (``history_room``). They are third parties
+only: never tested, grouped or scored. An honest participant's previous update carries much of what its data make
+its update differ by, so honest pairs stand far apart again; a copy's fresh noise is not in anyone's past
+(scripts/redundancy_small_rounds.py --history, docs/robustness/v5/small_rounds_history.md).
+
 Measured on digits and breast cancer, Dirichlet 0.5 / 0.1 and iid, n = 20 and 50, rounds 1, 5 and 10
 (scripts/redundancy_separation.py, docs/robustness/v4/redundancy.md): copies perturbed by 0.25 to 2 norms give
 t <= 2.2; honest pairs t >= 10.7, except digits Dirichlet 0.1 with 50 participants (near-duplicate shards): t >= 4.7.
@@ -96,10 +103,22 @@ def spd_inverse(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(work[:, m:])
 
 
-class RedundancyTest:
-    """Pair tests among the rows of one round's subset [m, s] (module docstring)."""
+def history_room(representatives: int, columns: int, ratio: float) -> int:
+    """How many rows of earlier rounds can join the third parties of a round of ``representatives`` rows on
+    ``columns`` subset columns and still leave the test room (s >= MIN_SPAN_MARGIN * ratio * k)."""
+    return max(0, math.floor(columns / (MIN_SPAN_MARGIN * ratio)) - max(representatives - 2, 0))
 
-    def __init__(self, sub: np.ndarray, *, ratio: float, share: float, min_third_parties: int) -> None:
+
+class RedundancyTest:
+    """Pair tests among the rows of one round's subset [m, s] (module docstring); ``extra`` [h, s]: rows that are
+    third parties of every pair and never tested themselves (version 5: earlier rounds' accepted updates)."""
+
+    def __init__(self, sub: np.ndarray, *, ratio: float, share: float, min_third_parties: int,
+                 extra: np.ndarray | None = None) -> None:
+        if extra is not None and len(extra):
+            if extra.shape[1] != sub.shape[1]:
+                raise ValueError(f"third-party rows have {extra.shape[1]} columns, the round's {sub.shape[1]}")
+            sub = np.concatenate([np.asarray(sub, dtype=np.float32), np.asarray(extra, dtype=np.float32)])
         self.m, self.s = sub.shape
         self.third = self.m - 2
         self.ratio, self.max_share = ratio, share
@@ -133,13 +152,13 @@ class RedundancyTest:
 
 def redundancy_groups(
     sub: np.ndarray, rows: Sequence[int], eligible: Sequence[int], *, ratio: float, share: float,
-    min_third_parties: int,
+    min_third_parties: int, extra: np.ndarray | None = None,
 ) -> tuple[dict[int, int], dict[int, PairTest]]:
     """Groups of redundant updates among ``eligible`` (a subset of ``rows``, both ascending; ``sub`` holds the
-    subset of every row in ``rows`` order, all of them the third parties): each eligible row, in order, joins the
-    first earlier eligible leader it is redundant with (rules.py). Returns (row -> leader row for those that
-    joined, row -> the test that put it there)."""
-    test = RedundancyTest(sub, ratio=ratio, share=share, min_third_parties=min_third_parties)
+    subset of every row in ``rows`` order, all of them the third parties, with ``extra``'s rows): each eligible
+    row, in order, joins the first earlier eligible leader it is redundant with (rules.py). Returns (row -> leader
+    row for those that joined, row -> the test that put it there)."""
+    test = RedundancyTest(sub, ratio=ratio, share=share, min_third_parties=min_third_parties, extra=extra)
     joined: dict[int, int] = {}
     why: dict[int, PairTest] = {}
     if not test.enabled:

@@ -43,7 +43,7 @@ Lyu, 2021) gives near-orthogonal updates (label-flip, bit-flip at 30 %) and the 
 and the gate keeps participants whose past updates scored poorly out of the referee. Measurements: README
 ("The rule, version 3") and docs/robustness.md.
 
-Version 4 (the default since the perturbed-sybil measurements of issue 13) is version 3 with redundancy groups, so
+Version 4 (the default from the perturbed-sybil measurements of issue 13 until version 5) is version 3 with redundancy groups, so
 that copies perturbed by fresh noise count once in the reference, the score and the weight, as exact copies do
 (trainer/redundancy.py has the pair test, its arithmetic and its measurements). After the copy groups and
 free-riders, before the median:
@@ -64,6 +64,22 @@ free-riders, before the median:
     f_r       = float32(W_L / (k_L * sum over groups of W))  for each of the k_L accepted representatives of L's
                 group (the group weighs what one update weighs, its members averaged: their noise partly cancels)
     new       = base + (m + (sum over accepted representatives, in address order, of (c_r u_r - m) * f_r))
+
+Version 5 (the default since the small-round measurements of issue 13) is version 4 whose small rounds borrow third
+parties from the past. Version 4 runs the pair test only from redundancy_min_third_parties + 2 representatives (with
+fewer third parties their span cannot show how honest updates differ), so below that perturbed copies were paid per
+identity. Version 5, in a round whose representatives number fewer than redundancy_min_third_parties + 2:
+
+    history   = the updates accepted (status ACCEPTED) by rounds r-1, r-2, ..., r-redundancy_history_rounds that were
+                finalized and whose updates have the round's parameter shapes, newest round first, ascending address
+                within a round, at the round's subset columns S; at most trainer.redundancy.history_room of them
+                (the first ones: the test keeps room, s >= 2 * redundancy_ratio * k)
+    redundant(i, j) = version 4's pair test with the history rows among every pair's third parties
+                (k = representatives - 2 + history rows; still only when k >= redundancy_min_third_parties)
+
+The history rows are third parties only (never tested, grouped, scored or aggregated). Rounds of at least
+redundancy_min_third_parties + 2 representatives are judged exactly as by version 4. Measurements:
+docs/robustness/v5/small_rounds_history.md.
 
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
 ``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).
@@ -107,8 +123,11 @@ class Status(IntEnum):
 AGGREGATORS = ("median-verified-mean", "fedavg", "median")
 _V3_FIELDS = frozenset({"reference_gate_ppm", "score_weight_power", "reputation_weight_power"})
 _V4_FIELDS = frozenset({"redundancy_ratio", "redundancy_share", "redundancy_min_third_parties"})
+_V5_FIELDS = frozenset({"redundancy_history_rounds"})
+VERSIONS = (1, 2, 3, 4, 5)
 SCORE_SCALE = 1_000_000  # fixed point of scores and reputation on-chain (1e-6)
 PPM = 1_000_000
+MAX_HISTORY_ROUNDS = 8  # version 5: previous rounds a small round may take third parties from
 
 
 @dataclass(frozen=True)
@@ -121,19 +140,22 @@ class RuleConfig:
     score_tolerance: int = 1  # auditors accept |recomputed - committed| <= this many 1e-6 units
     reward_budget: int = 100 * 10**18  # FED (18 decimals) minted per round, split by contribution
     reputation_decay_ppm: int = 800_000  # rep' = rep * 0.8 + weight * 0.2
-    version: int = 4
+    version: int = 5
     # versions 3 and 4 (not in the documents of versions 1 and 2): the reputation gate of the reference median and
     # the aggregation weights W_i = max(S_i, 0) ** score_weight_power * R_i ** reputation_weight_power
     reference_gate_ppm: int = 500_000
     score_weight_power: int = 1
     reputation_weight_power: int = 2
-    # version 4 only: redundancy groups (trainer/redundancy.py). Noise puts ~k/s of its energy in the others' span
+    # versions 4 and 5: redundancy groups (trainer/redundancy.py). Noise puts ~k/s of its energy in the others' span
     # (t ~ 1); measured honest pairs t >= 4.7 (>= 10.7 but on digits Dirichlet 0.1, n = 50), noisy copies t <= 2.2
     # (docs/robustness/v4/redundancy.md)
     redundancy_ratio: float = 4.0
     redundancy_share: float = 0.25  # |P d|^2 at most this share of the smaller |P u|^2 (no absorbing by long noise)
     redundancy_min_third_parties: int = 14  # fewer representatives than this + 2: no redundancy test (small rounds
     # group honest pairs: docs/robustness/v4/small_rounds.md)
+    # version 5 only: in rounds of fewer representatives than redundancy_min_third_parties + 2, the accepted updates
+    # of this many previous rounds join the pair test's third parties (docs/robustness/v5/small_rounds_history.md)
+    redundancy_history_rounds: int = 2
 
     def __post_init__(self) -> None:
         from trainer.errors import RuleError
@@ -150,14 +172,17 @@ class RuleConfig:
             )
         if self.duplicate_tolerance is not None and not 0 <= self.duplicate_tolerance < 1:
             raise RuleError(f"duplicate_tolerance must be in [0, 1) or None, got {self.duplicate_tolerance}")
-        if self.version not in (1, 2, 3, 4):
-            raise RuleError(f"unknown rule version {self.version}: this fedledger knows versions 1 to 4")
+        if self.version not in VERSIONS:
+            raise RuleError(f"unknown rule version {self.version}: this fedledger knows versions 1 to {VERSIONS[-1]}")
         if not 0 < self.redundancy_ratio:
             raise RuleError(f"redundancy_ratio must be > 0, got {self.redundancy_ratio}")
         if not 0 < self.redundancy_share <= 1:
             raise RuleError(f"redundancy_share must be in (0, 1], got {self.redundancy_share}")
         if self.redundancy_min_third_parties < 1:
             raise RuleError(f"redundancy_min_third_parties must be >= 1, got {self.redundancy_min_third_parties}")
+        if not 0 <= self.redundancy_history_rounds <= MAX_HISTORY_ROUNDS:
+            raise RuleError(f"redundancy_history_rounds must be in [0, {MAX_HISTORY_ROUNDS}], got "
+                            f"{self.redundancy_history_rounds}")
         if not 0 <= self.reference_gate_ppm <= PPM:
             raise RuleError(f"reference_gate_ppm must be in [0, {PPM}], got {self.reference_gate_ppm}")
         for name in ("score_weight_power", "reputation_weight_power"):
@@ -167,6 +192,11 @@ class RuleConfig:
             raise RuleError(f"reputation_decay_ppm must be in [0, {PPM}], got {self.reputation_decay_ppm}")
         if self.reward_budget < 0:
             raise RuleError(f"reward_budget must be >= 0, got {self.reward_budget}")
+
+    @classmethod
+    def version4(cls, **overrides: Any) -> RuleConfig:
+        """The rule committed by rounds of issue 13 before history third parties (no pair test in small rounds)."""
+        return cls(**{"version": 4, **overrides})
 
     @classmethod
     def version3(cls, **overrides: Any) -> RuleConfig:
@@ -188,6 +218,11 @@ class RuleConfig:
         """Version 4's redundancy groups apply (they extend the copy groups, so they need copy detection on)."""
         return self.weighted and self.version >= 4 and self.duplicate_tolerance is not None
 
+    @property
+    def history_rounds(self) -> int:
+        """Version 5: how many previous rounds' accepted updates small rounds take as third parties (0: none)."""
+        return self.redundancy_history_rounds if self.groups_redundant and self.version >= 5 else 0
+
     @classmethod
     def version1(cls, **overrides: Any) -> RuleConfig:
         """The rule as committed before the revision (rejects beyond max_norm_ratio, no copy detection)."""
@@ -201,12 +236,17 @@ class RuleConfig:
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
-        if self.version < 4:  # the documents of versions 1 to 3 stay byte for byte what they were
-            for name in _V4_FIELDS | (_V3_FIELDS if self.version < 3 else frozenset()):
-                doc.pop(name)
+        for name in self.foreign_fields(self.version):  # the documents of versions 1 to 4 stay what they were
+            doc.pop(name)
         doc["reward_budget"] = str(self.reward_budget)  # JSON-safe big integer
         doc["formulas"] = f"trainer/rules.py docstring, fedledger rule v{self.version}"
         return doc
+
+    @staticmethod
+    def foreign_fields(version: int) -> frozenset[str]:
+        """The parameters a document of ``version`` does not have (they came with later versions)."""
+        later = {3: _V3_FIELDS, 4: _V4_FIELDS, 5: _V5_FIELDS}
+        return frozenset().union(*(names for v, names in later.items() if version < v))
 
     def canonical_bytes(self) -> bytes:
         return json.dumps(self.to_document(), sort_keys=True, separators=(",", ":")).encode()
@@ -223,7 +263,7 @@ class RuleConfig:
             doc.pop("formulas", None)
             doc["reward_budget"] = int(doc["reward_budget"])
             version = doc.get("version", 1)
-            foreign = (_V4_FIELDS if version < 4 else frozenset()) | (_V3_FIELDS if version < 3 else frozenset())
+            foreign = cls.foreign_fields(version)
             if foreign & doc.keys():
                 raise ValueError(f"version {version} has no {sorted(foreign & doc.keys())}")
             if doc.get("version", 1) == 1:  # before the revision: reject long updates, no copy detection

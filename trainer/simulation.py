@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.aggregation import Submission, evaluate_round, flatten, unflatten
+from trainer.aggregation import AcceptedHistory, Submission, evaluate_round, flatten, unflatten
 from trainer.attacks import (
     ALIE_FIXED_Z,
     ALL_ATTACKS,
@@ -56,7 +56,7 @@ from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split
 from trainer.local import LocalConfig, train_local
 from trainer.metrics import attack_success_rate, auroc, gini, min_max_ratio, share
 from trainer.model import ModelSpec, init_params, accuracy
-from trainer.rules import RuleConfig, Status
+from trainer.rules import VERSIONS, RuleConfig, Status
 from trainer.serialization import serialize
 
 
@@ -92,8 +92,9 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
     rejected = {"honest": 0, "attacker": 0}
     previous = None
     reputation = dict.fromkeys(names, INITIAL_REPUTATION)
+    past = AcceptedHistory(rule.history_rounds)
     for r in range(1, cfg.rounds + 1):
-        subs = []
+        subs, rows = [], []
         for i, name in enumerate(names):
             idx = torch.from_numpy(parts[i])
             seed = local_seed(cfg.seed, r, i)
@@ -101,7 +102,9 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
             if i < cfg.byzantine:
                 upd = apply_attack(cfg.attack, upd, seed=seed)
             subs.append(Submission(name, serialize(upd)))
-        out = evaluate_round(params, subs, rule, previous, reputation=reputation)
+            rows.append(flatten(upd))
+        out = evaluate_round(params, subs, rule, previous, reputation=reputation, history=past.source())
+        past.record(torch.stack(rows).numpy(), [v.status == Status.ACCEPTED for v in out.verdicts])
         previous, params = params, out.new_params
         for v in out.verdicts:
             reputation[v.participant] = next_reputation(
@@ -121,12 +124,13 @@ def simulate(cfg: FederationConfig, rule: RuleConfig, local: LocalConfig = Local
 
 PARTITIONS: tuple[str, ...] = ("iid", "dir0.5", "dir0.1")
 BENCH_DEFENSES: tuple[str, ...] = (
-    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "platform_v3", "platform_v2",
-    "platform_v1",
+    "fedavg", "median", "trimmed_mean", "multi_krum", "centered_clipping", "platform", "platform_v4", "platform_v3",
+    "platform_v2", "platform_v1",
 )
 # the platform's rule as the aggregator runs it (evaluate_round), by name: the committed one and version 1
 PLATFORM_RULES: dict[str, RuleConfig] = {
-    "platform": RuleConfig(), "platform_v3": RuleConfig.version3(), "platform_v2": RuleConfig.version2(),
+    "platform": RuleConfig(), "platform_v4": RuleConfig.version4(), "platform_v3": RuleConfig.version3(),
+    "platform_v2": RuleConfig.version2(),
     "platform_v1": RuleConfig.version1(),
 }
 STAKE_UNIT = 10**18  # one minimum stake (1 ether in the default deployment), in wei
@@ -365,6 +369,7 @@ class _Trajectory:
         # stake each identity burned: it stakes the minimum at registration, a slash burns SLASH_PPM of it, and an
         # identity below the minimum may not commit (ParticipantRegistry), so it tops up before its next update
         self.burned = [0] * n
+        self.history: AcceptedHistory | None = None  # the platform rule's earlier accepted updates (version 5)
 
 
 # Revisions of the platform rule, modelled by trainer.defenses.median_verified_mean and benchmarked beside the
@@ -429,7 +434,10 @@ def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tu
     previous = unflatten(traj.prev_params, shapes) if traj.prev_params is not None else None
     subs = [Submission(_participant(i), serialize(unflatten(u, shapes))) for i, u in zip(members, stack, strict=True)]
     prior = {_participant(i): traj.reputation[i] for i in members}
-    out = evaluate_round(base, subs, rule, previous, reputation=prior)
+    if traj.history is None:
+        traj.history = AcceptedHistory(rule.history_rounds)
+    out = evaluate_round(base, subs, rule, previous, reputation=prior, history=traj.history.source())
+    traj.history.record(stack.numpy(), [v.status == Status.ACCEPTED for v in out.verdicts])
     weights = []
     for i, v in zip(members, out.verdicts, strict=True):  # sorted by address == index order
         assert v.participant == _participant(i)
@@ -672,10 +680,11 @@ def main() -> None:
     parser.add_argument("--byzantine", type=int, default=3)
     parser.add_argument("--attack", default="signflip")
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--rule-version", type=int, choices=(1, 2, 3, 4), default=4)
+    parser.add_argument("--rule-version", type=int, choices=VERSIONS, default=RuleConfig.version)
     args = parser.parse_args()
     fields = {"aggregator": args.aggregator, "max_norm_ratio": args.max_norm_ratio, "min_score": args.min_score}
-    make = {1: RuleConfig.version1, 2: RuleConfig.version2, 3: RuleConfig.version3, 4: RuleConfig}[args.rule_version]
+    make = {1: RuleConfig.version1, 2: RuleConfig.version2, 3: RuleConfig.version3, 4: RuleConfig.version4,
+            5: RuleConfig}[args.rule_version]
     rule = make(**fields)
     print("seed  final_acc  honest_rej  attacker_rej")
     for seed in args.seeds:

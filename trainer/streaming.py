@@ -40,6 +40,7 @@ from trainer.aggregation import (
     TILE,
     Assessment,
     FirstPass,
+    HistoryRows,
     Kept,
     RoundOutcome,
     Verdict,
@@ -179,6 +180,7 @@ def stream_rule(
     step: np.ndarray | None = None,
     seed: bytes = b"",
     reputation: Sequence[int] | None = None,
+    history: HistoryRows | None = None,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
@@ -186,7 +188,8 @@ def stream_rule(
     """The rule (rules.py: free-riders, copies, median, scores, decisions, aggregate) over n valid updates of d
     parameters read through ``read(i, s, e)`` (float32, finite, participants in ascending address order); ``step``
     is the previous global step, ``seed`` the round's ``subset_seed``, ``reputation`` each update's participant's
-    reputation before the round (rule version 3). ``block_cols`` (default: what fits
+    reputation before the round (rule version 3), ``history`` the previous rounds' accepted updates (rule version 5,
+    small rounds). ``block_cols`` (default: what fits
     ``block_bytes``) never changes the result, nor does ``workers`` (default: torch's thread count, at most
     MAX_DEFAULT_WORKERS)."""
     if n <= 0:
@@ -198,7 +201,7 @@ def stream_rule(
     if block_cols is None:
         block_cols = default_block_cols(n, block_bytes)
     source = ReaderSource(n, d, read, block_cols, workers)
-    result, new_flat = run_rule(source, base_flat, rule, step, seed, reputation)
+    result, new_flat = run_rule(source, base_flat, rule, step, seed, reputation, history)
     return StreamedRound(result.median, result, result.accepted, new_flat)
 
 
@@ -369,6 +372,7 @@ def evaluate_round_streamed(
     previous_base: Params | None = None,
     *,
     reputation: Mapping[str, int] | None = None,
+    history: HistoryRows | None = None,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
@@ -417,7 +421,8 @@ def evaluate_round_streamed(
         result = stream_rule(
             len(valid), d, lambda i, s, e: read_flat(paths[i], layout, s, e), base_flat, rule,
             step=global_step(base, previous_base), seed=subset_seed(valid_hashes, d),
-            reputation=reputation_rows([s.participant for s in valid], reputation, rule), block_cols=block_cols,
+            reputation=reputation_rows([s.participant for s in valid], reputation, rule), history=history,
+            block_cols=block_cols,
             block_bytes=block_bytes, workers=workers,
         )
         verdicts.extend(verdicts_of([s.participant for s in valid], result.assessment))

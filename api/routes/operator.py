@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from api.deps import Address, OperatorDep, PlatformDep
 from trainer.data import DATASETS
 from trainer.errors import RuleError
-from trainer.rules import AGGREGATORS, RuleConfig
+from trainer.rules import AGGREGATORS, MAX_HISTORY_ROUNDS, RuleConfig
 
 router = APIRouter(prefix="/operator", tags=["operator"], dependencies=[OperatorDep])
 
@@ -30,29 +30,38 @@ class OpenRoundRequest(BaseModel):
                                               description="copy radius in typical norms; null: no copy tests")
     reward_budget: int = Field(default=RuleConfig.reward_budget, ge=0, lt=2**128)
     reputation_decay_ppm: int = Field(default=RuleConfig.reputation_decay_ppm, ge=0, le=1_000_000)
-    rule_version: int = Field(default=RuleConfig.version, ge=2, le=4,
-                              description="median-verified-mean version: 4 (version 3 + redundancy groups: copies "
+    rule_version: int = Field(default=RuleConfig.version, ge=2, le=5,
+                              description="median-verified-mean version: 5 (version 4 + small rounds take the "
+                                          "previous rounds' accepted updates as third parties), 4 (version 3 + "
+                                          "redundancy groups: copies "
                                           "perturbed by noise share one score), 3 (reputation-gated reference, "
                                           "trust-weighted aggregate) or 2 (median of every update, equal weights)")
     reference_gate_ppm: int = Field(default=RuleConfig.reference_gate_ppm, ge=0, le=1_000_000,
-                                    description="versions 3 and 4: the reference median is taken over participants whose "
+                                    description="versions 3 to 5: the reference median is taken over participants whose "
                                                 "reputation is at least this share (ppm) of the median reputation")
     score_weight_power: int = Field(default=RuleConfig.score_weight_power, ge=0, le=3,
-                                    description="versions 3 and 4: aggregation weight = score ** this * reputation ** ...")
+                                    description="versions 3 to 5: aggregation weight = score ** this * reputation ** ...")
     reputation_weight_power: int = Field(default=RuleConfig.reputation_weight_power, ge=0, le=3,
-                                         description="versions 3 and 4: ... * reputation ** this")
+                                         description="versions 3 to 5: ... * reputation ** this")
     redundancy_ratio: float = Field(default=RuleConfig.redundancy_ratio, gt=0, le=1e6,
-                                    description="version 4: a pair is redundant when its difference puts at most this "
+                                    description="versions 4 and 5: a pair is redundant when its difference puts at most this "
                                                 "many times pure noise's share of energy in the others' span")
     redundancy_share: float = Field(default=RuleConfig.redundancy_share, gt=0, le=1,
-                                    description="version 4: ... and that energy is at most this share of the smaller "
+                                    description="versions 4 and 5: ... and that energy is at most this share of the smaller "
                                                 "update's (trainer/redundancy.py)")
     redundancy_min_third_parties: int = Field(default=RuleConfig.redundancy_min_third_parties, ge=1, le=10**6,
-                                              description="version 4: no redundancy test with fewer other updates")
+                                              description="versions 4 and 5: no redundancy test with fewer other "
+                                                          "updates")
+    redundancy_history_rounds: int = Field(default=RuleConfig.redundancy_history_rounds, ge=0,
+                                           le=MAX_HISTORY_ROUNDS,
+                                           description="version 5: a round of fewer representatives than "
+                                                       "redundancy_min_third_parties + 2 takes the accepted updates "
+                                                       "of this many previous rounds as third parties")
 
 
 _V3_ONLY = ("reference_gate_ppm", "score_weight_power", "reputation_weight_power")
 _V4_ONLY = ("redundancy_ratio", "redundancy_share", "redundancy_min_third_parties")
+_V5_ONLY = ("redundancy_history_rounds",)
 
 
 class PrivacyBudgetRequest(BaseModel):
@@ -73,8 +82,8 @@ def genesis(body: GenesisRequest, platform: PlatformDep) -> dict[str, Any]:
 
 @router.post("/rounds", status_code=201, summary="Open the next round on the current global model")
 def open_round(body: OpenRoundRequest, platform: PlatformDep) -> dict[str, Any]:
-    v3 = {k: getattr(body, k) for k in (*_V3_ONLY, *_V4_ONLY)}
-    for version, names in ((3, _V3_ONLY), (4, _V4_ONLY)):
+    v3 = {k: getattr(body, k) for k in (*_V3_ONLY, *_V4_ONLY, *_V5_ONLY)}
+    for version, names in ((3, _V3_ONLY), (4, _V4_ONLY), (5, _V5_ONLY)):
         if body.rule_version < version and any(v3[k] != getattr(RuleConfig, k) for k in names):
             given = ", ".join(k for k in names if k in body.model_fields_set)
             raise RuleError(f"rule version {body.rule_version} has no {given}: those are version {version} "

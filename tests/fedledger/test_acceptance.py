@@ -55,8 +55,9 @@ def test_the_demo_reports_backdoor_success(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_perturbed_sybils_share_one_score_in_a_round_of_twenty_and_the_audit_agrees(tmp_path: Path) -> None:
-    """Rule version 4 end to end (chain, blob store, settlement, audit): 4 identities sending copies of one update
-    perturbed by fresh noise, among 16 honest participants (20 representatives: the pair test runs)."""
+    """Rule version 4's redundancy groups end to end (chain, blob store, settlement, audit): 4 identities sending
+    copies of one update perturbed by fresh noise, among 16 honest participants (20 representatives: the pair test
+    runs on the round alone, as in version 4; version 5 judges such rounds the same)."""
     kw = {"participants": 20, "byzantine": 4, "attack": "sybil_perturbed", "rounds": 3}
     result = run_demo(DemoConfig(state_dir=tmp_path / "v4", clean_reference=False, **kw),  # type: ignore[arg-type]
                       Console(file=io.StringIO()))
@@ -70,9 +71,38 @@ def test_perturbed_sybils_share_one_score_in_a_round_of_twenty_and_the_audit_agr
         assert [v.detail for v in group].count("") == 1
         leader = next(v.participant for v in group if not v.detail)
         assert all(v.detail.startswith(f"redundant with {leader} ") for v in group if v.detail)
-    assert v4["rule_version"] == 4 and v3["rule_version"] == 3
+    assert v4["rule_version"] == 5 and v3["rule_version"] == 3
+    assert not any("earlier rounds" in v.detail for a in result.audit.rounds for v in a.verdicts)
     assert v4["audit_verified"] is True and v3["audit_verified"] is True  # the grouped scores recompute
     # version 4: the four wallets earn together about one honest identity (measured 0.93 of it); version 3 paid
     # each wallet as one
     assert 0.0 < 4 * v4["attacker_reward_per_identity_fed"] < 1.2 * v4["honest_reward_per_identity_fed"]
     assert v3["attacker_reward_per_identity_fed"] > 0.5 * v3["honest_reward_per_identity_fed"]
+
+
+@pytest.mark.slow
+def test_perturbed_sybils_share_one_score_in_a_small_round_once_it_has_history_and_the_audit_agrees(
+    tmp_path: Path,
+) -> None:
+    """Rule version 5 end to end on the default demo (10 participants: 10 representatives, too few third parties
+    for the round alone): 3 identities sending perturbed copies of one update. Round 1 has no earlier round, so
+    each copy is paid as one update; from round 2 on the previous round's accepted updates are third parties, the
+    three form one group, and the audit re-derives it from the chain and the blob store."""
+    kw = {"attack": "sybil_perturbed", "rounds": 3}
+    result = run_demo(DemoConfig(state_dir=tmp_path / "v5", clean_reference=False, **kw),  # type: ignore[arg-type]
+                      Console(file=io.StringIO()))
+    v5 = result.summary
+    v4 = run(tmp_path / "v4", rule_version=4, **kw)
+    assert v5["rule_version"] == 5 and v4["rule_version"] == 4
+    assert v5["audit_verified"] is True and v4["audit_verified"] is True
+    audits = result.audit.rounds
+    assert [max(v.group_size for v in a.verdicts) for a in audits] == [1, 3, 3]
+    for audit in audits[1:]:
+        group = [v for v in audit.verdicts if v.group_size > 1]
+        leader = next(v.participant for v in group if not v.detail)
+        assert sum(v.detail.startswith(f"redundant with {leader} ") for v in group) == 2
+        seen = f"and {10 * (audit.round_id - 1)} accepted updates of earlier rounds"  # 1 round, then 2 (the default)
+        assert all(seen in v.detail for v in group if v.detail)
+    # version 4 pays each of the three identities as a distinct update in every round; version 5 only in round 1
+    assert v4["attacker_reward_per_identity_fed"] > 0.8 * v4["honest_reward_per_identity_fed"]
+    assert 3 * v5["attacker_reward_per_identity_fed"] < 0.75 * 3 * v4["attacker_reward_per_identity_fed"]

@@ -46,12 +46,12 @@ def run(stack: np.ndarray, rule: RuleConfig) -> agg.Assessment:
 
 def small_rounds(**overrides: object) -> RuleConfig:
     """Version 4 with the pair test on from 6 representatives (the default needs 14; the mechanism is the same)."""
-    return RuleConfig(redundancy_min_third_parties=4, **overrides)
+    return RuleConfig.version4(redundancy_min_third_parties=4, **overrides)
 
 
 def test_perturbed_copies_form_one_group_that_earns_what_one_update_earns() -> None:
     rows = honest(10, 600, seed=1)
-    alone = run(rows, RuleConfig())
+    alone = run(rows, RuleConfig.version4())
     copies = np.concatenate([rows, np.stack([perturbed(rows[2], seed=s) for s in range(4)])])
     v4, v3 = run(copies, small_rounds()), run(copies, RuleConfig.version3())
     group = [2, 10, 11, 12, 13]
@@ -81,7 +81,7 @@ def test_perturbed_copies_form_one_group_that_earns_what_one_update_earns() -> N
 def test_honest_updates_with_their_own_data_are_never_grouped() -> None:
     for seed in range(5):
         rows = honest(20, 800, seed=seed)
-        result = run(rows, RuleConfig())
+        result = run(rows, RuleConfig.version4())
         assert result.group_size == [1] * 20 and result.fixed == run(rows, RuleConfig.version3()).fixed
 
 
@@ -115,11 +115,11 @@ def test_too_few_third_parties_means_no_test() -> None:
     rows = honest(15, 400, seed=4)
     copy = perturbed(rows[0], seed=1)[None, :]
     stack = np.concatenate([rows[:14], copy])  # 15 representatives: 13 third parties per pair
-    assert run(stack, RuleConfig()).group_size == [1] * 15  # the default needs 14 (small rounds group honest pairs)
+    assert run(stack, RuleConfig.version4()).group_size == [1] * 15  # the default needs 14 (small rounds group honest pairs)
     assert run(stack, small_rounds()).group[14] == 0
-    assert run(np.concatenate([rows, copy]), RuleConfig()).group[15] == 0  # 16 representatives: on
+    assert run(np.concatenate([rows, copy]), RuleConfig.version4()).group[15] == 0  # 16 representatives: on
     # with 2 third parties the test would group the copy, but also honest pairs: 2 directions see too little
-    assert run(stack[[0, 1, 2, 14]], RuleConfig(redundancy_min_third_parties=2)).group[3] == 0
+    assert run(stack[[0, 1, 2, 14]], RuleConfig.version4(redundancy_min_third_parties=2)).group[3] == 0
 
 
 def test_the_pair_statistic_is_the_projection_onto_the_other_updates() -> None:
@@ -201,7 +201,7 @@ def test_v4_in_memory_streamed_and_original_are_bit_identical(tmp_path: Path, bl
 
 
 def test_v4_documents_carry_the_redundancy_parameters_and_v3_documents_do_not() -> None:
-    v4, v3 = RuleConfig(), RuleConfig.version3()
+    v4, v3 = RuleConfig.version4(), RuleConfig.version3()
     doc4, doc3 = json.loads(v4.canonical_bytes()), json.loads(v3.canonical_bytes())
     assert doc4["version"] == 4 and V4_FIELDS <= doc4.keys() and not V4_FIELDS & doc3.keys()
     assert RuleConfig.from_bytes(v4.canonical_bytes()) == v4 and RuleConfig.from_bytes(v3.canonical_bytes()) == v3
@@ -210,7 +210,7 @@ def test_v4_documents_carry_the_redundancy_parameters_and_v3_documents_do_not() 
     with pytest.raises(RuleError, match="version 3 has no"):
         RuleConfig.from_bytes(json.dumps(doc3).encode())
     for bad in ({"redundancy_ratio": 0.0}, {"redundancy_share": 1.5}, {"redundancy_min_third_parties": 0},
-                {"version": 5}):
+                {"version": 6}):
         with pytest.raises(RuleError):
             RuleConfig(**bad)
     assert not RuleConfig(duplicate_tolerance=None).groups_redundant  # extends copy detection, off with it
@@ -223,11 +223,11 @@ def test_copies_that_outnumber_the_honest_updates_get_one_vote_in_the_median() -
     stack = np.ascontiguousarray(np.concatenate([np.stack(copies), rows]), dtype=np.float32)
     v3 = run(stack, RuleConfig.version3())
     assert v3.statuses[10:].count(Status.ACCEPTED) == 0  # ten identities outvote eight: the copies own the median
-    result = run(stack, RuleConfig())
+    result = run(stack, RuleConfig.version4())
     assert result.group[:10] == [0] * 10 and result.group_size[:10] == [10] * 10
     assert result.reference_rows == [0, *range(10, 18)]  # one vote for the copies' group, one per honest update
     assert result.statuses[:10] == [Status.LOW_SCORE] * 10 and result.statuses[10:] == [Status.ACCEPTED] * 8
-    honest_alone = run(np.ascontiguousarray(np.concatenate([stack[:1], rows])), RuleConfig())
+    honest_alone = run(np.ascontiguousarray(np.concatenate([stack[:1], rows])), RuleConfig.version4())
     assert bits(result.median) == bits(honest_alone.median)  # ten copies weigh what one does
     assert [r for r, _, _ in result.keep] == list(range(10, 18))
 
