@@ -32,6 +32,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         dp_delta=args.dp_delta,
         dp_clip=args.dp_clip,
         dp_budget=args.dp_budget,
+        unpaid_rounds=args.unpaid_rounds,
     )
     result = run_demo(cfg)
     if args.json:
@@ -157,6 +158,9 @@ def register(sub: Any) -> None:
                    help="median-verified-mean version (trainer/rules.py): 5 version 4 whose small rounds take the "
                         "previous rounds' accepted updates as third parties, 4 version 3 with redundancy groups "
                         "(noisy copies share one score), 3 reputation-gated and trust-weighted, 2 equal weights")
+    p.add_argument("--unpaid-rounds", type=int, default=0,
+                   help="the first rounds open with reward budget 0 (the rule runs and reputation builds, nobody is "
+                        "paid): rule version 5 groups a small round's perturbed sybils only once it has earlier rounds")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")
     p.add_argument("--seed", type=int, default=0)

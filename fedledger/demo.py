@@ -22,7 +22,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,9 @@ class DemoConfig:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
     dp_budget: float | None = None  # the operator's default epsilon budget on the PrivacyLedger (None: unlimited)
+    # the first rounds open with reward_budget 0: the rule runs, reputation builds, nobody is paid (rule version 5's
+    # small rounds need earlier rounds before perturbed copies can be told from honest updates)
+    unpaid_rounds: int = 0
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -85,6 +88,9 @@ class DemoConfig:
             raise ValueError(f"--stack must be embedded or devnet, got {self.stack!r}")
         if self.rounds < 1:
             raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
+        if not 0 <= self.unpaid_rounds < self.rounds:
+            raise ValueError(f"--unpaid-rounds must be in [0, {self.rounds - 1}] (--rounds {self.rounds}), got "
+                             f"{self.unpaid_rounds}")
         if self.dp_epsilon is not None and not self.dp_epsilon > 0:
             raise ValueError(f"--dp-epsilon must be positive, got {self.dp_epsilon}")
         if self.dp_budget is not None and self.dp_budget < 0:
@@ -141,6 +147,7 @@ class Consortium:
         # The first `byzantine` participants by index attack; which addresses those are is arbitrary.
         self.byzantine = {c.address for c in self.clients[: cfg.byzantine]}
         self.rule = RuleConfig(aggregator=cfg.aggregator, version=cfg.rule_version)
+        self.rounds_opened = 0
         self.local = LocalConfig()
         self.trigger: Trigger = make_trigger(cfg.dataset, self.data.x_train, self.data.num_classes)
         self._last_base: Params | None = None  # the previous round's base: the stale free-rider resends base - it
@@ -295,6 +302,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "honest_rejection_rate": counts["hon_rej"] / counts["hon"] if counts["hon"] else None,
         "audit_verified": report.verified,
         "rounds": cfg.rounds,
+        "unpaid_rounds": cfg.unpaid_rounds,
         "participants": cfg.participants,
         "byzantine": cfg.byzantine,
         "attack": cfg.attack,
@@ -367,7 +375,9 @@ def submit_updates(world: Consortium, round_id: int, on_stage: Callable[[str], N
 def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: None) -> tuple[RoundRow, list[Verdict]]:
     """One full round: open, submit, close, finalize; the row for the table and the verdicts."""
     d = world.deployment
-    round_id, open_tx = world.operator.open_round(world.rule)
+    world.rounds_opened += 1
+    unpaid = world.rounds_opened <= world.cfg.unpaid_rounds
+    round_id, open_tx = world.operator.open_round(replace(world.rule, reward_budget=0) if unpaid else world.rule)
     gas = open_tx.gas_used + submit_updates(world, round_id, on_stage)
     gas += world.operator.close_round(round_id).gas_used
     on_stage(f"round {round_id}: aggregating")

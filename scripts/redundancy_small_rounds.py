@@ -47,16 +47,18 @@ COPY_NOISE = (0.25, 1.0)  # --history: the two perturbed copies of participant 0
 
 
 def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: int, rule: RuleConfig,
-            history: int = 0) -> tuple[int, int, float, list[int], int]:
+            history: int = 0, newcomers: int = 0) -> tuple[int, int, float, list[int], int, int, int]:
     """(honest pairs grouped, pairs tested, smallest honest t, copies grouped with their source per COPY_NOISE,
-    rounds with copies) over the rounds of one honest FedAvg trajectory. With ``history``, as rule version 5 takes
-    them: the previous rounds' updates, newest round first, at most ``history_room`` of them, are third parties, and
-    only rounds after ``history`` earlier ones are counted."""
+    rounds with copies, newcomer pairs grouped, newcomer pairs tested) over the rounds of one honest FedAvg
+    trajectory. With ``history``, as rule version 5 takes them: the previous rounds' updates, newest round first, at
+    most ``history_room`` of them, are third parties, and only rounds after ``history`` earlier ones are counted.
+    ``newcomers``: participants 0 .. newcomers - 1 have no earlier updates (they join in every measured round: none of
+    theirs is in the history); pairs of two of them are counted apart."""
     data = load_dataset(dataset, seed=seed)
     parts, _ = partition_indices(data.y_train.numpy(), n, partition, seed)
     spec = ModelSpec(data.num_features, data.num_classes)
     params = init_params(spec, seed)
-    grouped, tested, smallest = 0, 0, float("inf")
+    grouped, tested, smallest, new_grouped, new_tested = 0, 0, float("inf"), 0, 0
     copies_grouped, copy_rounds = [0] * len(COPY_NOISE), 0
     past = AcceptedHistory(history)  # every honest update of the earlier rounds (all of them accepted, as measured)
     for r in range(1, rounds + 1):
@@ -70,6 +72,10 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
             test = pair_test(stack, past if history else None, rule)
             for i, j in itertools.combinations(range(n), 2):
                 p = test.pair(i, j)
+                if j < newcomers:
+                    new_grouped += p.redundant
+                    new_tested += 1
+                    continue
                 grouped += p.redundant
                 tested += 1
                 smallest = min(smallest, p.t)
@@ -81,10 +87,10 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
                 for c in range(len(COPY_NOISE)):
                     copies_grouped[c] += with_copies.pair(0, n + c).redundant
         if history:
-            past.record(stack, [True] * n)
+            past.record(stack, [i >= newcomers for i in range(n)])
         params = agg.unflatten(agg.flatten(params) + torch.from_numpy(stack.mean(0)),
                                {k: v.shape for k, v in params.items()})
-    return grouped, tested, smallest, copies_grouped, copy_rounds
+    return grouped, tested, smallest, copies_grouped, copy_rounds, new_grouped, new_tested
 
 
 def pair_test(rows: np.ndarray, past: AcceptedHistory | None, rule: RuleConfig) -> RedundancyTest:
@@ -108,6 +114,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--history", type=int, default=0,
                    help="previous rounds whose updates join the third parties (a study, not the rule)")
+    p.add_argument("--newcomers", type=int, default=0,
+                   help="with --history: this many participants have no earlier updates (pairs of them apart)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -132,7 +140,7 @@ def main() -> int:
         grouped = tested = 0
         smallest, worst, worst_count = float("inf"), "", 0
         for d, part, seed in itertools.product(args.datasets, args.partitions, args.seeds):
-            g, t, s, _, _ = measure(d, part, n, lr, seed, args.rounds, rule)
+            g, t, s, *_ = measure(d, part, n, lr, seed, args.rounds, rule)
             grouped, tested, smallest = grouped + g, tested + t, min(smallest, s)
             if g > worst_count:
                 worst, worst_count = f"{d} {part} seed {seed}: {g}", g
@@ -146,7 +154,8 @@ def study_history(args: argparse.Namespace, rule: RuleConfig, t0: float) -> int:
     lines = [
         "# Rule version 5's small rounds: the previous rounds' accepted updates as extra third parties",
         "",
-        f"`.venv/bin/python scripts/redundancy_small_rounds.py --history {args.history} --participants "
+        f"`.venv/bin/python scripts/redundancy_small_rounds.py --history {args.history} "
+        f"{f'--newcomers {args.newcomers} ' if args.newcomers else ''}--participants "
         f"{' '.join(map(str, args.participants))}` (data sets {', '.join(args.datasets)}; partitions "
         f"{', '.join(args.partitions)}; seeds {args.seeds}; rounds {args.history + 1}-{args.rounds} of an honest "
         f"FedAvg trajectory; threshold t <= {rule.redundancy_ratio}, share <= {rule.redundancy_share}, no minimum). "
@@ -154,22 +163,27 @@ def study_history(args: argparse.Namespace, rule: RuleConfig, t0: float) -> int:
         "round(s), as version 5 takes them (newest round first, within `history_room`); the copy columns test the "
         "same round again with two perturbed copies of participant 0 (0.25 and 1 norm of fresh noise). The rule "
         f"runs the test when the third parties number at least {rule.redundancy_min_third_parties}; version 4 ran "
-        f"it only from {rule.redundancy_min_third_parties + 2} representatives.",
+        f"it only from {rule.redundancy_min_third_parties + 2} representatives."
+        + (f" Participants 0-{args.newcomers - 1} are newcomers: none of their updates is in the history (they "
+           "join in every measured round); the newcomer column counts the pairs of two of them, the other columns "
+           "every other pair." if args.newcomers else ""),
         "",
         "| n (third parties) | local lr | honest pairs grouped | share | smallest t | copy 0.25 grouped | "
-        "copy 1.0 grouped |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "copy 1.0 grouped |" + (" newcomer pairs grouped |" if args.newcomers else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.newcomers else ""),
     ]
     for n, lr in itertools.product(args.participants, args.lrs):
-        grouped = tested = rounds = 0
+        grouped = tested = rounds = new_grouped = new_tested = 0
         smallest, copies = float("inf"), [0] * len(COPY_NOISE)
         for d, part, seed in itertools.product(args.datasets, args.partitions, args.seeds):
-            g, t, s, c, k = measure(d, part, n, lr, seed, args.rounds, rule, args.history)
+            g, t, s, c, k, ng, nt = measure(d, part, n, lr, seed, args.rounds, rule, args.history, args.newcomers)
             grouped, tested, smallest, rounds = grouped + g, tested + t, min(smallest, s), rounds + k
+            new_grouped, new_tested = new_grouped + ng, new_tested + nt
             copies = [a + b for a, b in zip(copies, c)]
-        third = n - 2 + args.history * n  # the honest pairs' (the copies' rounds have two more)
+        third = n - 2 + args.history * (n - args.newcomers)  # the honest pairs' (the copies' rounds have two more)
         lines.append(f"| {n} ({third}) | {lr:g} | {grouped} of {tested} | {100 * grouped / tested:.2f} % | "
-                     f"{smallest:.2f} | " + " | ".join(f"{c} of {rounds}" for c in copies) + " |")
+                     f"{smallest:.2f} | " + " | ".join(f"{c} of {rounds}" for c in copies) + " |"
+                     + (f" {new_grouped} of {new_tested} |" if args.newcomers else ""))
         print(lines[-1], flush=True)
     return finish(lines, t0, args.out)
 

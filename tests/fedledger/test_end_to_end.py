@@ -82,6 +82,24 @@ def test_audit_names_the_round_and_reason_when_a_stored_update_is_altered(tmp_pa
     assert "audit FAILED" in text
 
 
+def test_audit_of_a_small_round_names_the_earlier_round_whose_accepted_update_it_cannot_read(tmp_path: Path) -> None:
+    """Rule version 5: a round of 5 takes round 1's accepted updates as third parties of its pair test; when one
+    of them was altered in the store, round 2's audit says which round's updates it needed, and why."""
+    world = consortium(tmp_path, rounds=2)
+    history = ChainHistory(world.deployment)
+    accepted = {s.participant for s in history.round(1).scored if s.status == Status.ACCEPTED}
+    victim = next(c for c in history.round(1).commitments if c.participant in accepted)
+    path = world.store.path_for(victim.cid)
+    path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 0x01]))
+
+    console, out = quiet()
+    assert verify_command(Auditor(world.deployment, world.store), console) == 1
+    text = out.getvalue()
+    assert f"round 1: blobs: {victim.participant}: hash mismatch" in text
+    assert ("round 2: scores: round 1's accepted updates are third parties of round 2's redundancy test (rule "
+            "version 5) and cannot be read") in text
+
+
 def closed_round(tmp_path: Path) -> tuple[Consortium, int, dict, list]:
     """One honest round finalized, a second with everyone's updates committed and closed, not finalized."""
     world = consortium(tmp_path, rounds=1)
