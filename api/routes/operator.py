@@ -56,7 +56,9 @@ class OpenRoundRequest(BaseModel):
                                            le=MAX_HISTORY_ROUNDS,
                                            description="version 5: a round of fewer representatives than "
                                                        "redundancy_min_third_parties + 2 takes the accepted updates "
-                                                       "of this many previous rounds as third parties")
+                                                       "of this many previous rounds as third parties (2 "
+                                                       "measured; 3 or more reach rounds of 4, whose honest pairs "
+                                                       "the test groups: docs/robustness/v5)")
 
 
 _V3_ONLY = ("reference_gate_ppm", "score_weight_power", "reputation_weight_power")

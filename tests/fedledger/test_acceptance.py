@@ -106,3 +106,31 @@ def test_perturbed_sybils_share_one_score_in_a_small_round_once_it_has_history_a
     # version 4 pays each of the three identities as a distinct update in every round; version 5 only in round 1
     assert v4["attacker_reward_per_identity_fed"] > 0.8 * v4["honest_reward_per_identity_fed"]
     assert 3 * v5["attacker_reward_per_identity_fed"] < 0.75 * 3 * v4["attacker_reward_per_identity_fed"]
+
+
+def test_merkle_settled_small_rounds_take_their_history_from_the_result_lists(tmp_path: Path) -> None:
+    """Rule version 5 on Merkle-committed rounds: the earlier rounds' accepted set comes from their result lists
+    (not from per-participant events), the streamed rule groups the perturbed copies from round 2 on, and the audit
+    re-derives every round the same way."""
+    from fedledger.audit import Auditor
+    from fedledger.demo import Consortium, submit_updates
+    from fedledger.roles import MerkleAggregator
+    from fedledger.stack import embedded_stack
+
+    cfg = DemoConfig(participants=10, byzantine=3, attack="sybil_perturbed", rounds=3, clean_reference=False)
+    world = Consortium(cfg, embedded_stack(tmp_path, seed=0))
+    world.enroll()
+    merkle = MerkleAggregator(world.deployment, world.store, world.stack.aggregator)
+    sizes = []
+    for _ in range(cfg.rounds):
+        rid, _ = world.operator.open_round(world.rule)
+        submit_updates(world, rid)
+        world.operator.close_round(rid)
+        outcome, _, _ = merkle.finalize(rid)
+        sizes.append(max(v.group_size for v in outcome.verdicts))
+        assert {v.participant for v in outcome.verdicts if v.group_size == 3} <= world.byzantine
+    assert sizes == [1, 3, 3]
+    report = Auditor(world.deployment, world.store).verify()
+    assert report.verified, report.failure_lines()
+    assert [max(v.group_size for v in a.verdicts) for a in report.rounds] == sizes
+    assert all("results" in [c.name for c in a.checks] for a in report.rounds)

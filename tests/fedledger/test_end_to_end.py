@@ -179,3 +179,16 @@ def test_a_consortium_on_rule_version_2_commits_that_version_and_audits_under_it
 def test_cli_rejects_impossible_configurations_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--participants", "3", "--byzantine", "5"]) == 2
     assert "--byzantine must be in [0, 3], got 5" in capsys.readouterr().err
+    assert main(["demo", "--rounds", "2", "--unpaid-rounds", "2"]) == 2
+    assert "--unpaid-rounds must be in [0, 1] (--rounds 2), got 2" in capsys.readouterr().err
+
+
+def test_unpaid_first_rounds_mint_nothing_and_still_build_reputation_and_verify(tmp_path: Path) -> None:
+    console, _ = quiet()
+    result = run_demo(DemoConfig(**{**SMALL.__dict__, "state_dir": tmp_path, "unpaid_rounds": 1}), console)
+    assert [r.minted for r in result.rows][0] == 0 and all(r.minted > 0 for r in result.rows[1:])
+    assert result.summary["tokens_minted"] == 200.0 and result.summary["unpaid_rounds"] == 1
+    history = ChainHistory(result.deployment)
+    assert history.round(1).reward_budget == 0 and history.round(2).reward_budget == 100 * 10**18
+    assert any(s.reputation != 500_000 for s in history.round(1).scored)  # the rule ran: reputation moved
+    assert result.audit.verified
