@@ -14,7 +14,8 @@ Three kinds:
 * free-riders send nothing useful: a zero update, or a stale one (the previous round's public global step);
 * sybils: several wallets send copies of one (honest) update to multiply earnings; the perturbed variant adds seeded
   noise of 0.25 x the update's norm to every copy, which puts the copies outside the rule's copy radius
-  (0.1 median norms) so that each is scored as its own update.
+  (0.1 median norms) so that each is scored as its own update; the noisy variant adds 2 x the norm (each copy
+  scores less against the median, and heavy noise is harder for rule version 4's pair test to tell apart).
 
 ``apply_attack(name, update, seed=..., context=...)`` covers every name in ``ALL_ATTACKS`` (the demo's ``--attack``
 offers them all); signflip, bitflip and noise need nothing but the update. Flat-tensor versions (``alie``, ``ipm``)
@@ -47,6 +48,7 @@ ALL_ATTACKS: tuple[str, ...] = (
     "freerider_stale",  # the previous round's global step (public), zero in round 1
     "sybil",  # every attacker wallet sends a copy of one honest update
     "sybil_perturbed",  # the same, each copy plus seeded noise of 0.25 x its norm (past the copy radius)
+    "sybil_noisy",  # the same with 2 x its norm of noise (each copy scores less, but is harder to group)
 )
 SIGNFLIP_SCALE = -4.0
 BITFLIP_SCALE = -1.0
@@ -57,6 +59,8 @@ IPM_LARGE_EPS = 100.0
 BACKDOOR_FRACTION = 0.5  # share of the attacker's samples that carry the trigger
 ADAPTIVE_NORM_RATIO = 1.9  # the adaptive backdoor's norm, in median honest norms: just under the rule's bound of 2
 SYBIL_PERTURBATION = 0.25  # a perturbed sybil copy's noise norm, in norms of the copied update (the copy radius: 0.1)
+SYBIL_HEAVY_PERTURBATION = 2.0  # sybil_noisy's (the heaviest noise of the redundancy separation study)
+SYBIL_NOISE = {"sybil_perturbed": SYBIL_PERTURBATION, "sybil_noisy": SYBIL_HEAVY_PERTURBATION}
 
 
 def sign_flip(update: Params, scale: float = SIGNFLIP_SCALE) -> Params:
@@ -257,9 +261,9 @@ def apply_attack(name: str, update: Params, *, seed: int, context: AttackContext
         if ctx.previous_global_step is None:
             return zero_update(update)
         return {k: ctx.previous_global_step[k].to(torch.float32).clone() for k in update}
-    if name in ("sybil", "sybil_perturbed"):
+    if name == "sybil" or name in SYBIL_NOISE:
         source = ctx.sybil_source if ctx.sybil_source is not None else update
         if name == "sybil":
             return {k: source[k].clone() for k in update}
-        return _unflat(perturbed_copy(_flat(source), seed=seed), update)
+        return _unflat(perturbed_copy(_flat(source), seed=seed, ratio=SYBIL_NOISE[name]), update)
     raise ValueError(f"unknown attack {name!r}: choose one of {', '.join(ALL_ATTACKS)}")

@@ -31,6 +31,7 @@ from trainer.attacks import (
     IPM_LARGE_EPS,
     IPM_SMALL_EPS,
     SIGNFLIP_SCALE,
+    SYBIL_NOISE,
     alie,
     alie_z_max,
     apply_attack,
@@ -341,9 +342,9 @@ class CellConfig:
 # which data variant an attacker row trains on: 0 honest, 1 flipped labels, 2 backdoored
 _TRAINS: dict[str, int] = {
     "signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "backdoor_adaptive": 2, "sybil": 0,
-    "sybil_perturbed": 0,
+    "sybil_perturbed": 0, "sybil_noisy": 0,
 }
-SYBILS = ("sybil", "sybil_perturbed")  # the attackers send (copies of) participant 0's update, trained only once
+SYBILS = ("sybil", "sybil_perturbed", "sybil_noisy")  # the attackers send (copies of) participant 0's update, trained only once
 _SCALE: dict[str, float] = {"signflip": SIGNFLIP_SCALE, "bitflip": BITFLIP_SCALE}
 
 
@@ -586,8 +587,9 @@ def _byzantine_rows(tr: _Trajectory, stack: torch.Tensor, trained: torch.Tensor,
         return tr.prev_step.expand(f, d).clone()
     if a == "sybil":
         return trained[row_of[(t, 0)]].expand(f, d).clone()
-    if a == "sybil_perturbed":
-        return torch.stack([perturbed_copy(trained[row_of[(t, 0)]], seed=seeds[i]) for i in range(f)])
+    if a in SYBIL_NOISE:
+        return torch.stack([perturbed_copy(trained[row_of[(t, 0)]], seed=seeds[i], ratio=SYBIL_NOISE[a])
+                            for i in range(f)])
     raise ValueError(f"unknown attack {a!r}")
 
 

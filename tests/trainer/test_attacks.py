@@ -9,6 +9,7 @@ from trainer.attacks import (
     ADAPTIVE_NORM_RATIO,
     ALIE_FIXED_Z,
     ALL_ATTACKS,
+    SYBIL_HEAVY_PERTURBATION,
     SYBIL_PERTURBATION,
     DIGITS_TRIGGER_PIXELS,
     IPM_LARGE_EPS,
@@ -213,6 +214,9 @@ def test_perturbed_sybils_send_distinct_noisy_copies_outside_the_copy_radius() -
         assert float((copy - s).norm()) == pytest.approx(SYBIL_PERTURBATION * float(s.norm()), rel=1e-5)
     assert float((a - b).norm()) > 0.1 * float(s.norm())
     assert float(torch.nn.functional.cosine_similarity(a, s, dim=0)) > 0.95  # still the same update, in direction
+    noisy = flat(apply_attack("sybil_noisy", params(1), seed=1, context=ctx))
+    assert float((noisy - s).norm()) == pytest.approx(SYBIL_HEAVY_PERTURBATION * float(s.norm()), rel=1e-5)
+    assert float(torch.nn.functional.cosine_similarity(noisy, s, dim=0)) < 0.6  # 1 / sqrt(1 + 2^2) = 0.45
 
 
 def test_unknown_attack_names_the_choices() -> None:
