@@ -43,10 +43,10 @@ Lyu, 2021) gives near-orthogonal updates (label-flip, bit-flip at 30 %) and the 
 and the gate keeps participants whose past updates scored poorly out of the referee. Measurements: README
 ("The rule, version 3") and docs/robustness.md.
 
-Version 4 (the default from the perturbed-sybil measurements of issue 13 until version 5) is version 3 with redundancy groups, so
-that copies perturbed by fresh noise count once in the reference, the score and the weight, as exact copies do
-(trainer/redundancy.py has the pair test, its arithmetic and its measurements). After the copy groups and
-free-riders, before the median:
+Version 4 (the default from the perturbed-sybil measurements of issue 13 until version 5) is version 3 with
+redundancy groups, so that copies perturbed by fresh noise count once in the reference, the score and the weight, as
+exact copies do (trainer/redundancy.py has the pair test, its arithmetic and its measurements). After the copy groups
+and free-riders, before the median:
 
     redundant(i, j) = trainer.redundancy's pair test on the subset columns, every representative a third party
                 (redundancy_ratio, redundancy_share, redundancy_min_third_parties); it runs only when the s subset
@@ -141,7 +141,7 @@ class RuleConfig:
     reward_budget: int = 100 * 10**18  # FED (18 decimals) minted per round, split by contribution
     reputation_decay_ppm: int = 800_000  # rep' = rep * 0.8 + weight * 0.2
     version: int = 5
-    # versions 3 and 4 (not in the documents of versions 1 and 2): the reputation gate of the reference median and
+    # versions 3 to 5 (not in the documents of versions 1 and 2): the reputation gate of the reference median and
     # the aggregation weights W_i = max(S_i, 0) ** score_weight_power * R_i ** reputation_weight_power
     reference_gate_ppm: int = 500_000
     score_weight_power: int = 1

@@ -344,7 +344,8 @@ _TRAINS: dict[str, int] = {
     "signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "backdoor_adaptive": 2, "sybil": 0,
     "sybil_perturbed": 0, "sybil_noisy": 0,
 }
-SYBILS = ("sybil", "sybil_perturbed", "sybil_noisy")  # the attackers send (copies of) participant 0's update, trained only once
+# the attackers send (copies of) participant 0's update, trained only once
+SYBILS = ("sybil", "sybil_perturbed", "sybil_noisy")
 _SCALE: dict[str, float] = {"signflip": SIGNFLIP_SCALE, "bitflip": BITFLIP_SCALE}
 
 

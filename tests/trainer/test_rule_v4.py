@@ -115,7 +115,8 @@ def test_too_few_third_parties_means_no_test() -> None:
     rows = honest(15, 400, seed=4)
     copy = perturbed(rows[0], seed=1)[None, :]
     stack = np.concatenate([rows[:14], copy])  # 15 representatives: 13 third parties per pair
-    assert run(stack, RuleConfig.version4()).group_size == [1] * 15  # the default needs 14 (small rounds group honest pairs)
+    # version 4's default needs 14 (small rounds group honest pairs)
+    assert run(stack, RuleConfig.version4()).group_size == [1] * 15
     assert run(stack, small_rounds()).group[14] == 0
     assert run(np.concatenate([rows, copy]), RuleConfig.version4()).group[15] == 0  # 16 representatives: on
     # with 2 third parties the test would group the copy, but also honest pairs: 2 directions see too little
