@@ -11,7 +11,14 @@ answer, neither of which is the rule:
 * ``own rows excluded``: the same test with each pair's *own* earlier updates removed from its third parties (the
   residual Gram of the pair off the span of the others, from the Schur complement of the pair's and its own history
   rows' block of (G + I)^-1; exact as the rule's arithmetic). Reported: honest pairs grouped (false positives),
-  planted sybils grouped, simple perturbed copies grouped.
+  planted sybils grouped, simple perturbed copies grouped;
+* ``cross-planted``: the answer's counter: each of the 3 sybils plants, instead of its own next noise, the difference
+  of the other two's (c * |u| in all), so every pair's difference lies in a third sybil's earlier update, which
+  excluding the pair's own rows leaves among its third parties;
+* ``in-round cross-planted``: the same without history, as version 4 (and 5) test rounds of 16 or more: each sybil
+  carries the other two's *current* noise difference (with the sign that keeps the copies apart), so every pair's
+  difference lies in the third sybil's update of the same round; tested on the round alone (version 4's test, run
+  only where the round has at least 16 representatives).
 
 Honest FedAvg trajectories (digits and breast cancer; iid, Dirichlet 0.5 and 0.1; seeds 0 and 1; 10 rounds; local
 lr 0.05 and 0.5); third parties: the round's updates and the previous two rounds' (sybils' included), newest first,
@@ -75,7 +82,9 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
     spec = ModelSpec(data.num_features, data.num_classes)
     params = init_params(spec, seed)
     past: list[tuple[np.ndarray, list[str]]] = []  # (rows, owners) of the earlier rounds, oldest first
-    out = dict.fromkeys(("fp", "honest", "planted_v5", "planted_excl", "simple_excl", "sybil_pairs"), 0.0)
+    past_cross: list[tuple[np.ndarray, list[str]]] = []  # the same where the sybils cross-plant
+    out = dict.fromkeys(("fp", "honest", "planted_v5", "planted_excl", "simple_excl", "cross_v5", "cross_excl",
+                         "inround", "inround_pairs", "sybil_pairs"), 0.0)
     cosines: list[float] = []
     owners = [f"h{i}" for i in range(n)] + [f"s{j}" for j in range(SYBILS)]
     sybil_pairs = list(itertools.combinations(range(n, n + SYBILS), 2))
@@ -88,14 +97,31 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
         planted = [src + scale * (a * unit_noise(d, 1_000 * r + j) + c * unit_noise(d, 1_000 * (r + 1) + j))
                    for j in range(SYBILS)]
         simple = [src + scale * a * unit_noise(d, 500_000 + 1_000 * r + j) for j in range(SYBILS)]
+        others = [[q for q in range(SYBILS) if q != j] for j in range(SYBILS)]  # SYBILS = 3: the other pair
+        cross = [src + scale * (a * unit_noise(d, 1_000 * r + j)
+                                + c * (unit_noise(d, 1_000 * (r + 1) + p) - unit_noise(d, 1_000 * (r + 1) + q))
+                                / np.float32(math.sqrt(2.0)))
+                 for j, (p, q) in enumerate(others)]
+        inround = [src + scale * (a * unit_noise(d, 1_000 * r + j)
+                                  - c * (unit_noise(d, 1_000 * r + p) - unit_noise(d, 1_000 * r + q))
+                                  / np.float32(math.sqrt(2.0)))
+                   for j, (p, q) in enumerate(others)]
+        if n + SYBILS >= rule.redundancy_min_third_parties + 2:  # version 4's test runs on the round alone
+            rows = np.stack(ups + inround).astype(np.float32)
+            cols = agg.subset_columns(d, agg.subset_seed([hashlib.sha256(x.tobytes()).digest() for x in rows], d))
+            alone = RedundancyTest(np.ascontiguousarray(rows[:, cols]), ratio=rule.redundancy_ratio,
+                                   share=rule.redundancy_share, min_third_parties=rule.redundancy_min_third_parties)
+            out["inround"] += sum(alone.pair(i, j).redundant for i, j in sybil_pairs)
+            out["inround_pairs"] += len(sybil_pairs)
         cosines += [float(p @ src) / (float(np.linalg.norm(p)) * scale) for p in planted]
         if len(past) == HISTORY:
-            for kind, sybils in (("honest", []), ("planted", planted), ("simple", simple)):
+            for kind, sybils in (("honest", []), ("planted", planted), ("simple", simple), ("cross", cross)):
                 rows = np.stack(ups + sybils).astype(np.float32)
                 cols = agg.subset_columns(d, agg.subset_seed([hashlib.sha256(x.tobytes()).digest() for x in rows], d))
                 room = history_room(len(rows), len(cols), rule.redundancy_ratio)
-                extra = np.concatenate([rows_[:, cols] for rows_, _ in reversed(past)])[:room]
-                extra_owner = [o for _, who in reversed(past) for o in who][:room]
+                earlier = past_cross if kind == "cross" else past
+                extra = np.concatenate([rows_[:, cols] for rows_, _ in reversed(earlier)])[:room]
+                extra_owner = [o for _, who in reversed(earlier) for o in who][:room]
                 test = RedundancyTest(np.ascontiguousarray(rows[:, cols]), ratio=rule.redundancy_ratio,
                                       share=rule.redundancy_share, min_third_parties=1, extra=extra)
 
@@ -109,13 +135,14 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
                     continue
                 for i, j in sybil_pairs:
                     excl = pair_without(test, i, j, own(i, j), rule)[1]
-                    if kind == "planted":
-                        out["planted_v5"] += test.pair(i, j).redundant
-                        out["planted_excl"] += excl
-                        out["sybil_pairs"] += 1
-                    else:
+                    if kind == "simple":
                         out["simple_excl"] += excl
+                        continue
+                    out[f"{kind}_v5"] += test.pair(i, j).redundant
+                    out[f"{kind}_excl"] += excl
+                    out["sybil_pairs"] += kind == "planted"
         past = [*past, (np.stack(ups + planted).astype(np.float32), owners)][-HISTORY:]
+        past_cross = [*past_cross, (np.stack(ups + cross).astype(np.float32), owners)][-HISTORY:]
         params = agg.unflatten(agg.flatten(params) + torch.from_numpy(np.stack(ups).mean(0)),
                                {k: v.shape for k, v in params.items()})
     out["cosine_sum"], out["cosines"] = float(sum(cosines)), float(len(cosines))
@@ -124,7 +151,7 @@ def measure(dataset: str, partition: str, n: int, lr: float, seed: int, rounds: 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--participants", nargs="+", type=int, default=[6, 8, 10, 14])
+    p.add_argument("--participants", nargs="+", type=int, default=[6, 8, 10, 14, 20])
     p.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.5])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--rounds", type=int, default=10)
@@ -146,8 +173,9 @@ def main() -> int:
         "parties (a study, not the rule).",
         "",
         "| n | local lr | planted sybil pairs grouped, v5 | copy's cosine to its source | own rows excluded: honest "
-        "pairs grouped | planted grouped | simple copies (0.25) grouped |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "pairs grouped | planted grouped | simple copies (0.25) grouped | cross-planted grouped, v5 / own rows "
+        "excluded | in-round cross-planted grouped, round alone |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, lr in itertools.product(args.participants, args.lrs):
         total: dict[str, float] = {}
@@ -158,7 +186,10 @@ def main() -> int:
         pairs = int(total["sybil_pairs"])
         lines.append(f"| {n} | {lr:g} | {int(total['planted_v5'])} of {pairs} | "
                      f"{total['cosine_sum'] / total['cosines']:.2f} | {int(total['fp'])} of {int(total['honest'])} | "
-                     f"{int(total['planted_excl'])} of {pairs} | {int(total['simple_excl'])} of {pairs} |")
+                     f"{int(total['planted_excl'])} of {pairs} | {int(total['simple_excl'])} of {pairs} | "
+                     f"{int(total['cross_v5'])} / {int(total['cross_excl'])} of {pairs} | "
+                     + (f"{int(total['inround'])} of {int(total['inround_pairs'])} |" if total["inround_pairs"]
+                        else "- (under 16 representatives) |"))
         print(lines[-1], flush=True)
     lines.insert(3, f"{time.perf_counter() - t0:.0f} s.")
     text = "\n".join(lines) + "\n"
