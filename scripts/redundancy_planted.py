@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trainer import aggregation as agg  # noqa: E402
 from trainer.data import load_dataset  # noqa: E402
@@ -49,6 +50,7 @@ from trainer.model import ModelSpec, init_params  # noqa: E402
 from trainer.redundancy import RedundancyTest, history_room, spd_inverse  # noqa: E402
 from trainer.rules import RuleConfig  # noqa: E402
 from trainer.simulation import local_seed, partition_indices  # noqa: E402
+from redundancy_small_rounds import finish  # noqa: E402
 
 HISTORY = 2  # version 5's default redundancy_history_rounds
 SYBILS = 3
@@ -191,12 +193,7 @@ def main() -> int:
                      + (f"{int(total['inround'])} of {int(total['inround_pairs'])} |" if total["inround_pairs"]
                         else "- (under 16 representatives) |"))
         print(lines[-1], flush=True)
-    lines.insert(3, f"{time.perf_counter() - t0:.0f} s.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return finish(lines, t0, args.out)
 
 
 if __name__ == "__main__":
