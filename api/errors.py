@@ -76,6 +76,9 @@ REVERT_STATUS = {
     "RegistryNothingToWithdraw": 409,
     "RegistryZeroDeposit": 400,
     "RegistryAlreadySlashed": 409,
+    "RegistryNotAdmitted": 403,  # a consortium's registry: no operator admitted this account
+    "RegistryAlreadyAdmitted": 409,
+    "RegistryAdmissionNotRequired": 409,  # admitting on an open registry
     "RoundsNotSlashable": 409,
     "PrivacyBudgetExceeded": 409,
     "PrivacyDeltaExhausted": 409,

@@ -64,14 +64,17 @@ class Manifest:
 
 @dataclass(frozen=True)
 class StakeParams:
-    """The registry's stake parameters (constructor arguments, so fixed per deployment; recorded in the manifest)."""
+    """The registry's stake and admission parameters (constructor arguments, so fixed per deployment; recorded in the
+    manifest)."""
 
     min_stake: int  # wei an identity locks to register and keeps to commit
     slash_ppm: int  # share of the current stake one slashable verdict burns, 1e-6 units
     withdrawal_delay: int  # seconds after the request and after the last committed round's finalization
+    admission_required: bool = False  # only accounts the operator admitted may register (a consortium's registry)
 
     def to_manifest(self) -> dict[str, int]:
-        return {"minStake": self.min_stake, "slashPpm": self.slash_ppm, "withdrawalDelay": self.withdrawal_delay}
+        return {"minStake": self.min_stake, "slashPpm": self.slash_ppm, "withdrawalDelay": self.withdrawal_delay,
+                "admissionRequired": int(self.admission_required)}
 
 
 @dataclass
@@ -113,7 +116,8 @@ def deploy_all(
     """Deploy token, registry and round manager from ``admin`` and grant the roles each needs."""
     token, r1 = FedTokenGateway.deploy(transactor, admin, sender=admin, artifacts_dir=artifacts_dir)
     registry, r2 = ParticipantRegistryGateway.deploy(
-        transactor, admin, stake.min_stake, stake.slash_ppm, stake.withdrawal_delay, sender=admin,
+        transactor, admin, stake.min_stake, stake.slash_ppm, stake.withdrawal_delay, stake.admission_required,
+        sender=admin,
         artifacts_dir=artifacts_dir,
     )
     rounds, r3 = FederatedRoundsGateway.deploy(

@@ -11,6 +11,12 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 ///         and pay the stake for, e.g. a consortium sponsor), operator suspension, on-chain reputation, slashing and
 ///         delayed withdrawal of the stake.
 ///
+/// Admission (a constructor argument, so fixed per deployment and visible to every participant): an open registry
+/// (`admissionRequired` false) lets any wallet register against its stake; a consortium's registry admits only the
+/// accounts an OPERATOR_ROLE holder has admitted (`admit`, once per account), on either registration path. Stake
+/// makes every identity cost one stake, but cannot stop one party from registering many: a data set split across k
+/// wallets is k small honest-looking participants (docs/robustness/v5/sybils/). Admission is what vets identities.
+///
 /// Stake (native ether; FED is what participants earn, so new participants hold none):
 /// * every path to an Active identity locks at least `minStake` for it (`register`, `registerFor`, both payable);
 ///   anyone may top an identity up (`depositStake`). Sybil copies cost one stake each.
@@ -63,6 +69,8 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     uint32 public immutable slashPpm;
     /// Seconds between a withdrawal request (and the finalization of the last round committed to) and `withdraw`.
     uint64 public immutable withdrawalDelay;
+    /// Only accounts an operator admitted may register (see the contract header).
+    bool public immutable admissionRequired;
 
     /// Not enumerable on-chain (an array would cost every registration ~40k gas): enumerate through the
     /// ParticipantRegistered events.
@@ -77,6 +85,8 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     /// The newest round the round manager opened (it is open until `_finalizedAt` says otherwise).
     uint256 private _openedRound;
     uint256 private _totalBurned;
+    /// Accounts an operator admitted (only consulted when `admissionRequired`).
+    mapping(address account => bool) private _admitted;
 
     error RegistryAlreadyRegistered(address account);
     error RegistryNotRegistered(address account);
@@ -96,6 +106,9 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     error RegistryRoundNotSettled(address account, uint256 roundId);
     error RegistryAlreadySlashed(address account, uint256 roundId);
     error RegistryTransferFailed(address account, uint256 amount);
+    error RegistryNotAdmitted(address account);
+    error RegistryAlreadyAdmitted(address account);
+    error RegistryAdmissionNotRequired(address account);
 
     event ParticipantRegistered(address indexed account, uint256 reputation);
     event ParticipantSuspended(address indexed account, address indexed operator, bytes32 indexed reason);
@@ -108,11 +121,13 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     event WithdrawalRequested(address indexed account, uint256 stake, uint256 requestedAt);
     event StakeWithdrawn(address indexed account, uint256 amount);
     event RoundSettlementStarted(uint256 indexed roundId, uint256 finalizedAt);
+    event ParticipantAdmitted(address indexed account, address indexed operator);
 
     /// @param minStake_ wei an identity must lock to register and to commit
     /// @param slashPpm_ share of the current stake a slashable verdict burns (1e-6 units, at most 1e6)
     /// @param withdrawalDelay_ seconds a withdrawal waits (see the contract header)
-    constructor(address admin, uint256 minStake_, uint32 slashPpm_, uint64 withdrawalDelay_)
+    /// @param admissionRequired_ only accounts an operator admitted may register (see the contract header)
+    constructor(address admin, uint256 minStake_, uint32 slashPpm_, uint64 withdrawalDelay_, bool admissionRequired_)
         EIP712("FedLedger Registry", "1")
     {
         if (slashPpm_ > PPM_ONE) revert RegistrySlashOutOfRange(slashPpm_);
@@ -120,6 +135,21 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
         minStake = minStake_;
         slashPpm = slashPpm_;
         withdrawalDelay = withdrawalDelay_;
+        admissionRequired = admissionRequired_;
+    }
+
+    /// @notice Admit `account` to register (a registry with `admissionRequired` only). Admission is once per account
+    ///         and stays: an admitted participant is removed by suspension, as any other.
+    function admit(address account) external onlyRole(OPERATOR_ROLE) {
+        if (!admissionRequired) revert RegistryAdmissionNotRequired(account);
+        if (_admitted[account]) revert RegistryAlreadyAdmitted(account);
+        _admitted[account] = true;
+        emit ParticipantAdmitted(account, msg.sender);
+    }
+
+    /// @notice Whether `account` may register as far as admission goes (always, in an open registry).
+    function isAdmitted(address account) external view returns (bool) {
+        return !admissionRequired || _admitted[account];
     }
 
     /// @notice Register the calling wallet as a participant, staking `msg.value` (at least `minStake`).
@@ -147,6 +177,7 @@ contract ParticipantRegistry is AccessControl, EIP712, ReentrancyGuard {
     function _register(address account) private {
         Participant storage p = _participants[account];
         if (p.status != Status.None) revert RegistryAlreadyRegistered(account);
+        if (admissionRequired && !_admitted[account]) revert RegistryNotAdmitted(account);
         if (msg.value < minStake) revert RegistryStakeTooLow(account, msg.value, minStake);
         p.status = Status.Active;
         p.reputation = INITIAL_REPUTATION;

@@ -86,6 +86,7 @@ def _devnet_config(args: argparse.Namespace) -> Any:
         seed=args.devnet_seed,
         node=getattr(args, "node", "hardhat"),
         state_interval=getattr(args, "state_interval", 2),
+        admission=getattr(args, "admission", False),
     )
 
 
@@ -199,6 +200,9 @@ def register(sub: Any) -> None:
                                 "survives down/up and a killed node")
             p.add_argument("--state-interval", type=int, default=2,
                            help="anvil: seconds between state dumps (a killed node loses at most this much)")
+            p.add_argument("--admission", action="store_true",
+                           help="a consortium's registry: only wallets the operator admitted may register "
+                                "(POST /operator/participants/{address}/admit)")
         if name == "down":
             p.add_argument("--wipe", action="store_true", help="also delete chain/IPFS data, logs and the manifest")
         p.set_defaults(func=_cmd_devnet)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,7 +42,7 @@ from fedledger.roles import Aggregator, Operator, ParticipantClient, fetch_param
 from fedledger.service import EVALUATIONS_FILE, record_evaluation
 from storage import BlobStore
 from trainer.aggregation import Verdict
-from trainer.attacks import ALL_ATTACKS, AttackContext, Trigger, apply_attack, make_trigger
+from trainer.attacks import ALL_ATTACKS, AttackContext, Trigger, apply_attack, make_trigger, split_shard
 from trainer.data import Dataset, dirichlet_partition, load_dataset
 from trainer.local import LocalConfig, train_local
 from trainer.metrics import attack_success_rate
@@ -202,8 +203,9 @@ class Consortium:
         if state in (1, 2):
             self.aggregator.finalize(count)
 
-    def _train(self, i: int, base: Params, round_id: int, transform: Any = None) -> Params:
-        idx = torch.from_numpy(self.parts[i])
+    def _train(self, i: int, base: Params, round_id: int, transform: Any = None,
+               indices: np.ndarray | None = None) -> Params:
+        idx = torch.from_numpy(self.parts[i] if indices is None else indices)
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         if transform is not None:
             x, y = transform(x, y)
@@ -218,7 +220,8 @@ class Consortium:
         """Every participant's update for this round (participant i trained from ``bases[i]``, the model it fetched):
         honest participants train; attackers train too, then apply ``cfg.attack`` with what it needs (the round's
         honest updates for ALIE / IPM / the adaptive backdoor, a retraining hook for label flip and backdoors, the
-        previous global step for the stale free-rider; sybils copy the first attacker's update)."""
+        previous global step for the stale free-rider; sybils copy the first attacker's update, or train on slices of
+        its data set)."""
         updates = [self._train(i, bases[i], round_id) for i in range(len(self.clients))]
         attackers = [i for i, c in enumerate(self.clients) if c.address in self.byzantine]
         if not attackers:
@@ -230,11 +233,14 @@ class Consortium:
             step = {k: (base[k] - self._last_base[k]).contiguous() for k in base}
         self._last_base = base
         sent = list(updates)
-        for i in attackers:
+        slices = split_shard(self.parts[attackers[0]], len(attackers), seed=self.cfg.seed) \
+            if self.cfg.attack == "sybil_split" else None
+        for position, i in enumerate(attackers):
             context = AttackContext(
                 honest=honest, n=len(self.clients), f=len(attackers), previous_global_step=step,
                 retrain=lambda transform, i=i: self._train(i, bases[i], round_id, transform),
                 num_classes=self.data.num_classes, trigger=self.trigger, sybil_source=updates[attackers[0]],
+                split_update=None if slices is None else self._train(i, bases[i], round_id, indices=slices[position]),
             )
             sent[i] = apply_attack(self.cfg.attack, updates[i], seed=local_seed(self.cfg.seed, round_id, i),
                                    context=context)

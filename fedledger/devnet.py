@@ -28,7 +28,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ class DevnetConfig:
     start_timeout: float = 90.0
     node: str = "hardhat"  # or "anvil": a node whose chain state survives a restart (see the module docstring)
     state_interval: int = 2  # anvil: seconds between state dumps, so a killed node loses at most this much
+    admission: bool = False  # deploy a consortium's registry: only operator-admitted wallets may register
 
     def __post_init__(self) -> None:
         if self.node not in NODES:
@@ -313,7 +314,7 @@ class Devnet:
             admin=wallets["admin"],
             operator=wallets["operator"],
             aggregator=wallets["aggregator"],
-            stake=default_stake_params(),
+            stake=replace(default_stake_params(), admission_required=self.cfg.admission),
             network=f"{self.cfg.node}-devnet",
             endpoints={
                 "rpc": self.cfg.rpc_url,
@@ -335,9 +336,15 @@ class Devnet:
             return None
         if "PrivacyLedger" not in manifest.contracts:  # deployed before the privacy ledger (issue 13): redeploy
             return None
+        if "admissionRequired" not in manifest.stake:  # a registry from before admission (issue 13): redeploy
+            return None
         for address in manifest.contracts.values():
             if len(transactor.w3.eth.get_code(address)) == 0:
                 return None
+        if bool(manifest.stake["admissionRequired"]) != self.cfg.admission:
+            have, want = ("admission", "open") if manifest.stake["admissionRequired"] else ("open", "admission")
+            raise DevnetError(f"this devnet's registry is deployed {have} registration, not {want}: "
+                              "`fedledger devnet down --wipe` and `up` again to redeploy")
         return manifest
 
     def status(self) -> dict[str, Any]:

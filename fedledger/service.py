@@ -422,6 +422,7 @@ class Platform:
             "status": REGISTRY_STATES[info.status],
             "reputation": info.reputation / 1e6,
             "registered_at": info.registered_at,
+            "admitted": self.d.registry.is_admitted(address),  # may register (always, on an open registry)
             "balance": str(self.d.token.balance_of(address)),
             "unclaimed": str(unclaimed),
             "stake": self.stake_view(address),
@@ -1029,6 +1030,12 @@ class Platform:
             result = gw.set_participant_budget(participant, micro, sender=self.stack.operator)
         return {"participant": participant, "budget_epsilon": micro / 1e6, "budget_micro": micro,
                 "tx_hash": result.tx_hash}
+
+    def admit(self, *, address: str) -> dict[str, Any]:
+        """Admit ``address`` to register (a registry deployed with admission required; otherwise 409)."""
+        address = to_checksum_address(address)
+        result = self.d.registry.admit(address, sender=self.stack.operator)
+        return {"address": address, "tx_hash": result.tx_hash, "block": result.block_number}
 
     def suspend(self, *, address: str, reason: str) -> dict[str, Any]:
         code = reason.encode()[:32].ljust(32, b"\0")

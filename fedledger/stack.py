@@ -7,7 +7,7 @@ and aggregator wallets (with local keys in the transactor).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chain.accounts import devnet_wallets
@@ -32,7 +32,9 @@ class Stack:
         return self.deployment.rounds.transactor
 
 
-def embedded_stack(state_dir: Path, *, seed: int) -> Stack:
+def embedded_stack(state_dir: Path, *, seed: int, admission: bool = False) -> Stack:
+    """The in-process EVM with the contracts deployed (``admission``: a consortium's registry, see
+    ParticipantRegistry) and a local blob store under ``state_dir``."""
     transactor = embedded_transactor(embedded_web3())
     wallets = devnet_wallets(transactor, seed, list(ROLE_LABELS))
     deployment = deploy_all(
@@ -40,7 +42,7 @@ def embedded_stack(state_dir: Path, *, seed: int) -> Stack:
         admin=wallets["admin"],
         operator=wallets["operator"],
         aggregator=wallets["aggregator"],
-        stake=default_stake_params(),
+        stake=replace(default_stake_params(), admission_required=admission),
     )
     deployment.manifest.write(state_dir / "manifest.json")
     return Stack("embedded", deployment, LocalBlobStore(state_dir / "blobs"), wallets["operator"], wallets["aggregator"])

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -36,14 +36,15 @@ class ChainEnv:
     outsider: str
 
 
-def new_chain_env() -> ChainEnv:
-    """A fresh in-process EVM with the contracts deployed (module-scoped fixtures call this directly)."""
+def new_chain_env(*, admission: bool = False) -> ChainEnv:
+    """A fresh in-process EVM with the contracts deployed (module-scoped fixtures call this directly);
+    ``admission``: the registry admits only wallets the operator admitted."""
     w3 = embedded_web3()
     tx = embedded_transactor(w3)
     labels = ["admin", "operator", "aggregator", "outsider"] + [f"participant/{i}" for i in range(4)]
     wallets = devnet_wallets(tx, 1234, labels)
     deployment = deploy_all(tx, admin=wallets["admin"], operator=wallets["operator"], aggregator=wallets["aggregator"],
-                            stake=default_stake_params())
+                            stake=replace(default_stake_params(), admission_required=admission))
     return ChainEnv(
         w3=w3,
         transactor=tx,

@@ -15,7 +15,9 @@ Three kinds:
 * sybils: several wallets send copies of one (honest) update to multiply earnings; the perturbed variant adds seeded
   noise of 0.25 x the update's norm to every copy, which puts the copies outside the rule's copy radius
   (0.1 median norms) so that each is scored as its own update; the noisy variant adds 2 x the norm (each copy
-  scores less against the median, and heavy noise is harder for rule version 4's pair test to tell apart).
+  scores less against the median, and heavy noise is harder for rule version 4's pair test to tell apart);
+  the split variant sends no copies at all: the attacker cuts its data set into one slice per wallet and each wallet
+  trains honestly on its slice (indistinguishable from that many honest participants with small data sets).
 
 ``apply_attack(name, update, seed=..., context=...)`` covers every name in ``ALL_ATTACKS`` (the demo's ``--attack``
 offers them all); signflip, bitflip and noise need nothing but the update. Flat-tensor versions (``alie``, ``ipm``)
@@ -28,6 +30,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+
+import numpy as np
 import torch
 
 from trainer.model import Params
@@ -49,6 +53,7 @@ ALL_ATTACKS: tuple[str, ...] = (
     "sybil",  # every attacker wallet sends a copy of one honest update
     "sybil_perturbed",  # the same, each copy plus seeded noise of 0.25 x its norm (past the copy radius)
     "sybil_noisy",  # the same with 2 x its norm of noise (each copy scores less, but is harder to group)
+    "sybil_split",  # the attacker's data set cut into one slice per wallet, each wallet training on its slice
 )
 SIGNFLIP_SCALE = -4.0
 BITFLIP_SCALE = -1.0
@@ -177,6 +182,15 @@ def sybil_copies(update: Params, copies: int) -> list[Params]:
     return [{k: v.clone() for k, v in update.items()} for _ in range(copies)]
 
 
+def split_shard(indices: np.ndarray, wallets: int, *, seed: int) -> list[np.ndarray]:
+    """A data set (sample ``indices``) cut into ``wallets`` near-equal slices after a seeded shuffle, each sorted:
+    what a data-splitting sybil trains its wallets on (sybil_split)."""
+    if not 1 <= wallets <= len(indices):
+        raise ValueError(f"cannot cut {len(indices)} samples into {wallets} non-empty slices")
+    order = np.random.default_rng(seed).permutation(np.asarray(indices))
+    return [np.sort(part) for part in np.array_split(order, wallets)]
+
+
 def perturbed_copy(source: torch.Tensor, *, seed: int, ratio: float = SYBIL_PERTURBATION) -> torch.Tensor:
     """``source`` (flat) plus seeded Gaussian noise scaled to ``ratio`` times its norm."""
     g = torch.Generator().manual_seed(seed)
@@ -212,6 +226,7 @@ class AttackContext:
     num_classes: int = 0
     trigger: Trigger | None = None
     sybil_source: Params | None = None  # the update every sybil wallet copies (default: the attacker's own)
+    split_update: Params | None = None  # sybil_split: this wallet's update trained on its slice of the data set
 
 
 def _need(ok: object, name: str, what: str) -> None:
@@ -266,4 +281,8 @@ def apply_attack(name: str, update: Params, *, seed: int, context: AttackContext
         if name == "sybil":
             return {k: source[k].clone() for k in update}
         return _unflat(perturbed_copy(_flat(source), seed=seed, ratio=SYBIL_NOISE[name]), update)
+    if name == "sybil_split":
+        _need(ctx.split_update is not None, name, "the update trained on this wallet's slice (split_update=...)")
+        assert ctx.split_update is not None
+        return {k: ctx.split_update[k].clone() for k in update}
     raise ValueError(f"unknown attack {name!r}: choose one of {', '.join(ALL_ATTACKS)}")

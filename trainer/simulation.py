@@ -42,6 +42,7 @@ from trainer.attacks import (
     make_trigger,
     perturbed_copy,
     scale_to_norm,
+    split_shard,
 )
 from trainer.data import Dataset, dirichlet_partition, load_dataset
 from trainer.defenses import (
@@ -342,10 +343,11 @@ class CellConfig:
 # which data variant an attacker row trains on: 0 honest, 1 flipped labels, 2 backdoored
 _TRAINS: dict[str, int] = {
     "signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "backdoor_adaptive": 2, "sybil": 0,
-    "sybil_perturbed": 0, "sybil_noisy": 0,
+    "sybil_perturbed": 0, "sybil_noisy": 0, "sybil_split": 0,
 }
-# the attackers send (copies of) participant 0's update, trained only once
-SYBILS = ("sybil", "sybil_perturbed", "sybil_noisy")
+# the attackers send (copies of) participant 0's update, trained only once; or (sybil_split) participant 0's data
+# set is cut into f slices and attacker i trains on slice i (the other attackers' own shards are not used)
+SYBILS = ("sybil", "sybil_perturbed", "sybil_noisy", "sybil_split")
 _SCALE: dict[str, float] = {"signflip": SIGNFLIP_SCALE, "bitflip": BITFLIP_SCALE}
 
 
@@ -484,19 +486,24 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
     if f > 1 and any(a in SYBILS for a in cfg.attacks):
         trajs += [_Trajectory(SYBIL_ALONE, d, init, n) for d in cfg.defenses if d in PLATFORM_RULES]
     alone = [0, *range(f, n)]  # who submits in a SYBIL_ALONE trajectory
-    # rows trained each round: (trajectory, client, data variant)
-    rows: list[tuple[int, int, int]] = []
+    # sybil_split's slices of participant 0's data set train as extra clients n .. n + f - 1
+    if "sybil_split" in cfg.attacks and 0 < f < n:
+        parts = [*parts, *split_shard(parts[0], f, seed=cfg.seed)]
+    # rows trained each round: (trajectory, participant, data variant, client whose data it trains on)
+    rows: list[tuple[int, int, int, int]] = []
     for t, tr in enumerate(trajs):
         for i in range(n):
             if tr.attack in (CLEAN, HONEST_ONLY, SYBIL_ALONE) or i >= f:
                 if not (tr.attack == HONEST_ONLY and i < f) and not (tr.attack == SYBIL_ALONE and i not in alone):
-                    rows.append((t, i, 0))
+                    rows.append((t, i, 0, i))
+            elif tr.attack == "sybil_split":
+                rows.append((t, i, 0, n + i))
             elif tr.attack in _TRAINS and not (tr.attack in SYBILS and i > 0):
-                rows.append((t, i, _TRAINS[tr.attack]))
+                rows.append((t, i, _TRAINS[tr.attack], i))
     row_traj = torch.tensor([r[0] for r in rows], dtype=torch.long)
-    row_client = torch.tensor([r[1] for r in rows], dtype=torch.long)
+    row_client = torch.tensor([r[3] for r in rows], dtype=torch.long)
     row_variant = torch.tensor([r[2] for r in rows], dtype=torch.long)
-    row_of = {(t, i): k for k, (t, i, _) in enumerate(rows)}
+    row_of = {(t, i): k for k, (t, i, _, _) in enumerate(rows)}
     honest_idx = list(range(f, n))
     timing = {"train": 0.0, "aggregate": 0.0, "evaluate": 0.0}
     # how far apart independent honest updates are, relative to the median norm (for duplicate tolerances)
@@ -506,7 +513,7 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
     for r in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
         seeds = [local_seed(cfg.seed, r, i) for i in range(n)]
-        schedule = round_schedule(parts, seeds, cfg.local)
+        schedule = round_schedule(parts, [*seeds, *seeds[: len(parts) - n]], cfg.local)  # a slice: its wallet's seed
         base = torch.stack([tr.params for tr in trajs])[row_traj]
         trained = train_batched(layout, base, row_client, row_variant, xs, ys, schedule, cfg.local)
         t1 = time.perf_counter()
@@ -551,7 +558,7 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
         timing["evaluate"] += time.perf_counter() - t2
         if on_round is not None:
             on_round(r)
-    result = _cell_result(cfg, trajs, parts, method, timing, time.perf_counter() - started)
+    result = _cell_result(cfg, trajs, parts[:n], method, timing, time.perf_counter() - started)
     result["honest_min_pair_distance_ratio"] = pair_ratio
     return result
 
@@ -588,6 +595,8 @@ def _byzantine_rows(tr: _Trajectory, stack: torch.Tensor, trained: torch.Tensor,
         return tr.prev_step.expand(f, d).clone()
     if a == "sybil":
         return trained[row_of[(t, 0)]].expand(f, d).clone()
+    if a == "sybil_split":
+        return torch.stack([trained[row_of[(t, i)]] for i in range(f)])
     if a in SYBIL_NOISE:
         return torch.stack([perturbed_copy(trained[row_of[(t, 0)]], seed=seeds[i], ratio=SYBIL_NOISE[a])
                             for i in range(f)])

@@ -115,6 +115,15 @@ def finalize_round(platform: PlatformDep, round_id: int = Path(ge=1, lt=2**63)) 
     return platform.finalize_round(round_id=round_id)
 
 
+@router.post("/participants/{address}/admit", summary="Admit a wallet to register (a consortium's registry)",
+             description="Only on a registry deployed with admission required (`fedledger devnet up --admission`): "
+                         "registration of an account no operator admitted fails with 403 RegistryNotAdmitted. "
+                         "Once per account (409 RegistryAlreadyAdmitted); 409 RegistryAdmissionNotRequired on an "
+                         "open registry.")
+def admit(address: Address, platform: PlatformDep) -> dict[str, Any]:
+    return platform.admit(address=address)
+
+
 @router.post("/participants/{address}/suspend", summary="Suspend a participant")
 def suspend(address: Address, body: SuspendRequest, platform: PlatformDep) -> dict[str, Any]:
     return platform.suspend(address=address, reason=body.reason)

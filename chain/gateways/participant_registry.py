@@ -12,7 +12,7 @@ from chain.compiler import ARTIFACTS_DIR
 from chain.gateway import DEFAULT_LOG_WINDOW, ContractGateway, EventRecord
 from chain.transactor import Transactor, TxResult
 
-ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'ReentrancyGuardReentrantCall', 'RegistryAlreadyRegistered', 'RegistryAlreadySlashed', 'RegistryAlreadySuspended', 'RegistryInvalidSignature', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryNothingToWithdraw', 'RegistryReputationOutOfRange', 'RegistryRoundNotSettled', 'RegistrySignatureExpired', 'RegistrySlashOutOfRange', 'RegistryStakeTooLow', 'RegistryStaleReputation', 'RegistryTransferFailed', 'RegistryWithdrawalLocked', 'RegistryWithdrawalNotRequested', 'RegistryWithdrawalPending', 'RegistryZeroDeposit', 'StringTooLong'})
+ERRORS = frozenset({'AccessControlBadConfirmation', 'AccessControlUnauthorizedAccount', 'InvalidShortString', 'ReentrancyGuardReentrantCall', 'RegistryAdmissionNotRequired', 'RegistryAlreadyAdmitted', 'RegistryAlreadyRegistered', 'RegistryAlreadySlashed', 'RegistryAlreadySuspended', 'RegistryInvalidSignature', 'RegistryNotAdmitted', 'RegistryNotRegistered', 'RegistryNotSuspended', 'RegistryNothingToWithdraw', 'RegistryReputationOutOfRange', 'RegistryRoundNotSettled', 'RegistrySignatureExpired', 'RegistrySlashOutOfRange', 'RegistryStakeTooLow', 'RegistryStaleReputation', 'RegistryTransferFailed', 'RegistryWithdrawalLocked', 'RegistryWithdrawalNotRequested', 'RegistryWithdrawalPending', 'RegistryZeroDeposit', 'StringTooLong'})
 """Names of the custom errors this contract can revert with (``ContractRevert.error``)."""
 
 
@@ -42,6 +42,11 @@ class Stake(NamedTuple):
 
 class EIP712DomainChanged(NamedTuple):
     pass
+
+
+class ParticipantAdmitted(NamedTuple):
+    account: str
+    operator: str
 
 
 class ParticipantRegistered(NamedTuple):
@@ -118,9 +123,10 @@ class WithdrawalRequested(NamedTuple):
 
 class ParticipantRegistryGateway(ContractGateway):
     CONTRACT_NAME = "ParticipantRegistry"
-    ABI_HASH = "4e0ad1577a00482d549d138b806aaa8843267ab9d204837973255e26d7c458c2"
+    ABI_HASH = "943f2b00fa61e2a4ebbcf7886f7f4d91ea5a9bf5d6a554c1ca965c787fc4de56"
     EVENT_CONVERTERS = {
         "EIP712DomainChanged": "_to_eip712_domain_changed",
+        "ParticipantAdmitted": "_to_participant_admitted",
         "ParticipantRegistered": "_to_participant_registered",
         "ParticipantReinstated": "_to_participant_reinstated",
         "ParticipantSuspended": "_to_participant_suspended",
@@ -136,9 +142,16 @@ class ParticipantRegistryGateway(ContractGateway):
     }
 
     @classmethod
-    def deploy(cls, transactor: Transactor, admin: str, min_stake: int, slash_ppm: int, withdrawal_delay: int, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[ParticipantRegistryGateway, TxResult]:
+    def deploy(cls, transactor: Transactor, admin: str, min_stake: int, slash_ppm: int, withdrawal_delay: int, admission_required: bool, *, sender: str, artifacts_dir: Path = ARTIFACTS_DIR) -> tuple[ParticipantRegistryGateway, TxResult]:
         """Deploy a new ParticipantRegistry from ``sender``."""
-        return cls._deploy(transactor, (to_checksum_address(admin), min_stake, slash_ppm, withdrawal_delay), sender, artifacts_dir)
+        return cls._deploy(transactor, (to_checksum_address(admin), min_stake, slash_ppm, withdrawal_delay, admission_required), sender, artifacts_dir)
+
+    def admission_required(self, *, block: Any = "latest") -> bool:
+        raw = self._call("admissionRequired", (), block)
+        return raw
+
+    def admit(self, account: str, *, sender: str) -> TxResult:
+        return self._transact("admit", (to_checksum_address(account),), sender)
 
     def can_commit(self, account: str, *, block: Any = "latest") -> bool:
         raw = self._call("canCommit", (to_checksum_address(account),), block)
@@ -176,6 +189,10 @@ class ParticipantRegistryGateway(ContractGateway):
 
     def is_active(self, account: str, *, block: Any = "latest") -> bool:
         raw = self._call("isActive", (to_checksum_address(account),), block)
+        return raw
+
+    def is_admitted(self, account: str, *, block: Any = "latest") -> bool:
+        raw = self._call("isAdmitted", (to_checksum_address(account),), block)
         return raw
 
     def is_slashed(self, account: str, round_id: int, *, block: Any = "latest") -> bool:
@@ -312,6 +329,18 @@ class ParticipantRegistryGateway(ContractGateway):
 
     def eip712_domain_changed_in(self, result: TxResult) -> list[EIP712DomainChanged]:
         return self._decode_receipt("EIP712DomainChanged", result, self._to_eip712_domain_changed)
+
+    @staticmethod
+    def _to_participant_admitted(a: dict[str, Any]) -> ParticipantAdmitted:
+        return ParticipantAdmitted(to_checksum_address(a['account']), to_checksum_address(a['operator']))
+
+    def participant_admitted_events(
+        self, *, from_block: int, to_block: int | str = "latest", account: str | None = None, operator: str | None = None, window: int = DEFAULT_LOG_WINDOW
+    ) -> list[EventRecord[ParticipantAdmitted]]:
+        return self._events("ParticipantAdmitted", self._to_participant_admitted, from_block, to_block, {"account": account, "operator": operator}, window)
+
+    def participant_admitted_in(self, result: TxResult) -> list[ParticipantAdmitted]:
+        return self._decode_receipt("ParticipantAdmitted", result, self._to_participant_admitted)
 
     @staticmethod
     def _to_participant_registered(a: dict[str, Any]) -> ParticipantRegistered:

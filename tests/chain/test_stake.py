@@ -120,7 +120,8 @@ def test_the_deployment_carries_the_python_stake_parameters(chain_env) -> None:
     assert (registry.min_stake(), registry.slash_ppm(), registry.withdrawal_delay()) == (
         MIN_STAKE, SLASH_PPM, WITHDRAWAL_DELAY_S)
     assert chain_env.deployment.manifest.stake == {
-        "minStake": MIN_STAKE, "slashPpm": SLASH_PPM, "withdrawalDelay": WITHDRAWAL_DELAY_S}
+        "minStake": MIN_STAKE, "slashPpm": SLASH_PPM, "withdrawalDelay": WITHDRAWAL_DELAY_S, "admissionRequired": 0}
+    assert registry.admission_required() is False
     assert default_stake_params().to_manifest() == chain_env.deployment.manifest.stake
     assert STAKE_UNIT == MIN_STAKE  # the robustness bench prices attacks in the deployment's minimum stakes
     assert rounds.slashable_mask() == slashable_mask()
@@ -133,7 +134,7 @@ def test_a_slash_ppm_above_one_is_refused_at_deployment(chain_env, reverts) -> N
     from chain.gateways.participant_registry import ParticipantRegistryGateway
 
     with reverts("RegistrySlashOutOfRange", slashPpm=1_000_001):
-        ParticipantRegistryGateway.deploy(chain_env.transactor, chain_env.admin, MIN_STAKE, 1_000_001, DAY,
+        ParticipantRegistryGateway.deploy(chain_env.transactor, chain_env.admin, MIN_STAKE, 1_000_001, DAY, False,
                                           sender=chain_env.admin)
 
 

@@ -74,6 +74,26 @@ def test_sybils_are_measured_against_one_identity_with_the_same_data_and_slashin
     assert flip["attacker_stake_lost"] == pytest.approx(0.1 * flip["attacker_rejection_rate"] * 2)
 
 
+def test_split_sybils_train_on_slices_of_one_data_set_and_are_paid_per_identity(tmp_path: Path) -> None:
+    """sybil_split: participant 0's data set cut into f slices, one per wallet; the wallets are honest-looking
+    participants with small data sets, so the rule accepts them and pays each one (the limit of any update-level
+    defence, README "Stake against sybils"): together they earn more than participant 0 alone."""
+    out_json = tmp_path / "split.json"
+    assert main(["bench", "robustness", "--datasets", "digits", "--partitions", "dir0.5", "--participants", "10",
+                 "--fractions", "0.3", "--seeds", "0", "--rounds", "3", "--attacks", "sybil_split",
+                 "--defenses", "platform", "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    run = next(r for r in result["cells"] if r["attack"] == "sybil_split")
+    assert len(result["references"][0]["shard_sizes"]) == 10  # the slices are not participants of their own
+    assert run["attacker_rejection_rate"] == 0.0 and run["attacker_stake_lost"] == 0.0
+    rewards = run["rewards_fed"][: run["f"]]
+    assert len(set(rewards)) == run["f"]  # distinct updates, scored one by one (no group shares a score)
+    entry = next(e for e in result["summary"]["by_setting"] if e["attack"] == "sybil_split")
+    alone = result["references"][0]["sybil_alone"]["platform"]["participant0_fed"]
+    assert entry["sybil_earnings_multiplier"] == pytest.approx(sum(rewards) / alone)
+    assert entry["sybil_earnings_multiplier"] > 1.5
+
+
 def test_a_bad_partition_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "robustness", "--quick", "--partitions", "zipf"]) == 2
     assert "unknown partition 'zipf'" in capsys.readouterr().out

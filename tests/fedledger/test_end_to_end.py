@@ -192,3 +192,26 @@ def test_unpaid_first_rounds_mint_nothing_and_still_build_reputation_and_verify(
     assert history.round(1).reward_budget == 0 and history.round(2).reward_budget == 100 * 10**18
     assert any(s.reputation != 500_000 for s in history.round(1).scored)  # the rule ran: reputation moved
     assert result.audit.verified
+
+
+def test_the_demos_split_sybils_train_each_wallet_on_its_own_slice_of_the_first_attackers_data(tmp_path: Path) -> None:
+    import torch
+
+    from trainer.attacks import split_shard
+    from trainer.local import train_local
+    from trainer.model import init_params
+    from trainer.simulation import local_seed
+
+    cfg = DemoConfig(participants=5, byzantine=2, attack="sybil_split", rounds=1, seed=3, clean_reference=False)
+    world = Consortium(cfg, embedded_stack(tmp_path, seed=3))
+    base = init_params(world.spec, 3)
+    sent = world.round_updates([base] * 5, 1)
+    slices = split_shard(world.parts[0], 2, seed=3)
+    for i in (0, 1):  # wallet i: slice i of participant 0's data set, its own training seed
+        idx = torch.from_numpy(slices[i])
+        expected = train_local(world.spec, base, world.data.x_train[idx], world.data.y_train[idx], world.local,
+                               seed=local_seed(3, 1, i))
+        assert all(torch.equal(sent[i][k], expected[k]) for k in expected)
+    honest = train_local(world.spec, base, world.data.x_train[torch.from_numpy(world.parts[2])],
+                         world.data.y_train[torch.from_numpy(world.parts[2])], world.local, seed=local_seed(3, 1, 2))
+    assert all(torch.equal(sent[2][k], honest[k]) for k in honest)

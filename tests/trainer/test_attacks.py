@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +27,7 @@ from trainer.attacks import (
     make_trigger,
     scale_to_norm,
     sign_flip,
+    split_shard,
     sybil_copies,
 )
 from trainer.data import load_dataset
@@ -217,6 +219,24 @@ def test_perturbed_sybils_send_distinct_noisy_copies_outside_the_copy_radius() -
     noisy = flat(apply_attack("sybil_noisy", params(1), seed=1, context=ctx))
     assert float((noisy - s).norm()) == pytest.approx(SYBIL_HEAVY_PERTURBATION * float(s.norm()), rel=1e-5)
     assert float(torch.nn.functional.cosine_similarity(noisy, s, dim=0)) < 0.6  # 1 / sqrt(1 + 2^2) = 0.45
+
+
+def test_a_split_sybil_cuts_its_data_set_into_disjoint_slices_and_sends_each_wallets_own_update() -> None:
+    shard = np.arange(100, 137)
+    slices = split_shard(shard, 3, seed=4)
+    assert [len(s) for s in slices] == [13, 12, 12]
+    assert sorted(np.concatenate(slices).tolist()) == shard.tolist()  # every sample in exactly one slice
+    assert all((np.diff(s) > 0).all() for s in slices)
+    assert all(np.array_equal(a, b) for a, b in zip(slices, split_shard(shard, 3, seed=4), strict=True))
+    assert not np.array_equal(slices[0], split_shard(shard, 3, seed=5)[0])  # seeded shuffle, not a cut in order
+    for bad in (0, 38):
+        with pytest.raises(ValueError, match="slices"):
+            split_shard(shard, bad, seed=0)
+    own = params(5)
+    sent = apply_attack("sybil_split", params(1), seed=0, context=AttackContext(split_update=own))
+    assert torch.equal(flat(sent), flat(own))
+    with pytest.raises(ValueError, match="split_update"):
+        apply_attack("sybil_split", params(1), seed=0, context=AttackContext())
 
 
 def test_unknown_attack_names_the_choices() -> None:
