@@ -246,15 +246,19 @@ def summarize(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -
 
 def _sybil_multiplier(rows: Sequence[dict[str, Any]], sybil_runs: Sequence[dict[str, Any]],
                       cells: Sequence[dict[str, Any]]) -> float | None:
-    """What the sybil group (f wallets sending copies of participant 0's update) earned, divided by what participant
-    0 earned as one honest identity with the same data: in the cell's ``sybil_alone`` run of the same rule (the other
-    f - 1 identities do not exist), or, for results without it, participant 0 in the clean run (where f - 1 more
-    honest participants compete for the budget). f means copies multiply earnings f-fold, 1 that they do not."""
+    """What the sybil group (f wallets sending copies of participant 0's update, or training on slices of the f
+    attackers' pooled data sets) earned, divided by what participant 0 earned as one honest identity with the same
+    data: in the cell's ``sybil_alone`` run of the same rule (``split_alone`` for sybil_split: participant 0 trains on
+    the pool; the other f - 1 identities do not exist), or, for results without it, participant 0 in the clean run
+    (where f - 1 more honest participants compete for the budget). f means the identities multiply earnings f-fold,
+    1 that they do not."""
     keys = ("dataset", "partition", "n", "fraction", "seed")
-    alone_of = {tuple(c["cell"][k] for k in keys): c.get("sybil_alone") or {} for c in cells}
+    alone_of = {tuple(c["cell"][k] for k in keys): c for c in cells}
     ratios = []
     for s in sybil_runs:
-        alone = alone_of.get(tuple(s[k] for k in keys), {}).get(s["defense"], {}).get("participant0_fed")
+        cell = alone_of.get(tuple(s[k] for k in keys), {})
+        counterfactual = cell.get("split_alone" if s["attack"] == "sybil_split" else "sybil_alone") or {}
+        alone = counterfactual.get(s["defense"], {}).get("participant0_fed")
         if alone is None:
             clean = [r for r in rows if r["attack"] == CLEAN and r["defense"] == s["defense"] and
                      all(r[k] == s[k] for k in keys)]
@@ -421,8 +425,10 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
              "paid per fraction (their population share is the fraction itself), rejection rates, and for sybils "
              "the earnings multiplier per fraction (what the f wallets sending copies of participant 0's update "
              "earned together / what participant 0 earned as one identity with the same data, in a run where the other "
-             "f - 1 identities do not exist; f = 2/4/6/8 of 20 and "
-             "5/10/15/20 of 50: a multiplier near f means copies multiply earnings, near 1 that they do not).", ""]
+             "f - 1 identities do not exist; for sybil_split the wallets train on slices of the f attackers' pooled "
+             "data sets and the one identity on the pool; f = 2/4/6/8 of 20 and "
+             "5/10/15/20 of 50: a multiplier near f means the identities multiply earnings, near 1 that they do not).",
+             ""]
     for rule in rules:
         if rule not in PLATFORM_RULES:
             continue
@@ -670,7 +676,8 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started
     rows = flatten_results(cells)
     references = [{"cell": c["cell"], "honest_only_fedavg": c["honest_only_fedavg"],
-                   "sybil_alone": c.get("sybil_alone", {}), "partition_method": c["partition_method"], "shard_sizes": c["shard_sizes"], "seconds": c["seconds"],
+                   "sybil_alone": c.get("sybil_alone", {}), "split_alone": c.get("split_alone", {}),
+                   "partition_method": c["partition_method"], "shard_sizes": c["shard_sizes"], "seconds": c["seconds"],
                    "timing": c["timing"], "honest_min_pair_distance_ratio": c["honest_min_pair_distance_ratio"]}
                   for c in cells]
     result = {

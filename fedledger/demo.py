@@ -221,7 +221,7 @@ class Consortium:
         honest participants train; attackers train too, then apply ``cfg.attack`` with what it needs (the round's
         honest updates for ALIE / IPM / the adaptive backdoor, a retraining hook for label flip and backdoors, the
         previous global step for the stale free-rider; sybils copy the first attacker's update, or train on slices of
-        its data set)."""
+        the attackers' pooled data)."""
         updates = [self._train(i, bases[i], round_id) for i in range(len(self.clients))]
         attackers = [i for i, c in enumerate(self.clients) if c.address in self.byzantine]
         if not attackers:
@@ -233,8 +233,10 @@ class Consortium:
             step = {k: (base[k] - self._last_base[k]).contiguous() for k in base}
         self._last_base = base
         sent = list(updates)
-        slices = split_shard(self.parts[attackers[0]], len(attackers), seed=self.cfg.seed) \
-            if self.cfg.attack == "sybil_split" else None
+        slices = None  # sybil_split: the attackers' data sets pooled as one party's, cut into one slice per wallet
+        if self.cfg.attack == "sybil_split":
+            pooled = np.sort(np.concatenate([self.parts[i] for i in attackers]))
+            slices = split_shard(pooled, len(attackers), seed=self.cfg.seed)
         for position, i in enumerate(attackers):
             context = AttackContext(
                 honest=honest, n=len(self.clients), f=len(attackers), previous_global_step=step,

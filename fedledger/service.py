@@ -335,6 +335,8 @@ class Platform:
             "blob_store": self.stack.store.location,
             "contracts": self.d.manifest.contracts,
             "settlement": self.settlement,
+            # "admission": only wallets the operator admitted may register (a consortium's registry)
+            "registration": "admission" if self.d.registry.admission_required() else "open",
             "relay": {"mode": self.relay_mode, "batch_size": self.batch_size, "flush_margin_s": self.flush_margin_s,
                       "pending": sum(len(self.queue.pending(r)) for r in self.queue.pending_rounds())
                       if self.queue else 0},

@@ -16,8 +16,9 @@ Three kinds:
   noise of 0.25 x the update's norm to every copy, which puts the copies outside the rule's copy radius
   (0.1 median norms) so that each is scored as its own update; the noisy variant adds 2 x the norm (each copy
   scores less against the median, and heavy noise is harder for rule version 4's pair test to tell apart);
-  the split variant sends no copies at all: the attacker cuts its data set into one slice per wallet and each wallet
-  trains honestly on its slice (indistinguishable from that many honest participants with small data sets).
+  the split variant sends no copies at all: the attacker cuts its data set (in the demo and the benchmark: the
+  attackers' shards pooled as one party's) into one random slice per wallet and each wallet trains honestly on its
+  slice, indistinguishable from that many honest participants with smaller data sets.
 
 ``apply_attack(name, update, seed=..., context=...)`` covers every name in ``ALL_ATTACKS`` (the demo's ``--attack``
 offers them all); signflip, bitflip and noise need nothing but the update. Flat-tensor versions (``alie``, ``ipm``)
@@ -53,7 +54,7 @@ ALL_ATTACKS: tuple[str, ...] = (
     "sybil",  # every attacker wallet sends a copy of one honest update
     "sybil_perturbed",  # the same, each copy plus seeded noise of 0.25 x its norm (past the copy radius)
     "sybil_noisy",  # the same with 2 x its norm of noise (each copy scores less, but is harder to group)
-    "sybil_split",  # the attacker's data set cut into one slice per wallet, each wallet training on its slice
+    "sybil_split",  # the attackers' pooled data cut into one random slice per wallet, each training on its slice
 )
 SIGNFLIP_SCALE = -4.0
 BITFLIP_SCALE = -1.0

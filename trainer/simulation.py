@@ -141,6 +141,9 @@ HONEST_ONLY = "honest_only"  # the reference trajectory: FedAvg over the n - f h
 # the sybils' counterfactual, per platform rule: participant 0 sends its honest update under one identity and the
 # other f - 1 sybil identities do not exist (what "one honest identity with the same data" earns)
 SYBIL_ALONE = "sybil_alone"
+# sybil_split's counterfactual: participant 0 sends, under one identity, the update it trains on the f attackers'
+# data sets pooled (what the split wallets train on, slice by slice); the other f - 1 identities do not exist
+SPLIT_ALONE = "split_alone"
 
 
 def partition_alpha(partition: str) -> float | None:
@@ -345,8 +348,8 @@ _TRAINS: dict[str, int] = {
     "signflip": 0, "bitflip": 0, "labelflip": 1, "backdoor": 2, "backdoor_adaptive": 2, "sybil": 0,
     "sybil_perturbed": 0, "sybil_noisy": 0, "sybil_split": 0,
 }
-# the attackers send (copies of) participant 0's update, trained only once; or (sybil_split) participant 0's data
-# set is cut into f slices and attacker i trains on slice i (the other attackers' own shards are not used)
+# the attackers send (copies of) participant 0's update, trained only once; or (sybil_split) the f attackers' data
+# sets, pooled as one party's, are cut into f random slices and attacker i trains on slice i
 SYBILS = ("sybil", "sybil_perturbed", "sybil_noisy", "sybil_split")
 _SCALE: dict[str, float] = {"signflip": SIGNFLIP_SCALE, "bitflip": BITFLIP_SCALE}
 
@@ -484,18 +487,24 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
     if 0 < f < n:
         trajs.append(_Trajectory(HONEST_ONLY, "fedavg", init, n))
     if f > 1 and any(a in SYBILS for a in cfg.attacks):
-        trajs += [_Trajectory(SYBIL_ALONE, d, init, n) for d in cfg.defenses if d in PLATFORM_RULES]
-    alone = [0, *range(f, n)]  # who submits in a SYBIL_ALONE trajectory
-    # sybil_split's slices of participant 0's data set train as extra clients n .. n + f - 1
+        trajs += [_Trajectory(SYBIL_ALONE, d, init, n) for d in cfg.defenses
+                  if d in PLATFORM_RULES and any(a in SYBILS and a != "sybil_split" for a in cfg.attacks)]
+        trajs += [_Trajectory(SPLIT_ALONE, d, init, n) for d in cfg.defenses
+                  if d in PLATFORM_RULES and "sybil_split" in cfg.attacks]
+    alone = [0, *range(f, n)]  # who submits in a SYBIL_ALONE or SPLIT_ALONE trajectory
+    # sybil_split's data: the slices of the attackers' pooled data sets train as extra clients n .. n + f - 1, the
+    # pool itself as client n + f (SPLIT_ALONE's participant 0)
     if "sybil_split" in cfg.attacks and 0 < f < n:
-        parts = [*parts, *split_shard(parts[0], f, seed=cfg.seed)]
+        pooled = np.sort(np.concatenate(parts[:f]))
+        parts = [*parts, *split_shard(pooled, f, seed=cfg.seed), pooled]
     # rows trained each round: (trajectory, participant, data variant, client whose data it trains on)
     rows: list[tuple[int, int, int, int]] = []
     for t, tr in enumerate(trajs):
         for i in range(n):
-            if tr.attack in (CLEAN, HONEST_ONLY, SYBIL_ALONE) or i >= f:
-                if not (tr.attack == HONEST_ONLY and i < f) and not (tr.attack == SYBIL_ALONE and i not in alone):
-                    rows.append((t, i, 0, i))
+            if tr.attack in (CLEAN, HONEST_ONLY, SYBIL_ALONE, SPLIT_ALONE) or i >= f:
+                if not (tr.attack == HONEST_ONLY and i < f) and not (
+                        tr.attack in (SYBIL_ALONE, SPLIT_ALONE) and i not in alone):
+                    rows.append((t, i, 0, n + f if tr.attack == SPLIT_ALONE and i == 0 else i))
             elif tr.attack == "sybil_split":
                 rows.append((t, i, 0, n + i))
             elif tr.attack in _TRAINS and not (tr.attack in SYBILS and i > 0):
@@ -513,7 +522,8 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
     for r in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
         seeds = [local_seed(cfg.seed, r, i) for i in range(n)]
-        schedule = round_schedule(parts, [*seeds, *seeds[: len(parts) - n]], cfg.local)  # a slice: its wallet's seed
+        split = [*seeds[:f], seeds[0]] if len(parts) > n else []  # a slice: its wallet's seed; the pool: 0's
+        schedule = round_schedule(parts, [*seeds, *split], cfg.local)
         base = torch.stack([tr.params for tr in trajs])[row_traj]
         trained = train_batched(layout, base, row_client, row_variant, xs, ys, schedule, cfg.local)
         t1 = time.perf_counter()
@@ -522,7 +532,7 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
                 new = tr.params + fedavg(torch.stack([trained[row_of[(t, i)]] for i in honest_idx]))
                 tr.prev_step, tr.params = new - tr.params, new
                 continue
-            if tr.attack == SYBIL_ALONE:
+            if tr.attack in (SYBIL_ALONE, SPLIT_ALONE):
                 stack = torch.stack([trained[row_of[(t, i)]] for i in alone])
                 new = _platform_round(tr, stack, shapes, r, PLATFORM_RULES[tr.defense], members=alone)
                 tr.prev_step = new - tr.params
@@ -610,12 +620,13 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
     runs = []
     reference = None
     sybil_alone: dict[str, dict[str, Any]] = {}
+    split_alone: dict[str, dict[str, Any]] = {}
     for tr in trajs:
         if tr.attack == HONEST_ONLY:
             reference = {"final_accuracy": tr.accuracy[-1], "accuracy": tr.accuracy}
             continue
-        if tr.attack == SYBIL_ALONE:
-            sybil_alone[tr.defense] = {"final_accuracy": tr.accuracy[-1], "participant0_fed": tr.rewards[0] / unit,
+        if tr.attack in (SYBIL_ALONE, SPLIT_ALONE):
+            (sybil_alone if tr.attack == SYBIL_ALONE else split_alone)[tr.defense] = {"final_accuracy": tr.accuracy[-1], "participant0_fed": tr.rewards[0] / unit,
                                        "participant0_stake_lost": tr.burned[0] / STAKE_UNIT}
             continue
         run: dict[str, Any] = {
@@ -664,6 +675,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
         },
         "honest_only_fedavg": reference,
         "sybil_alone": sybil_alone,
+        "split_alone": split_alone,
         "partition_method": method,
         "shard_sizes": [len(p) for p in parts],
         "seconds": round(seconds, 3),

@@ -29,6 +29,7 @@ def consortium(tmp_path: Path) -> Iterator[tuple[TestClient, Platform]]:
 def test_only_admitted_wallets_register(consortium: tuple[TestClient, Platform]) -> None:
     client, platform = consortium
     member, stranger = derive_devnet_account(78, "member"), derive_devnet_account(78, "stranger")
+    assert client.get("/health").json()["registration"] == "admission"
     refused = register(client, stranger)
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"] == "RegistryNotAdmitted"
@@ -49,6 +50,7 @@ def test_only_admitted_wallets_register(consortium: tuple[TestClient, Platform])
 
 def test_an_open_registry_refuses_admissions_with_409(client: TestClient) -> None:
     wallet = derive_devnet_account(78, "anyone")
+    assert client.get("/health").json()["registration"] == "open"
     answer = client.post(f"/operator/participants/{wallet.address}/admit", headers=OPERATOR)
     assert answer.status_code == 409 and answer.json()["error"] == "RegistryAdmissionNotRequired"
     assert client.get(f"/participants/{wallet.address}").json()["admitted"] is True

@@ -75,9 +75,9 @@ def test_sybils_are_measured_against_one_identity_with_the_same_data_and_slashin
 
 
 def test_split_sybils_train_on_slices_of_one_data_set_and_are_paid_per_identity(tmp_path: Path) -> None:
-    """sybil_split: participant 0's data set cut into f slices, one per wallet; the wallets are honest-looking
-    participants with small data sets, so the rule accepts them and pays each one (the limit of any update-level
-    defence, README "Stake against sybils"): together they earn more than participant 0 alone."""
+    """sybil_split: the f attackers' data sets pooled and cut into f random slices, one per wallet; the wallets are
+    honest-looking participants, so the rule accepts them and pays each one (the limit of any update-level defence,
+    README "Stake against sybils"): together they earn more than one identity training on the pool."""
     out_json = tmp_path / "split.json"
     assert main(["bench", "robustness", "--datasets", "digits", "--partitions", "dir0.5", "--participants", "10",
                  "--fractions", "0.3", "--seeds", "0", "--rounds", "3", "--attacks", "sybil_split",
@@ -89,7 +89,8 @@ def test_split_sybils_train_on_slices_of_one_data_set_and_are_paid_per_identity(
     rewards = run["rewards_fed"][: run["f"]]
     assert len(set(rewards)) == run["f"]  # distinct updates, scored one by one (no group shares a score)
     entry = next(e for e in result["summary"]["by_setting"] if e["attack"] == "sybil_split")
-    alone = result["references"][0]["sybil_alone"]["platform"]["participant0_fed"]
+    assert result["references"][0]["sybil_alone"] == {}  # no copy-sending sybils in this grid
+    alone = result["references"][0]["split_alone"]["platform"]["participant0_fed"]
     assert entry["sybil_earnings_multiplier"] == pytest.approx(sum(rewards) / alone)
     assert entry["sybil_earnings_multiplier"] > 1.5
 

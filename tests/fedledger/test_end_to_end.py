@@ -194,7 +194,8 @@ def test_unpaid_first_rounds_mint_nothing_and_still_build_reputation_and_verify(
     assert result.audit.verified
 
 
-def test_the_demos_split_sybils_train_each_wallet_on_its_own_slice_of_the_first_attackers_data(tmp_path: Path) -> None:
+def test_the_demos_split_sybils_train_each_wallet_on_its_own_slice_of_the_attackers_pooled_data(tmp_path: Path) -> None:
+    import numpy as np
     import torch
 
     from trainer.attacks import split_shard
@@ -206,8 +207,8 @@ def test_the_demos_split_sybils_train_each_wallet_on_its_own_slice_of_the_first_
     world = Consortium(cfg, embedded_stack(tmp_path, seed=3))
     base = init_params(world.spec, 3)
     sent = world.round_updates([base] * 5, 1)
-    slices = split_shard(world.parts[0], 2, seed=3)
-    for i in (0, 1):  # wallet i: slice i of participant 0's data set, its own training seed
+    slices = split_shard(np.sort(np.concatenate(world.parts[:2])), 2, seed=3)
+    for i in (0, 1):  # wallet i: slice i of the two attackers' pooled data, its own training seed
         idx = torch.from_numpy(slices[i])
         expected = train_local(world.spec, base, world.data.x_train[idx], world.data.y_train[idx], world.local,
                                seed=local_seed(3, 1, i))
