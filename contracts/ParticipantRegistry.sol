@@ -15,7 +15,7 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 /// (`admissionRequired` false) lets any wallet register against its stake; a consortium's registry admits only the
 /// accounts an OPERATOR_ROLE holder has admitted (`admit`, once per account), on either registration path. Stake
 /// makes every identity cost one stake, but cannot stop one party from registering many: a data set split across k
-/// wallets is k small honest-looking participants (docs/robustness/v5/sybils/). Admission is what vets identities.
+/// wallets is k honest-looking participants (docs/robustness/v5/sybil_split/). Admission is what vets identities.
 ///
 /// Stake (native ether; FED is what participants earn, so new participants hold none):
 /// * every path to an Active identity locks at least `minStake` for it (`register`, `registerFor`, both payable);

@@ -33,6 +33,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         dp_clip=args.dp_clip,
         dp_budget=args.dp_budget,
         unpaid_rounds=args.unpaid_rounds,
+        admission=args.admission,
     )
     result = run_demo(cfg)
     if args.json:
@@ -162,6 +163,9 @@ def register(sub: Any) -> None:
     p.add_argument("--unpaid-rounds", type=int, default=0,
                    help="the first rounds open with reward budget 0 (the rule runs and reputation builds, nobody is "
                         "paid): rule version 5 groups a small round's perturbed sybils only once it has earlier rounds")
+    p.add_argument("--admission", action="store_true",
+                   help="deploy a consortium's registry: the operator admits the participants' wallets, an outsider's "
+                        "registration is refused (embedded stack; a devnet's is `fedledger devnet up --admission`)")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")
     p.add_argument("--seed", type=int, default=0)

@@ -34,6 +34,7 @@ from rich.table import Table
 
 from chain.accounts import devnet_wallets
 from chain.deploy import Deployment
+from chain.errors import ContractRevert
 from fedledger.devnet import DevnetConfig
 from fedledger.stack import Stack, devnet_stack, embedded_stack
 from fedledger.audit import AuditReport, Auditor, print_audit
@@ -79,6 +80,9 @@ class DemoConfig:
     # the first rounds open with reward_budget 0: the rule runs, reputation builds, nobody is paid (rule version 5's
     # small rounds need earlier rounds before perturbed copies can be told from honest updates)
     unpaid_rounds: int = 0
+    # a consortium's registry (embedded stack): the operator admits the demo's wallets, an outsider's is refused; a
+    # devnet deployment has the kind `fedledger devnet up [--admission]` gave it
+    admission: bool = False
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -98,6 +102,9 @@ class DemoConfig:
             raise ValueError(f"--dp-budget must be >= 0, got {self.dp_budget}")
         if self.attack not in ALL_ATTACKS:
             raise ValueError(f"unknown --attack {self.attack!r}: choose one of {', '.join(ALL_ATTACKS)}")
+        if self.admission and self.stack == "devnet":
+            raise ValueError("--admission deploys the embedded stack's registry; a devnet's registry is deployed by "
+                             "`fedledger devnet up --admission`")
 
 
 @dataclass
@@ -158,6 +165,7 @@ class Consortium:
         self.mechanisms: dict[tuple[int, int], Mechanism] = {}  # (round, participant index) -> its DP mechanism
         self.dp_refused: list[tuple[int, str]] = []  # (round, participant) updates the budget refused
         self.topped_up: dict[str, int] = {c.address: 0 for c in self.clients}  # wei added after slashes
+        self.admission_refused: list[ContractRevert] = []  # what an admission registry answered an outsider
 
     def top_up(self) -> int:
         """Participants whose stake a slash took below the minimum stake it up again. Returns the gas used."""
@@ -176,7 +184,17 @@ class Consortium:
         Returns the gas used."""
         registry = self.deployment.registry
         self._finish_interrupted_round()
-        gas = sum(c.register().gas_used for c in self.clients if registry.status_of(c.address) == 0)
+        gas = 0
+        if registry.admission_required():  # a consortium's registry: the operator admits its members' wallets first
+            gas += sum(self.operator.admit(c.address).gas_used for c in self.clients
+                       if not registry.is_admitted(c.address))
+            outsider = devnet_wallets(self.stack.transactor, self.cfg.seed, ["outsider"])["outsider"]  # not admitted
+            if registry.status_of(outsider) == 0 and not registry.is_admitted(outsider):
+                try:
+                    registry.register(sender=outsider, value=registry.min_stake())
+                except ContractRevert as refused:
+                    self.admission_refused.append(refused)
+        gas += sum(c.register().gas_used for c in self.clients if registry.status_of(c.address) == 0)
         current = self.deployment.rounds.global_model()
         if self.cfg.dp_budget is not None:
             gas += self.operator.set_privacy_budget(self.cfg.dp_budget).gas_used
@@ -262,7 +280,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
     state_dir = cfg.state_dir or Path(tempfile.mkdtemp(prefix="fedledger-demo-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     with console.status(f"connecting the {cfg.stack} stack"):
-        stack = devnet_stack(cfg.devnet) if cfg.stack == "devnet" else embedded_stack(state_dir, seed=cfg.seed)
+        stack = devnet_stack(cfg.devnet) if cfg.stack == "devnet" else embedded_stack(state_dir, seed=cfg.seed,
+                                                                                       admission=cfg.admission)
         world = Consortium(cfg, stack)
     d = world.deployment
     gas_total = d.gas_used
@@ -271,6 +290,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         f"FederatedRounds at {d.rounds.address}, blobs in {stack.store.location}"
     )
     gas_total += world.enroll()
+    if d.registry.admission_required():
+        console.print(f"registration by admission: the operator admitted {len(world.clients)} wallets; "
+                      + "; ".join(f"an outsider's registration was refused ({r})" for r in world.admission_refused))
     eval_dir = cfg.devnet.dir if cfg.stack == "devnet" else state_dir
     if cfg.stack == "embedded":  # a fresh chain: evaluations of an earlier run in this directory are void
         (eval_dir / EVALUATIONS_FILE).unlink(missing_ok=True)
@@ -311,6 +333,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "audit_verified": report.verified,
         "rounds": cfg.rounds,
         "unpaid_rounds": cfg.unpaid_rounds,
+        "registration": "admission" if d.registry.admission_required() else "open",
+        "admission_refused": [r.error for r in world.admission_refused],
         "participants": cfg.participants,
         "byzantine": cfg.byzantine,
         "attack": cfg.attack,

@@ -98,6 +98,10 @@ class Operator:
         )
         return batch, list_ref, tx
 
+    def admit(self, account: str) -> TxResult:
+        """Admit ``account`` to register (a consortium's registry, deployed with admission required)."""
+        return self.deployment.registry.admit(account, sender=self.address)
+
     def set_privacy_budget(self, epsilon: float, participant: str | None = None) -> TxResult:
         """The privacy budget (epsilon, basic composition) for everyone without their own, or for ``participant``."""
         gw = ledger_gateway(self.deployment)

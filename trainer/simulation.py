@@ -626,8 +626,9 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
             reference = {"final_accuracy": tr.accuracy[-1], "accuracy": tr.accuracy}
             continue
         if tr.attack in (SYBIL_ALONE, SPLIT_ALONE):
-            (sybil_alone if tr.attack == SYBIL_ALONE else split_alone)[tr.defense] = {"final_accuracy": tr.accuracy[-1], "participant0_fed": tr.rewards[0] / unit,
-                                       "participant0_stake_lost": tr.burned[0] / STAKE_UNIT}
+            counterfactual = sybil_alone if tr.attack == SYBIL_ALONE else split_alone
+            counterfactual[tr.defense] = {"final_accuracy": tr.accuracy[-1], "participant0_fed": tr.rewards[0] / unit,
+                                          "participant0_stake_lost": tr.burned[0] / STAKE_UNIT}
             continue
         run: dict[str, Any] = {
             "attack": tr.attack,

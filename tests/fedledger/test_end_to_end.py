@@ -216,3 +216,19 @@ def test_the_demos_split_sybils_train_each_wallet_on_its_own_slice_of_the_attack
     honest = train_local(world.spec, base, world.data.x_train[torch.from_numpy(world.parts[2])],
                          world.data.y_train[torch.from_numpy(world.parts[2])], world.local, seed=local_seed(3, 1, 2))
     assert all(torch.equal(sent[2][k], honest[k]) for k in honest)
+
+
+def test_the_demo_on_a_consortiums_registry_admits_its_wallets_and_refuses_an_outsider(tmp_path: Path) -> None:
+    console, buf = quiet()
+    result = run_demo(DemoConfig(participants=4, byzantine=1, rounds=1, seed=4, clean_reference=False,
+                                 admission=True, state_dir=tmp_path), console)
+    s = result.summary
+    assert (s["registration"], s["admission_refused"], s["audit_verified"]) == ("admission", ["RegistryNotAdmitted"],
+                                                                              True)
+    registry = result.deployment.registry
+    assert registry.admission_required() is True and registry.participant_count() == 4
+    assert "an outsider's registration was refused" in buf.getvalue()
+    assert run_demo(DemoConfig(participants=3, byzantine=0, rounds=1, seed=4, clean_reference=False,
+                               state_dir=tmp_path / "open"), quiet()[0]).summary["registration"] == "open"
+    with pytest.raises(ValueError, match="devnet up --admission"):
+        DemoConfig(admission=True, stack="devnet")

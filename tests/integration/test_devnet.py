@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,14 @@ def test_up_twice_is_harmless_and_status_tells_what_runs(devnet: Devnet) -> None
     status = devnet.status()
     assert status["hardhat"]["running"] and status["kubo"]["running"]
     assert status["chain_id"] == 31337 and status["endpoints"]["rpc"] == devnet.cfg.rpc_url
+
+
+def test_up_will_not_reuse_an_open_registry_as_a_consortiums(devnet: Devnet) -> None:
+    assert Manifest.read(devnet.cfg.manifest_path).stake["admissionRequired"] == 0
+    assert devnet_stack(devnet.cfg).deployment.registry.admission_required() is False
+    with pytest.raises(DevnetError, match="deployed open registration, not admission"):
+        Devnet(replace(devnet.cfg, admission=True)).up()
+    assert devnet.up() == Manifest.read(devnet.cfg.manifest_path)  # the deployment is kept as it was
 
 
 def test_ipfs_down_during_submission_is_a_clear_error_and_nothing_is_committed(devnet: Devnet, tmp_path: Path) -> None:
