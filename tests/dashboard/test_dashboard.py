@@ -145,6 +145,7 @@ def test_participant_page_plots_and_lists_reputation_and_rewards_as_the_api_does
     page = browser.page
     assert text(page, "#participant-address") == p["address"]
     assert text(page, "#participant-status") == p["status"] == "active"
+    assert text(page, "#participant-admitted") == "yes" and p["admitted"] is True  # an open registry admits all
     assert text(page, "#participant-reputation") == six(p["reputation"])
     assert wei(text(page, "#participant-balance")) == int(p["balance"])
     assert wei(text(page, "#participant-earned")) == sum(int(r["reward"]) for r in p["rounds"])
