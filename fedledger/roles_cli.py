@@ -394,6 +394,7 @@ def _aggregator_run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
+    stop = _stop_on_signals()  # first: a SIGTERM while the service starts (the index sync) stops it cleanly too
     args.batch_size = args.batch_size if args.batch_size is not None else env_int("FEDLEDGER_BATCH_SIZE", 500)
     args.flush_margin = args.flush_margin if args.flush_margin is not None else env_int("FEDLEDGER_FLUSH_MARGIN_S", 60)
     cfg = DevnetConfig(dir=args.devnet_dir, seed=args.devnet_seed)
@@ -403,7 +404,7 @@ def _aggregator_run(args: argparse.Namespace) -> int:
     relay = f", flushing {queue} {args.flush_margin}s before deadlines" if platform.queue is not None else ""
     print(f"aggregator {platform.stack.aggregator} ({args.settlement} settlement) watching "
           f"{platform.d.rounds.address} every {args.interval}s{relay}", flush=True)
-    wait_loop(platform, interval_s=args.interval, iterations=1 if args.once else None, stop=_stop_on_signals())
+    wait_loop(platform, interval_s=args.interval, iterations=1 if args.once else None, stop=stop)
     print("aggregator stopped", flush=True)
     return 0
 

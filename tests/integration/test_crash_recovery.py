@@ -174,6 +174,11 @@ def test_a_finalize_still_in_the_mempool_is_waited_for_not_sent_twice(world: Wor
         assert world.stack.deployment.rounds.get_round(round_id).state == 2  # closed, its finalize pending
         assert w3.eth.get_transaction_count(world.stack.aggregator, "pending") == before.nonce + 1
         restarted = aggregator(world, "legacy", once=False)
+        assert restarted.stdout is not None
+        started = ""  # read until the service says it has started (after its index sync), or its output ends
+        while "watching" not in started and (line := restarted.stdout.readline()):
+            started += line
+        assert "watching" in started, started + finished(restarted)[1]
         time.sleep(8)  # several passes of the restarted service while the transaction stays pending
         assert restarted.poll() is None, finished(restarted)[1]
         assert w3.eth.get_transaction_count(world.stack.aggregator, "pending") == before.nonce + 1
