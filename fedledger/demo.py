@@ -290,7 +290,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         f"FederatedRounds at {d.rounds.address}, blobs in {stack.store.location}"
     )
     gas_total += world.enroll()
-    if d.registry.admission_required():
+    admission = d.registry.admission_required()
+    if admission:
         console.print(f"registration by admission: the operator admitted {len(world.clients)} wallets; "
                       + "; ".join(f"an outsider's registration was refused ({r})" for r in world.admission_refused))
     eval_dir = cfg.devnet.dir if cfg.stack == "devnet" else state_dir
@@ -333,7 +334,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "audit_verified": report.verified,
         "rounds": cfg.rounds,
         "unpaid_rounds": cfg.unpaid_rounds,
-        "registration": "admission" if d.registry.admission_required() else "open",
+        "registration": "admission" if admission else "open",
         "admission_refused": [r.error for r in world.admission_refused],
         "participants": cfg.participants,
         "byzantine": cfg.byzantine,
