@@ -31,6 +31,7 @@ from typing import Any
 
 from trainer.attacks import ALL_ATTACKS
 from trainer.data import DATASETS
+from trainer.local import LocalConfig, add_local_steps_argument
 from trainer.simulation import (
     BENCH_DEFENSES,
     CLEAN,
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", nargs="+", type=float, default=None, help="Byzantine fractions")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    add_local_steps_argument(parser)
     parser.add_argument("--attacks", nargs="+", choices=(CLEAN, *ALL_ATTACKS), default=None,
                         help="default: none (the clean reference) and every attack")
     parser.add_argument("--defenses", nargs="+", choices=KNOWN_DEFENSES, default=None,
@@ -92,6 +94,7 @@ def _grid(args: argparse.Namespace) -> dict[str, Any]:
     grid["defenses"] = args.defenses or list(BENCH_DEFENSES)
     for p in grid["partitions"]:
         partition_alpha(p)  # raises on a bad name before any work starts
+    grid["local_steps"] = args.local_steps
     if grid["rounds"] < 1:
         raise ValueError(f"--rounds must be >= 1, got {grid['rounds']}")
     for n in grid["participants"]:
@@ -124,11 +127,18 @@ def _worker_init(queue: Any) -> None:
 _QUEUE: Any = None
 
 
-def _run_one(spec: tuple[str, str, int, float, int], grid: dict[str, Any]) -> dict[str, Any]:
-    from trainer.simulation import CellConfig, run_cell
+def _cell_config(spec: tuple[str, str, int, float, int], grid: dict[str, Any]) -> Any:
+    from trainer.simulation import CellConfig
 
     d, p, n, fr, s = spec
-    cfg = CellConfig(d, p, n, fr, s, grid["rounds"], tuple(grid["attacks"]), tuple(grid["defenses"]))
+    return CellConfig(d, p, n, fr, s, grid["rounds"], tuple(grid["attacks"]), tuple(grid["defenses"]),
+                      LocalConfig(steps=grid["local_steps"]))
+
+
+def _run_one(spec: tuple[str, str, int, float, int], grid: dict[str, Any]) -> dict[str, Any]:
+    from trainer.simulation import run_cell
+
+    cfg = _cell_config(spec, grid)
     queue = _QUEUE
     return run_cell(cfg, on_round=(lambda r: queue.put(1)) if queue is not None else None)
 
@@ -156,11 +166,10 @@ def run_grid(grid: dict[str, Any], workers: int, console: Any) -> list[dict[str,
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                from trainer.simulation import CellConfig, run_cell
+                from trainer.simulation import run_cell
 
-                for d, p, n, fr, s in cells:
-                    cfg = CellConfig(d, p, n, fr, s, grid["rounds"], tuple(grid["attacks"]), tuple(grid["defenses"]))
-                    results.append(run_cell(cfg, on_round=lambda r: progress.advance(task)))
+                for spec in cells:
+                    results.append(run_cell(_cell_config(spec, grid), on_round=lambda r: progress.advance(task)))
             finally:
                 torch.set_num_threads(threads)
             return results
@@ -297,8 +306,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{cfg['command']}`  ",
         f"Grid: data sets {', '.join(g['datasets'])}; partitions {', '.join(g['partitions'])}; n in "
-        f"{g['participants']}; Byzantine fractions {g['fractions']}; seeds {g['seeds']}; {g['rounds']} rounds; "
-        f"{len(attacks) - 1} attacks + clean; defences {', '.join(defenses)}.  ",
+        f"{g['participants']}; Byzantine fractions {g['fractions']}; seeds {g['seeds']}; {g['rounds']} rounds; local training "
+        f"{LocalConfig(steps=g.get('local_steps')).describe()}; {len(attacks) - 1} attacks + clean; defences {', '.join(defenses)}.  ",
         f"{cfg['cells']} cells ({cfg['trajectories']} trajectories) in {cfg['wall_seconds']:.0f} s wall with "
         f"{cfg['workers']} worker(s). Accuracies are final test accuracy in %, means over seeds.",
         "",
@@ -648,6 +657,8 @@ def _command(grid: dict[str, Any], quick: bool) -> str:
     for key in ("datasets", "partitions", "participants", "fractions", "seeds"):
         parts.append(f"--{key} " + " ".join(str(v) for v in grid[key]))
     parts.append(f"--rounds {grid['rounds']}")
+    if grid.get("local_steps") != LocalConfig.steps:  # results from before the option: epochs
+        parts.append(f"--local-steps {grid['local_steps'] or 'epochs'}")
     if grid["attacks"] != [CLEAN, *ALL_ATTACKS]:
         parts.append("--attacks " + " ".join(grid["attacks"]))
     if grid["defenses"] != list(BENCH_DEFENSES):

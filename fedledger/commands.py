@@ -8,6 +8,7 @@ from typing import Any
 
 from trainer.attacks import ALL_ATTACKS
 from trainer.data import DATASETS
+from trainer.local import add_local_steps_argument
 from trainer.rules import AGGREGATORS
 
 
@@ -34,6 +35,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         dp_budget=args.dp_budget,
         unpaid_rounds=args.unpaid_rounds,
         admission=args.admission,
+        local_steps=args.local_steps,
     )
     result = run_demo(cfg)
     if args.json:
@@ -168,6 +170,7 @@ def register(sub: Any) -> None:
                         "registration is refused (embedded stack; a devnet's is `fedledger devnet up --admission`)")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")
+    add_local_steps_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--state-dir", type=Path, default=None, help="where blobs and the manifest go (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")

@@ -83,6 +83,7 @@ class DemoConfig:
     # a consortium's registry (embedded stack): the operator admits the demo's wallets, an outsider's is refused; a
     # devnet deployment has the kind `fedledger devnet up [--admission]` gave it
     admission: bool = False
+    local_steps: int | None = LocalConfig.steps  # SGD steps per round for every participant (None: 2 epochs of its data)
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -156,7 +157,7 @@ class Consortium:
         self.byzantine = {c.address for c in self.clients[: cfg.byzantine]}
         self.rule = RuleConfig(aggregator=cfg.aggregator, version=cfg.rule_version)
         self.rounds_opened = 0
-        self.local = LocalConfig()
+        self.local = LocalConfig(steps=cfg.local_steps)
         self.trigger: Trigger = make_trigger(cfg.dataset, self.data.x_train, self.data.num_classes)
         self._last_base: Params | None = None  # the previous round's base: the stale free-rider resends base - it
         self.latest_params: Params | None = None  # the global model after the last round played
@@ -334,6 +335,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "audit_verified": report.verified,
         "rounds": cfg.rounds,
         "unpaid_rounds": cfg.unpaid_rounds,
+        "local_training": world.local.describe(),
         "registration": "admission" if admission else "open",
         "admission_refused": [r.error for r in world.admission_refused],
         "participants": cfg.participants,
@@ -438,7 +440,7 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
 def clean_reference_accuracy(cfg: DemoConfig) -> float:
     """Same data, partition, model and seeds with no attackers and plain FedAvg, off-chain: the yardstick."""
     fed = FederationConfig(cfg.participants, 0, cfg.attack, cfg.rounds, cfg.dataset, cfg.alpha, cfg.seed)
-    return simulate(fed, RuleConfig(aggregator="fedavg")).final_accuracy
+    return simulate(fed, RuleConfig(aggregator="fedavg"), LocalConfig(steps=cfg.local_steps)).final_accuracy
 
 
 def _print_rounds(console: Console, rows: list[RoundRow]) -> None:

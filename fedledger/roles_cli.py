@@ -138,7 +138,8 @@ def _train(args: argparse.Namespace) -> int:
     if not 0 <= args.part < args.of:
         raise ValueError(f"--part must be in [0, {args.of}), got {args.part}")
     idx = torch.from_numpy(dirichlet_partition(data.y_train.numpy(), args.of, args.alpha, seed=args.seed)[args.part])
-    update = train_local(spec, base, data.x_train[idx], data.y_train[idx], LocalConfig(), seed=args.seed + args.part)
+    update = train_local(spec, base, data.x_train[idx], data.y_train[idx], LocalConfig(steps=args.local_steps),
+                         seed=args.seed + args.part)
     args.out.write_bytes(serialize(update))
     print(f"trained on {len(idx)} private samples -> update {args.out}")
     return 0
@@ -433,6 +434,8 @@ def _audit_source(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any, audit_sub: Any) -> None:
+    from trainer.local import add_local_steps_argument
+
     part = sub.add_parser("participant", help="participant: wallet, model, training, submission, status")
     ps = part.add_subparsers(dest="participant_command", required=True)
     p = ps.add_parser("new-key", help="create an encrypted keystore")
@@ -475,6 +478,7 @@ def register(sub: Any, audit_sub: Any) -> None:
     p.add_argument("--of", type=int, default=10)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
+    add_local_steps_argument(p)
     p.add_argument("--out", type=Path, default=Path("update.safetensors"))
     p.set_defaults(func=_train)
 

@@ -2,20 +2,82 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from trainer.errors import TrainerError
 from trainer.model import ModelSpec, Params, load_into
 
 
 @dataclass(frozen=True)
 class LocalConfig:
+    """How a participant trains each round.
+
+    With ``steps`` set, a round is exactly that many SGD steps, however much data the participant holds: minibatches
+    are cut from successive random permutations of its samples (an epoch ends with a short batch, as in ``epochs``
+    mode) until ``steps`` batches are drawn. The update's length then does not grow with the data set, so a
+    participant with much more data than the median is neither clipped nor rejected for it (the rule's norm bounds
+    compare updates with each other). With ``steps=None`` a round is ``epochs`` passes, ``epochs * ceil(n / batch)``
+    steps."""
+
     epochs: int = 2  # few local epochs limit client drift under label skew
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise TrainerError(f"local steps must be at least 1, got {self.steps}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise TrainerError(f"local epochs and batch size must be at least 1, got {self.epochs}, {self.batch_size}")
+
+    def describe(self) -> str:
+        """One line, as a summary or table shows it."""
+        mode = f"{self.epochs} epochs" if self.steps is None else f"{self.steps} steps"
+        return f"{mode} of batch {self.batch_size}, SGD lr {self.lr:g} momentum {self.momentum:g}"
+
+    def num_steps(self, n: int) -> int:
+        """SGD steps a round takes on ``n`` samples."""
+        return self.steps if self.steps is not None else self.epochs * -(-n // self.batch_size)
+
+
+def _steps_arg(value: str) -> int | None:
+    if value == "epochs":
+        return None
+    try:
+        steps = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of steps or 'epochs', got {value!r}") from None
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"local steps must be at least 1, got {steps}")
+    return steps
+
+
+def add_local_steps_argument(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
+    """``--local-steps S|epochs``: every participant trains S SGD steps a round, or (``epochs``) 2 epochs of its data."""
+    default = LocalConfig.steps if nargs is None else [LocalConfig.steps]
+    parser.add_argument("--local-steps", type=_steps_arg, nargs=nargs, default=default, metavar="S|epochs",
+                        help=f"SGD steps every participant trains a round, or 'epochs' for {LocalConfig.epochs} epochs "
+                             f"of its own data (default: {'epochs' if LocalConfig.steps is None else LocalConfig.steps})")
+
+
+def minibatches(n: int, cfg: LocalConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """The sample indices of each SGD step of a round on ``n`` samples (``cfg.num_steps(n)`` batches)."""
+    if n < 1:  # no data, no steps: the update is zero
+        return
+    left = cfg.num_steps(n)
+    while left:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.batch_size):
+            yield order[start : start + cfg.batch_size]
+            left -= 1
+            if not left:
+                return
 
 
 def train_local(spec: ModelSpec, base: Params, x: torch.Tensor, y: torch.Tensor, cfg: LocalConfig, *, seed: int) -> Params:
@@ -24,13 +86,9 @@ def train_local(spec: ModelSpec, base: Params, x: torch.Tensor, y: torch.Tensor,
     opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            opt.zero_grad()
-            loss_fn(module(x[idx]), y[idx]).backward()
-            opt.step()
+    for idx in minibatches(x.shape[0], cfg, gen):
+        opt.zero_grad()
+        loss_fn(module(x[idx]), y[idx]).backward()
+        opt.step()
     trained = module.state_dict()
     return {k: (trained[k].detach().to(torch.float32) - base[k]).contiguous() for k in sorted(base)}

@@ -25,6 +25,7 @@ JSON), so the content hash committed on-chain commits to it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -201,11 +202,12 @@ def check_supported(spec: ModelSpec) -> None:
 
 def plan(cfg: PrivacyConfig, n: int, local: LocalConfig) -> Mechanism:
     """The mechanism a round of ``local`` training on ``n`` samples runs under ``cfg``: Poisson sample rate
-    batch_size / n, ``epochs * int(1 / sample_rate)`` steps (Opacus's DPDataLoader length), sigma given or solved."""
+    batch_size / n; ``local.steps`` steps when set, else ``epochs * int(1 / sample_rate)`` (Opacus's DPDataLoader
+    length per epoch); sigma given or solved."""
     if n < 1:
         raise PrivacyError("no training samples")
     sample_rate = min(1.0, local.batch_size / n)
-    steps = local.epochs * int(1 / sample_rate)
+    steps = local.steps if local.steps is not None else local.epochs * int(1 / sample_rate)
     if cfg.noise_multiplier is not None:
         sigma = float(cfg.noise_multiplier)
     else:
@@ -241,8 +243,8 @@ def train_local_dp(
     )
     loss_fn = nn.CrossEntropyLoss()
     steps = 0
-    for _ in range(local.epochs):
-        for xb, yb in loader:
+    while steps < mech.steps:  # passes over the Poisson loader until the declared number of steps
+        for xb, yb in itertools.islice(loader, mech.steps - steps):
             opt.zero_grad()
             if len(xb) > 0:
                 with warnings.catch_warnings():  # Opacus's hooks on a model whose inputs need no gradient: harmless

@@ -55,7 +55,7 @@ from trainer.defenses import (
     trimmed_mean,
 )
 from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, slashed, weight
-from trainer.local import LocalConfig, train_local
+from trainer.local import LocalConfig, minibatches, train_local
 from trainer.metrics import attack_success_rate, auroc, gini, min_max_ratio, share
 from trainer.model import ModelSpec, init_params, accuracy
 from trainer.rules import VERSIONS, RuleConfig, Status
@@ -243,17 +243,12 @@ class Schedule:
 
 
 def round_schedule(parts: list[np.ndarray], seeds: list[int], cfg: LocalConfig) -> Schedule:
-    """The minibatches ``train_local`` would draw: per client, ``cfg.epochs`` permutations from a generator seeded
-    with the client's ``local_seed``, cut into batches of ``cfg.batch_size``."""
+    """The minibatches ``train_local`` would draw (``trainer.local.minibatches``), per client from a generator
+    seeded with the client's ``local_seed``, as global sample indices."""
     batches: list[list[torch.Tensor]] = []
     for part, seed in zip(parts, seeds, strict=True):
-        gen = torch.Generator().manual_seed(seed)
         shard = torch.from_numpy(part)
-        mine: list[torch.Tensor] = []
-        for _ in range(cfg.epochs):
-            order = torch.randperm(len(part), generator=gen)
-            mine.extend(shard[order[s : s + cfg.batch_size]] for s in range(0, len(part), cfg.batch_size))
-        batches.append(mine)
+        batches.append([shard[idx] for idx in minibatches(len(part), cfg, torch.Generator().manual_seed(seed))])
     steps = max(len(b) for b in batches)
     index = torch.zeros((len(parts), steps, cfg.batch_size), dtype=torch.long)
     weight = torch.zeros((len(parts), steps, cfg.batch_size), dtype=torch.float32)
@@ -672,7 +667,7 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
     return {
         "cell": {
             "dataset": cfg.dataset, "partition": cfg.partition, "n": cfg.n, "fraction": cfg.fraction, "f": f,
-            "seed": cfg.seed, "rounds": cfg.rounds,
+            "seed": cfg.seed, "rounds": cfg.rounds, "local_steps": cfg.local.steps,
         },
         "honest_only_fedavg": reference,
         "sybil_alone": sybil_alone,

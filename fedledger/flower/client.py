@@ -7,7 +7,7 @@
         attack                         "none" (default) or an attack from trainer/attacks.py that needs only
                                        the node's own data and update: signflip, bitflip, noise, labelflip,
                                        freerider_zero (omniscient attacks need other nodes' updates)
-    run config (the app's [tool.flwr.app.config]): dataset, alpha, data-seed, local-epochs, lr
+    run config (the app's [tool.flwr.app.config]): dataset, alpha, data-seed, local-steps, local-epochs, lr
 
 Under a plain Flower strategy (FedAvg, FedMedian) the node returns its trained model in "arrays", as any Flower
 client does. Under FedLedger the instruction carries a RoundTicket and the node returns its update as canonical
@@ -80,8 +80,20 @@ class ParticipantSettings:
             data_seed=int(run.get("data-seed", 0)),
             attack=attack,
             local=LocalConfig(epochs=int(run.get("local-epochs", defaults.epochs)),
-                              lr=float(run.get("lr", defaults.lr))),
+                              lr=float(run.get("lr", defaults.lr)),
+                              steps=_local_steps(run.get("local-steps"), defaults.steps)),
         )
+
+
+def _local_steps(value: object, default: int | None) -> int | None:
+    """The run config's ``local-steps``: a number of SGD steps, or ``"epochs"`` (``local-epochs`` of the node's data)."""
+    if value is None:
+        return default
+    if value == "epochs":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ClientConfigError(f"local-steps must be a positive number of SGD steps or \"epochs\", got {value!r}")
+    return value
 
 
 def wallet_of(context: Context) -> LocalAccount:

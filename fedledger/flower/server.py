@@ -3,7 +3,7 @@ the app's run config, centralized test accuracy per round, and a JSON report.
 
     run config ([tool.flwr.app.config], or `flwr run ... --run-config "k=v ..."`):
         strategy          fedledger | fedavg | fedmedian
-        num-server-rounds, min-nodes, dataset, alpha, data-seed, model-seed, local-epochs, lr (the clients')
+        num-server-rounds, min-nodes, dataset, alpha, data-seed, model-seed, local-steps, local-epochs, lr (the clients')
         stack             embedded (in-process EVM + local blobs in state-dir) | devnet (the running
                           `fedledger devnet up` stack: devnet-dir holds its manifest; keys from devnet-seed)
         report            where to write the JSON report ("" for none)

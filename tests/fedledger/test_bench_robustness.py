@@ -100,11 +100,13 @@ def test_a_bad_partition_is_a_one_line_error(capsys: pytest.CaptureFixture[str])
     assert "unknown partition 'zipf'" in capsys.readouterr().out
 
 
-def test_batched_training_equals_train_local() -> None:
+@pytest.mark.parametrize("cfg", [LocalConfig(epochs=2), LocalConfig(steps=5)], ids=["epochs", "steps"])
+def test_batched_training_equals_train_local(cfg: LocalConfig) -> None:
     data = load_dataset("digits")
     spec = ModelSpec(data.num_features, data.num_classes)
     parts, _ = partition_indices(data.y_train.numpy(), 6, "dir0.5", seed=3)
-    cfg = LocalConfig()
+    if cfg.steps is not None:  # shards both shorter and longer than the steps take
+        assert min(len(p) for p in parts) < cfg.steps * cfg.batch_size < max(len(p) for p in parts)
     base = init_params(spec, 3)
     seeds = [local_seed(3, 2, i) for i in range(6)]
     rows = torch.tensor([0, 1, 2, 3, 4, 5, 2])
@@ -133,3 +135,21 @@ def test_partitions_cover_every_sample_once_with_a_minimum_shard(dataset: str, n
         assert max(sizes) - min(sizes) <= 1 and method == "iid"
     else:
         assert min(sizes) >= min(10, len(labels) // (2 * n)) and method.startswith("dirichlet")
+
+
+def test_local_steps_are_a_grid_setting_recorded_in_cells_command_and_table(tmp_path: Path) -> None:
+    """``--local-steps S``: every participant (honest and attacker) trains S SGD steps; the runs differ from the
+    default 2 epochs, and the results say which local training produced them."""
+    runs = {}
+    for steps in ("3", "epochs"):
+        out_json = tmp_path / f"{steps}.json"
+        assert main(["bench", "robustness", "--datasets", "breast_cancer", "--partitions", "dir0.5", "--participants",
+                     "10", "--fractions", "0.2", "--seeds", "0", "--rounds", "2", "--attacks", "none", "--defenses",
+                     "fedavg", "--local-steps", steps, "--json", str(out_json), "--out", str(tmp_path / steps)]) == 0
+        runs[steps] = json.loads(out_json.read_text())
+    fixed, epochs = runs["3"], runs["epochs"]
+    assert fixed["references"][0]["cell"]["local_steps"] == 3 and epochs["references"][0]["cell"]["local_steps"] is None
+    assert "--local-steps 3" in fixed["config"]["command"] and "--local-steps" not in epochs["config"]["command"]
+    assert fixed["cells"][0]["accuracy"] != epochs["cells"][0]["accuracy"]
+    assert "local training 3 steps of batch 32" in (tmp_path / "3" / "table.md").read_text()
+    assert "local training 2 epochs of batch 32" in (tmp_path / "epochs" / "table.md").read_text()

@@ -150,14 +150,18 @@ def test_audit_catches_decisions_that_do_not_follow_the_rule(tmp_path: Path) -> 
     ), lines
 
 
-@pytest.mark.parametrize("version", [3, 2])
-def test_cli_demo_writes_the_json_summary_and_exits_zero(tmp_path: Path, version: int) -> None:
+@pytest.mark.parametrize(("version", "local_steps", "local_training"),
+                         [(3, "epochs", "2 epochs of batch 32"), (2, "4", "4 steps of batch 32")])
+def test_cli_demo_writes_the_json_summary_and_exits_zero(tmp_path: Path, version: int, local_steps: str,
+                                                         local_training: str) -> None:
     out = tmp_path / "summary.json"
     rc = main(["demo", "--participants", "4", "--byzantine", "1", "--rounds", "2", "--seed", "3",
-               "--state-dir", str(tmp_path / "state"), "--json", str(out), "--rule-version", str(version)])
+               "--state-dir", str(tmp_path / "state"), "--json", str(out), "--rule-version", str(version),
+               "--local-steps", local_steps])
     assert rc == 0
     summary = json.loads(out.read_text())
     assert summary["rule_version"] == version
+    assert summary["local_training"].startswith(local_training)
     for key in ("final_accuracy", "clean_reference_accuracy", "attacker_reward_share", "attacker_rejection_rate",
                 "honest_rejection_rate", "audit_verified", "rounds", "participants", "gas_used_total", "wall_seconds"):
         assert key in summary, key
@@ -181,6 +185,9 @@ def test_cli_rejects_impossible_configurations_with_a_clear_message(capsys: pyte
     assert "--byzantine must be in [0, 3], got 5" in capsys.readouterr().err
     assert main(["demo", "--rounds", "2", "--unpaid-rounds", "2"]) == 2
     assert "--unpaid-rounds must be in [0, 1] (--rounds 2), got 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--local-steps", "0"])
+    assert "local steps must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_unpaid_first_rounds_mint_nothing_and_still_build_reputation_and_verify(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from eth_account import Account
 from flwr.app import Context, RecordDict
 
 from fedledger.flower.client import ClientConfigError, ParticipantSettings, flower_wallet_address, wallet_of
+from trainer.local import LocalConfig
 
 
 def context(node: dict[str, Any], run: dict[str, Any] | None = None) -> Context:
@@ -59,4 +60,9 @@ def test_the_run_config_sets_data_and_local_training() -> None:
     ))
     assert (s.partition_id, s.num_partitions, s.attack, s.dataset, s.alpha, s.data_seed) == (
         1, 4, "signflip", "breast_cancer", 0.3, 5)
-    assert (s.local.epochs, s.local.lr) == (1, 0.1)
+    assert (s.local.epochs, s.local.lr, s.local.steps) == (1, 0.1, LocalConfig.steps)
+    for value, steps in ((6, 6), ("epochs", None)):
+        run = {"local-steps": value}
+        assert ParticipantSettings.from_context(context({"partition-id": 0, "num-partitions": 2}, run)).local.steps == steps
+    with pytest.raises(ClientConfigError, match="local-steps must be a positive number"):
+        ParticipantSettings.from_context(context({"partition-id": 0, "num-partitions": 2}, {"local-steps": 0}))

@@ -59,6 +59,15 @@ def test_a_target_epsilon_solves_the_noise_multiplier_with_get_noise_multiplier(
         assert target - 0.01 <= mech.epsilon <= target  # Opacus's search tolerance, never above the target
 
 
+def test_fixed_local_steps_are_the_mechanism_s_steps_whatever_the_data(digits) -> None:
+    spec, base, x, y = digits
+    local = LocalConfig(steps=5, batch_size=32)
+    for n in (40, 400):
+        assert plan(PrivacyConfig(noise_multiplier=1.0), n, local).steps == 5
+    _, mech = train_local_dp(spec, base, x, y, local, PrivacyConfig(noise_multiplier=1.0), seed=3)
+    assert mech.steps == 5  # train_local_dp raises if it ran another number of steps
+
+
 def test_rdp_composition_over_rounds_is_tighter_than_the_sum() -> None:
     mechs = [Mechanism(1.0, 0.3, 6, 1.0, 1e-5)] * 5
     composed = rdp_composed_epsilon(mechs, 5e-5)
