@@ -132,7 +132,7 @@ def _cell_config(spec: tuple[str, str, int, float, int], grid: dict[str, Any]) -
 
     d, p, n, fr, s = spec
     return CellConfig(d, p, n, fr, s, grid["rounds"], tuple(grid["attacks"]), tuple(grid["defenses"]),
-                      LocalConfig(steps=grid["local_steps"]))
+                      LocalConfig.from_option(grid["local_steps"]))
 
 
 def _run_one(spec: tuple[str, str, int, float, int], grid: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Command: `{cfg['command']}`  ",
         f"Grid: data sets {', '.join(g['datasets'])}; partitions {', '.join(g['partitions'])}; n in "
         f"{g['participants']}; Byzantine fractions {g['fractions']}; seeds {g['seeds']}; {g['rounds']} rounds; local training "
-        f"{LocalConfig(steps=g.get('local_steps')).describe()}; {len(attacks) - 1} attacks + clean; defences {', '.join(defenses)}.  ",
+        f"{LocalConfig.from_option(g.get('local_steps')).describe()}; {len(attacks) - 1} attacks + clean; defences {', '.join(defenses)}.  ",
         f"{cfg['cells']} cells ({cfg['trajectories']} trajectories) in {cfg['wall_seconds']:.0f} s wall with "
         f"{cfg['workers']} worker(s). Accuracies are final test accuracy in %, means over seeds.",
         "",

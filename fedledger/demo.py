@@ -83,7 +83,8 @@ class DemoConfig:
     # a consortium's registry (embedded stack): the operator admits the demo's wallets, an outsider's is refused; a
     # devnet deployment has the kind `fedledger devnet up [--admission]` gave it
     admission: bool = False
-    local_steps: int | None = LocalConfig.steps  # SGD steps per round for every participant (None: 2 epochs of its data)
+    # SGD steps per round for every participant: S, None (2 epochs of its data) or "epochs:S" (2 epochs, at most S)
+    local_steps: int | str | None = LocalConfig.steps
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -157,7 +158,7 @@ class Consortium:
         self.byzantine = {c.address for c in self.clients[: cfg.byzantine]}
         self.rule = RuleConfig(aggregator=cfg.aggregator, version=cfg.rule_version)
         self.rounds_opened = 0
-        self.local = LocalConfig(steps=cfg.local_steps)
+        self.local = LocalConfig.from_option(cfg.local_steps)
         self.trigger: Trigger = make_trigger(cfg.dataset, self.data.x_train, self.data.num_classes)
         self._last_base: Params | None = None  # the previous round's base: the stale free-rider resends base - it
         self.latest_params: Params | None = None  # the global model after the last round played
@@ -440,7 +441,7 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
 def clean_reference_accuracy(cfg: DemoConfig) -> float:
     """Same data, partition, model and seeds with no attackers and plain FedAvg, off-chain: the yardstick."""
     fed = FederationConfig(cfg.participants, 0, cfg.attack, cfg.rounds, cfg.dataset, cfg.alpha, cfg.seed)
-    return simulate(fed, RuleConfig(aggregator="fedavg"), LocalConfig(steps=cfg.local_steps)).final_accuracy
+    return simulate(fed, RuleConfig(aggregator="fedavg"), LocalConfig.from_option(cfg.local_steps)).final_accuracy
 
 
 def _print_rounds(console: Console, rows: list[RoundRow]) -> None:

@@ -138,7 +138,7 @@ def _train(args: argparse.Namespace) -> int:
     if not 0 <= args.part < args.of:
         raise ValueError(f"--part must be in [0, {args.of}), got {args.part}")
     idx = torch.from_numpy(dirichlet_partition(data.y_train.numpy(), args.of, args.alpha, seed=args.seed)[args.part])
-    update = train_local(spec, base, data.x_train[idx], data.y_train[idx], LocalConfig(steps=args.local_steps),
+    update = train_local(spec, base, data.x_train[idx], data.y_train[idx], LocalConfig.from_option(args.local_steps),
                          seed=args.seed + args.part)
     args.out.write_bytes(serialize(update))
     print(f"trained on {len(idx)} private samples -> update {args.out}")

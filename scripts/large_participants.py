@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trainer import aggregation as agg  # noqa: E402
 from trainer.data import load_dataset  # noqa: E402
-from trainer.local import LocalConfig, add_local_steps_argument, train_local  # noqa: E402
+from trainer.local import LocalConfig, add_local_steps_argument, parse_local_steps, train_local  # noqa: E402
 from trainer.model import ModelSpec, init_params  # noqa: E402
 from trainer.rules import RuleConfig  # noqa: E402
 from trainer.simulation import local_seed, partition_indices  # noqa: E402
@@ -91,10 +91,9 @@ def main() -> int:
     ]
     large_modes = args.large_steps or ["same"]
     for steps, large_steps in itertools.product(args.local_steps, large_modes):
-        cfg = LocalConfig(steps=steps)
-        large = cfg if large_steps == "same" else LocalConfig(steps=None if large_steps == "epochs" else int(large_steps))
-        label = f"{cfg.epochs} epochs" if steps is None else f"{steps} steps"
-        large_label = f"{large.epochs} epochs" if large.steps is None else f"{large.steps} steps"
+        cfg = LocalConfig.from_option(steps)
+        large = cfg if large_steps == "same" else LocalConfig.from_option(parse_local_steps(large_steps))
+        label, large_label = cfg.label(), large.label()
         for dataset in ("digits", "breast_cancer"):
             ratios: dict[int, list[float]] = {m: [] for m in args.multiples}
             step_counts: list[int] = []

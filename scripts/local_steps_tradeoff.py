@@ -27,8 +27,8 @@ from trainer.local import LocalConfig, add_local_steps_argument  # noqa: E402
 SETTINGS = [("digits", 20), ("digits", 50), ("breast_cancer", 20), ("breast_cancer", 50)]
 
 
-def results(steps: int | None, json_dir: Path, workers: int) -> dict:
-    path = json_dir / f"{'epochs' if steps is None else steps}.json"
+def results(steps: int | str | None, json_dir: Path, workers: int) -> dict:
+    path = json_dir / f"{'epochs' if steps is None else str(steps).replace(':', '_max')}.json"
     if not path.exists():
         rc = fedledger(["bench", "robustness", "--datasets", "digits", "breast_cancer", "--partitions", "dir0.5",
                         "--participants", "20", "50", "--fractions", "0.1", "--seeds", "0", "1", "2", "--attacks",
@@ -72,7 +72,7 @@ def main() -> int:
             if c["defense"] == "platform":
                 rejected[key].append(c["honest_rejection_rate"])
                 starved[key].append(c["honest_starved_share"])
-        label = LocalConfig(steps=steps).describe().split(" of batch")[0]
+        label = LocalConfig.from_option(steps).label()
         cells = [f"{100 * statistics.mean(acc[(*k, 'fedavg')]):.1f} / {100 * statistics.mean(acc[(*k, 'platform')]):.1f}; "
                  f"{100 * statistics.mean(rejected[k]):.1f} % rejected; {100 * statistics.mean(starved[k]):.1f} % starved"
                  for k in SETTINGS]

@@ -51,9 +51,9 @@ def main() -> int:
         t0 = time.perf_counter()
         for seed in args.seeds:
             cfg = sim.CellConfig(args.dataset, "dir0.5", args.participants, 0.1, seed, args.rounds, ("none",),
-                                 ("platform",), LocalConfig(steps=steps))
+                                 ("platform",), LocalConfig.from_option(steps))
             sim.run_cell(cfg)
-        label = LocalConfig(steps=steps).describe().split(" of batch")[0]
+        label = LocalConfig.from_option(steps).label()
         print(f"| {label} | " + " | ".join(str(tally[s.name]) for s in verdicts)
               + f" | {time.perf_counter() - t0:.0f} s |")
     return 0

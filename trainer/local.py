@@ -22,48 +22,80 @@ class LocalConfig:
     mode) until ``steps`` batches are drawn. The update's length then does not grow with the data set, so a
     participant with much more data than the median is neither clipped nor rejected for it (the rule's norm bounds
     compare updates with each other). With ``steps=None`` a round is ``epochs`` passes, ``epochs * ceil(n / batch)``
-    steps."""
+    steps, or at most ``max_steps`` of them when that is set (a large data set is cut short, a small one keeps its
+    passes)."""
 
     epochs: int = 2  # few local epochs limit client drift under label skew
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
     steps: int | None = None
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
             raise TrainerError(f"local steps must be at least 1, got {self.steps}")
+        if self.max_steps is not None and (self.max_steps < 1 or self.steps is not None):
+            raise TrainerError(f"max_steps caps epochs mode and must be at least 1, got {self.max_steps} "
+                               f"(steps {self.steps})")
         if self.epochs < 1 or self.batch_size < 1:
             raise TrainerError(f"local epochs and batch size must be at least 1, got {self.epochs}, {self.batch_size}")
 
+    @classmethod
+    def from_option(cls, value: int | str | None) -> LocalConfig:
+        """The ``--local-steps`` value: S (int), None (epochs) or ``"epochs:S"`` (epochs, at most S steps)."""
+        if value is None or isinstance(value, int):
+            return cls(steps=value)
+        return cls(max_steps=int(str(value).removeprefix("epochs:")))
+
+    def label(self) -> str:
+        """``2 epochs``, ``6 steps`` or ``2 epochs, at most 6 steps``."""
+        if self.steps is not None:
+            return f"{self.steps} steps"
+        return f"{self.epochs} epochs" + (f", at most {self.max_steps} steps" if self.max_steps is not None else "")
+
     def describe(self) -> str:
         """One line, as a summary or table shows it."""
-        mode = f"{self.epochs} epochs" if self.steps is None else f"{self.steps} steps"
-        return f"{mode} of batch {self.batch_size}, SGD lr {self.lr:g} momentum {self.momentum:g}"
+        return f"{self.label()} of batch {self.batch_size}, SGD lr {self.lr:g} momentum {self.momentum:g}"
+
+    def cap(self, steps: int) -> int:
+        """An epochs-mode step count after ``max_steps``."""
+        return steps if self.max_steps is None else min(steps, self.max_steps)
 
     def num_steps(self, n: int) -> int:
         """SGD steps a round takes on ``n`` samples."""
-        return self.steps if self.steps is not None else self.epochs * -(-n // self.batch_size)
+        return self.steps if self.steps is not None else self.cap(self.epochs * -(-n // self.batch_size))
 
 
-def _steps_arg(value: str) -> int | None:
+def parse_local_steps(value: str) -> int | str | None:
+    """``S`` -> S, ``epochs`` -> None, ``epochs:S`` -> ``"epochs:S"`` (see ``LocalConfig.from_option``)."""
     if value == "epochs":
         return None
+    capped = value.startswith("epochs:")
     try:
-        steps = int(value)
+        steps = int(value.removeprefix("epochs:"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of steps or 'epochs', got {value!r}") from None
+        raise ValueError(f"expected a number of steps, 'epochs' or 'epochs:S', got {value!r}") from None
     if steps < 1:
-        raise argparse.ArgumentTypeError(f"local steps must be at least 1, got {steps}")
-    return steps
+        raise ValueError(f"local steps must be at least 1, got {steps}")
+    return f"epochs:{steps}" if capped else steps
+
+
+def _steps_arg(value: str) -> int | str | None:
+    try:
+        return parse_local_steps(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_local_steps_argument(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
-    """``--local-steps S|epochs``: every participant trains S SGD steps a round, or (``epochs``) 2 epochs of its data."""
+    """``--local-steps S|epochs|epochs:S``: every participant trains S SGD steps a round, or (``epochs``) 2 epochs of
+    its data, or (``epochs:S``) 2 epochs but at most S steps."""
     default = LocalConfig.steps if nargs is None else [LocalConfig.steps]
-    parser.add_argument("--local-steps", type=_steps_arg, nargs=nargs, default=default, metavar="S|epochs",
-                        help=f"SGD steps every participant trains a round, or 'epochs' for {LocalConfig.epochs} epochs "
-                             f"of its own data (default: {'epochs' if LocalConfig.steps is None else LocalConfig.steps})")
+    parser.add_argument("--local-steps", type=_steps_arg, nargs=nargs, default=default, metavar="S|epochs|epochs:S",
+                        help=f"SGD steps every participant trains a round; 'epochs' for {LocalConfig.epochs} epochs of "
+                             f"its own data (the default); 'epochs:S' for {LocalConfig.epochs} epochs but at most S "
+                             "steps")
 
 
 def minibatches(n: int, cfg: LocalConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:

@@ -203,11 +203,11 @@ def check_supported(spec: ModelSpec) -> None:
 def plan(cfg: PrivacyConfig, n: int, local: LocalConfig) -> Mechanism:
     """The mechanism a round of ``local`` training on ``n`` samples runs under ``cfg``: Poisson sample rate
     batch_size / n; ``local.steps`` steps when set, else ``epochs * int(1 / sample_rate)`` (Opacus's DPDataLoader
-    length per epoch); sigma given or solved."""
+    length per epoch) capped at ``local.max_steps``; sigma given or solved."""
     if n < 1:
         raise PrivacyError("no training samples")
     sample_rate = min(1.0, local.batch_size / n)
-    steps = local.steps if local.steps is not None else local.epochs * int(1 / sample_rate)
+    steps = local.steps if local.steps is not None else local.cap(local.epochs * int(1 / sample_rate))
     if cfg.noise_multiplier is not None:
         sigma = float(cfg.noise_multiplier)
     else:

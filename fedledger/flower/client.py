@@ -17,6 +17,7 @@ and a Registration, both signed with its own key: the key never leaves the node;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from storage.base import sha256
 from storage.cids import uri_for
 from trainer.attacks import AttackContext, apply_attack
 from trainer.data import Dataset, dirichlet_partition, load_dataset
-from trainer.local import LocalConfig, train_local
+from trainer.local import LocalConfig, parse_local_steps, train_local
 from trainer.model import ModelSpec, Params, accuracy
 from trainer.serialization import serialize
 from trainer.simulation import local_seed
@@ -79,21 +80,24 @@ class ParticipantSettings:
             alpha=float(run.get("alpha", 0.5)),
             data_seed=int(run.get("data-seed", 0)),
             attack=attack,
-            local=LocalConfig(epochs=int(run.get("local-epochs", defaults.epochs)),
-                              lr=float(run.get("lr", defaults.lr)),
-                              steps=_local_steps(run.get("local-steps"), defaults.steps)),
+            local=dataclasses.replace(
+                LocalConfig.from_option(_local_steps(run.get("local-steps"))),
+                epochs=int(run.get("local-epochs", defaults.epochs)), lr=float(run.get("lr", defaults.lr)),
+            ),
         )
 
 
-def _local_steps(value: object, default: int | None) -> int | None:
-    """The run config's ``local-steps``: a number of SGD steps, or ``"epochs"`` (``local-epochs`` of the node's data)."""
+def _local_steps(value: object) -> int | str | None:
+    """The run config's ``local-steps``: a number of SGD steps, ``"epochs"`` (``local-epochs`` of the node's data) or
+    ``"epochs:S"`` (those epochs, at most S steps); absent: the platform's default."""
     if value is None:
-        return default
-    if value == "epochs":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ClientConfigError(f"local-steps must be a positive number of SGD steps or \"epochs\", got {value!r}")
-    return value
+        return LocalConfig.steps
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ClientConfigError(f"local-steps must be a number of SGD steps, \"epochs\" or \"epochs:S\", got {value!r}")
+    try:
+        return parse_local_steps(str(value))
+    except ValueError as e:
+        raise ClientConfigError(f"local-steps: {e}") from None
 
 
 def wallet_of(context: Context) -> LocalAccount:

@@ -61,8 +61,11 @@ def test_the_run_config_sets_data_and_local_training() -> None:
     assert (s.partition_id, s.num_partitions, s.attack, s.dataset, s.alpha, s.data_seed) == (
         1, 4, "signflip", "breast_cancer", 0.3, 5)
     assert (s.local.epochs, s.local.lr, s.local.steps) == (1, 0.1, LocalConfig.steps)
-    for value, steps in ((6, 6), ("epochs", None)):
-        run = {"local-steps": value}
-        assert ParticipantSettings.from_context(context({"partition-id": 0, "num-partitions": 2}, run)).local.steps == steps
-    with pytest.raises(ClientConfigError, match="local-steps must be a positive number"):
-        ParticipantSettings.from_context(context({"partition-id": 0, "num-partitions": 2}, {"local-steps": 0}))
+    node = {"partition-id": 0, "num-partitions": 2}
+    for value, steps, cap in ((6, 6, None), ("epochs", None, None), ("epochs:8", None, 8)):
+        local = ParticipantSettings.from_context(context(node, {"local-steps": value, "local-epochs": 3})).local
+        assert (local.steps, local.max_steps, local.epochs) == (steps, cap, 3)
+    for bad, message in ((0, "local steps must be at least 1, got 0"), ("six", "expected a number of steps"),
+                         (1.5, "must be a number of SGD steps")):
+        with pytest.raises(ClientConfigError, match=message):
+            ParticipantSettings.from_context(context(node, {"local-steps": bad}))

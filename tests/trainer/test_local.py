@@ -55,12 +55,22 @@ def test_a_large_participant_trains_as_long_as_a_small_one() -> None:
     assert norm(large, steps) < 1.5 * norm(small, steps)
 
 
+def test_a_step_cap_cuts_only_the_large_data_sets_epochs_short() -> None:
+    cfg = LocalConfig.from_option("epochs:6")
+    assert (cfg.steps, cfg.max_steps, cfg.label()) == (None, 6, "2 epochs, at most 6 steps")
+    assert [cfg.num_steps(n) for n in (7, 64, 65, 96, 97, 1000)] == [2, 4, 6, 6, 6, 6]
+    assert _plan(1000, cfg) == _plan(1000, LocalConfig())[:6]  # the same batches, cut short
+    assert _plan(40, cfg) == _plan(40, LocalConfig())  # a small data set keeps its 2 epochs
+
+
 def test_no_data_is_no_step_and_bad_settings_are_typed_errors() -> None:
     assert _plan(0, LocalConfig(steps=4)) == []
     with pytest.raises(TrainerError, match="at least 1, got 0"):
         LocalConfig(steps=0)
     with pytest.raises(TrainerError, match="at least 1"):
         LocalConfig(batch_size=0)
+    with pytest.raises(TrainerError, match="max_steps caps epochs mode"):
+        LocalConfig(steps=4, max_steps=6)
 
 
 def test_the_command_line_option_reads_steps_or_epochs() -> None:
@@ -69,6 +79,7 @@ def test_the_command_line_option_reads_steps_or_epochs() -> None:
     assert p.parse_args([]).local_steps == LocalConfig.steps
     assert p.parse_args(["--local-steps", "8"]).local_steps == 8
     assert p.parse_args(["--local-steps", "epochs"]).local_steps is None
-    for bad in ("0", "six"):
+    assert p.parse_args(["--local-steps", "epochs:6"]).local_steps == "epochs:6"
+    for bad in ("0", "six", "epochs:0", "epochs:"):
         with pytest.raises(SystemExit):
             p.parse_args(["--local-steps", bad])

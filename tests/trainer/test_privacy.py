@@ -66,6 +66,10 @@ def test_fixed_local_steps_are_the_mechanism_s_steps_whatever_the_data(digits) -
         assert plan(PrivacyConfig(noise_multiplier=1.0), n, local).steps == 5
     _, mech = train_local_dp(spec, base, x, y, local, PrivacyConfig(noise_multiplier=1.0), seed=3)
     assert mech.steps == 5  # train_local_dp raises if it ran another number of steps
+    capped = LocalConfig.from_option("epochs:4")  # 2 epochs of Poisson batches (int(1 / q) each), at most 4 steps
+    assert plan(PrivacyConfig(noise_multiplier=1.0), 40, capped).steps == 2
+    assert plan(PrivacyConfig(noise_multiplier=1.0), 400, capped).steps == 4
+    assert train_local_dp(spec, base, x, y, capped, PrivacyConfig(noise_multiplier=1.0), seed=3)[1].steps == 4
 
 
 def test_rdp_composition_over_rounds_is_tighter_than_the_sum() -> None:
