@@ -11,6 +11,12 @@ Settlement and relay (docs/merkle-rounds.md; flush policy in fedledger/service.p
                                            service, the close route and POST /operator/rounds/{id}/flush still flush)
     FEDLEDGER_RELAY_QUEUE=PATH             the queue's SQLite file (default: relay-queue.sqlite in the state dir on
                                            the embedded stack, beside the devnet manifest on the devnet)
+
+Local training the operator announces (GET /health ``local_training``; ``fedledger participant train --api URL``
+follows it unless given ``--local-steps``): the platform judges updates, it cannot see how they were trained.
+
+    FEDLEDGER_LOCAL_STEPS=epochs|S|epochs:S   2 epochs of each participant's data (default), S SGD steps, or 2 epochs
+                                           capped at S steps (S: the median participant's step count)
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trainer.local import parse_local_steps
 
 DEV_OPERATOR_TOKEN = "dev-operator-token"
 MAX_BATCH_ENTRIES = 10_000  # FederatedRounds.MAX_BATCH_ENTRIES
@@ -44,6 +52,13 @@ class Settings(BaseSettings):
     flush_margin_s: int = Field(default=60, ge=0, le=30 * 24 * 3600)  # post pending entries this long before a deadline
     flush_interval_s: float = Field(default=5.0, ge=0, le=3600)  # background flusher period; 0 turns it off
     relay_queue: Path | None = None  # default: relay-queue.sqlite in the state (embedded) or devnet directory
+    local_steps: str = "epochs"  # announced local training: epochs | S | epochs:S (trainer.local.parse_local_steps)
+
+    @field_validator("local_steps")
+    @classmethod
+    def _local_steps_parse(cls, value: str) -> str:
+        parsed = parse_local_steps(value)  # ValueError names the problem
+        return "epochs" if parsed is None else str(parsed)
 
     @model_validator(mode="after")
     def _no_development_secrets_in_production(self) -> Settings:

@@ -128,7 +128,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from trainer.data import dirichlet_partition, load_dataset
-    from trainer.local import LocalConfig, train_local
+    from trainer.local import LocalConfig, parse_local_steps, train_local
     from trainer.model import ModelSpec
     from trainer.serialization import deserialize, serialize
 
@@ -138,10 +138,17 @@ def _train(args: argparse.Namespace) -> int:
     if not 0 <= args.part < args.of:
         raise ValueError(f"--part must be in [0, {args.of}), got {args.part}")
     idx = torch.from_numpy(dirichlet_partition(data.y_train.numpy(), args.of, args.alpha, seed=args.seed)[args.part])
-    update = train_local(spec, base, data.x_train[idx], data.y_train[idx], LocalConfig.from_option(args.local_steps),
-                         seed=args.seed + args.part)
+    if hasattr(args, "local_steps"):
+        local = LocalConfig.from_option(args.local_steps)
+    elif args.api is not None:
+        with _http(args) as http:
+            local = LocalConfig.from_option(parse_local_steps(_ok(http.get("/health"))["local_training"]["local_steps"]))
+    else:
+        local = LocalConfig()
+    update = train_local(spec, base, data.x_train[idx], data.y_train[idx], local, seed=args.seed + args.part)
     args.out.write_bytes(serialize(update))
-    print(f"trained on {len(idx)} private samples -> update {args.out}")
+    print(f"trained on {len(idx)} private samples ({local.num_steps(len(idx))} SGD steps: {local.label()}) -> update "
+          f"{args.out}")
     return 0
 
 
@@ -478,7 +485,9 @@ def register(sub: Any, audit_sub: Any) -> None:
     p.add_argument("--of", type=int, default=10)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
-    add_local_steps_argument(p)
+    add_local_steps_argument(p, default=argparse.SUPPRESS)
+    p.add_argument("--api", default=None,
+                   help="follow the local training this server announces (GET /health) unless --local-steps is given")
     p.add_argument("--out", type=Path, default=Path("update.safetensors"))
     p.set_defaults(func=_train)
 

@@ -88,10 +88,13 @@ def _steps_arg(value: str) -> int | str | None:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_local_steps_argument(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
+def add_local_steps_argument(parser: argparse.ArgumentParser, *, nargs: str | None = None,
+                             default: object = None) -> None:
     """``--local-steps S|epochs|epochs:S``: every participant trains S SGD steps a round, or (``epochs``) 2 epochs of
-    its data, or (``epochs:S``) 2 epochs but at most S steps."""
-    default = LocalConfig.steps if nargs is None else [LocalConfig.steps]
+    its data, or (``epochs:S``) 2 epochs but at most S steps. ``default`` replaces the platform's default (e.g.
+    ``argparse.SUPPRESS``: absent when not given)."""
+    if default is None:
+        default = LocalConfig.steps if nargs is None else [LocalConfig.steps]
     parser.add_argument("--local-steps", type=_steps_arg, nargs=nargs, default=default, metavar="S|epochs|epochs:S",
                         help=f"SGD steps every participant trains a round; 'epochs' for {LocalConfig.epochs} epochs of "
                              f"its own data (the default); 'epochs:S' for {LocalConfig.epochs} epochs but at most S "

@@ -54,3 +54,4 @@ def test_an_open_registry_refuses_admissions_with_409(client: TestClient) -> Non
     answer = client.post(f"/operator/participants/{wallet.address}/admit", headers=OPERATOR)
     assert answer.status_code == 409 and answer.json()["error"] == "RegistryAdmissionNotRequired"
     assert client.get(f"/participants/{wallet.address}").json()["admitted"] is True
+

@@ -25,7 +25,7 @@ TOKEN = "integration-operator-token"
 def api_url(devnet: Devnet, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "FEDLEDGER_STACK": "devnet", "FEDLEDGER_DEVNET_DIR": str(devnet.cfg.dir),
-           "FEDLEDGER_OPERATOR_TOKEN": TOKEN, "FEDLEDGER_ENVIRONMENT": "production"}
+           "FEDLEDGER_OPERATOR_TOKEN": TOKEN, "FEDLEDGER_ENVIRONMENT": "production", "FEDLEDGER_LOCAL_STEPS": "epochs:3"}
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "fedledger.cli", "api", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -64,10 +64,16 @@ def test_participants_register_submit_and_an_auditor_verifies_over_http(
     round_id = opened.json()["round"]
     model = tmp_path / "global.safetensors"
     assert main(["participant", "fetch-model", "--api", api_url, "--out", str(model)]) == 0
+    assert http.get("/health").json()["local_training"]["local_steps"] == "epochs:3"
+    capsys.readouterr()
     for i, k in enumerate(keys):
         update = tmp_path / f"u{i}.safetensors"
+        # participant 0 follows the training the operator announces, the others train the default 2 epochs
+        follow = ["--api", api_url] if i == 0 else []
         assert main(["participant", "train", "--model", str(model), "--part", str(i), "--of", "10",
-                     "--out", str(update)]) == 0
+                     "--out", str(update), *follow]) == 0
+        trained = capsys.readouterr().out
+        assert ("3 SGD steps: 2 epochs, at most 3 steps" in trained) == (i == 0), trained
         assert main(["participant", "submit", "--keystore", str(k), "--api", api_url, "--update", str(update),
                      "--round", str(round_id)]) == 0
     assert http.post(f"/operator/rounds/{round_id}/close", headers=operator).status_code == 200
