@@ -242,8 +242,14 @@ class Consortium:
         honest updates for ALIE / IPM / the adaptive backdoor, a retraining hook for label flip and backdoors, the
         previous global step for the stale free-rider; sybils copy the first attacker's update, or train on slices of
         the attackers' pooled data)."""
-        updates = [self._train(i, bases[i], round_id) for i in range(len(self.clients))]
         attackers = [i for i, c in enumerate(self.clients) if c.address in self.byzantine]
+        slices = None  # sybil_split: the attackers' data sets pooled as one party's, cut into one slice per wallet
+        if attackers and self.cfg.attack == "sybil_split":
+            pooled = np.sort(np.concatenate([self.parts[i] for i in attackers]))
+            slices = dict(zip(attackers, split_shard(pooled, len(attackers), seed=self.cfg.seed), strict=True))
+        # a split wallet trains only on its slice (never on the shard it was dealt)
+        updates = [self._train(i, bases[i], round_id, indices=None if slices is None else slices.get(i))
+                   for i in range(len(self.clients))]
         if not attackers:
             return updates
         honest = [u for i, u in enumerate(updates) if i not in attackers]
@@ -253,16 +259,12 @@ class Consortium:
             step = {k: (base[k] - self._last_base[k]).contiguous() for k in base}
         self._last_base = base
         sent = list(updates)
-        slices = None  # sybil_split: the attackers' data sets pooled as one party's, cut into one slice per wallet
-        if self.cfg.attack == "sybil_split":
-            pooled = np.sort(np.concatenate([self.parts[i] for i in attackers]))
-            slices = split_shard(pooled, len(attackers), seed=self.cfg.seed)
-        for position, i in enumerate(attackers):
+        for i in attackers:
             context = AttackContext(
                 honest=honest, n=len(self.clients), f=len(attackers), previous_global_step=step,
                 retrain=lambda transform, i=i: self._train(i, bases[i], round_id, transform),
                 num_classes=self.data.num_classes, trigger=self.trigger, sybil_source=updates[attackers[0]],
-                split_update=None if slices is None else self._train(i, bases[i], round_id, indices=slices[position]),
+                split_update=None if slices is None else updates[i],
             )
             sent[i] = apply_attack(self.cfg.attack, updates[i], seed=local_seed(self.cfg.seed, round_id, i),
                                    context=context)
