@@ -306,8 +306,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{cfg['command']}`  ",
         f"Grid: data sets {', '.join(g['datasets'])}; partitions {', '.join(g['partitions'])}; n in "
-        f"{g['participants']}; Byzantine fractions {g['fractions']}; seeds {g['seeds']}; {g['rounds']} rounds; local training "
-        f"{LocalConfig.from_option(g.get('local_steps')).describe()}; {len(attacks) - 1} attacks + clean; defences {', '.join(defenses)}.  ",
+        f"{g['participants']}; Byzantine fractions {g['fractions']}; seeds {g['seeds']}; {g['rounds']} rounds; "
+        f"local training {LocalConfig.from_option(g.get('local_steps')).describe()}; {len(attacks) - 1} attacks + "
+        f"clean; defences {', '.join(defenses)}.  ",
         f"{cfg['cells']} cells ({cfg['trajectories']} trajectories) in {cfg['wall_seconds']:.0f} s wall with "
         f"{cfg['workers']} worker(s). Accuracies are final test accuracy in %, means over seeds.",
         "",
