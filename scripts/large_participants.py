@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trainer import aggregation as agg  # noqa: E402
 from trainer.data import load_dataset  # noqa: E402
-from trainer.local import LocalConfig, add_local_steps_argument, parse_local_steps, train_local  # noqa: E402
+from trainer.local import LocalConfig, add_local_steps_argument, local_steps_type, train_local  # noqa: E402
 from trainer.model import ModelSpec, init_params  # noqa: E402
 from trainer.rules import RuleConfig  # noqa: E402
 from trainer.simulation import local_seed, partition_indices  # noqa: E402
@@ -61,6 +61,11 @@ def measure(dataset: str, n: int, seed: int, rounds: list[int], multiples: list[
     return out, [cfg.num_steps(len(p)) for p in parts]
 
 
+def _large_steps(value: str) -> int | str | None:
+    """``same`` or a ``--local-steps`` value, checked when the command line is read (not after the first tables)."""
+    return value if value == "same" else local_steps_type(value)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--participants", type=int, default=20)
@@ -68,7 +73,7 @@ def main() -> int:
     p.add_argument("--rounds", nargs="+", type=int, default=[1, 5, 10, 20])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     add_local_steps_argument(p, nargs="+")  # several: one table each
-    p.add_argument("--large-steps", nargs="+", default=None, metavar="S|epochs|same",
+    p.add_argument("--large-steps", nargs="+", default=None, metavar="S|epochs|epochs:S|same", type=_large_steps,
                    help="how the identity with m participants' data trains, against each --local-steps (default: "
                         "same, as everyone); e.g. with --local-steps epochs, 6 = it alone trains 6 steps")
     p.add_argument("--out", type=Path)
@@ -92,7 +97,7 @@ def main() -> int:
     large_modes = args.large_steps or ["same"]
     for steps, large_steps in itertools.product(args.local_steps, large_modes):
         cfg = LocalConfig.from_option(steps)
-        large = cfg if large_steps == "same" else LocalConfig.from_option(parse_local_steps(large_steps))
+        large = cfg if large_steps == "same" else LocalConfig.from_option(large_steps)
         label, large_label = cfg.label(), large.label()
         for dataset in ("digits", "breast_cancer"):
             ratios: dict[int, list[float]] = {m: [] for m in args.multiples}

@@ -81,7 +81,8 @@ def parse_local_steps(value: str) -> int | str | None:
     return f"epochs:{steps}" if capped else steps
 
 
-def _steps_arg(value: str) -> int | str | None:
+def local_steps_type(value: str) -> int | str | None:
+    """``parse_local_steps`` as an argparse ``type`` (a bad value is a usage error)."""
     try:
         return parse_local_steps(value)
     except ValueError as e:
@@ -95,7 +96,8 @@ def add_local_steps_argument(parser: argparse.ArgumentParser, *, nargs: str | No
     ``argparse.SUPPRESS``: absent when not given)."""
     if default is None:
         default = LocalConfig.steps if nargs is None else [LocalConfig.steps]
-    parser.add_argument("--local-steps", type=_steps_arg, nargs=nargs, default=default, metavar="S|epochs|epochs:S",
+    parser.add_argument("--local-steps", type=local_steps_type, nargs=nargs, default=default,
+                        metavar="S|epochs|epochs:S",
                         help=f"SGD steps every participant trains a round; 'epochs' for {LocalConfig.epochs} epochs of "
                              f"its own data (the default); 'epochs:S' for {LocalConfig.epochs} epochs but at most S "
                              "steps")
