@@ -1,5 +1,9 @@
 """A full register -> submit -> finalize -> audit flow over HTTP against the devnet stack: a real uvicorn
-serving the API on loopback, the participant and auditor command lines, Hardhat and Kubo underneath."""
+serving the API on loopback, the participant and auditor command lines, Hardhat and Kubo underneath.
+
+The module runs its own devnet: the round's verdicts depend on the global model, and on the shared devnet that model
+is whatever the integration tests before this one (Flower among them) left, which differs from run to run. From its
+own genesis the round is the same every run."""
 
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ from fedledger.devnet import Devnet, _terminate, free_port
 from fedledger.roles_cli import verify_report_signature
 
 TOKEN = "integration-operator-token"
+
+
+@pytest.fixture
+def devnet(own_devnet: Devnet) -> Devnet:
+    return own_devnet
 
 
 @pytest.fixture
@@ -52,8 +61,8 @@ def test_participants_register_submit_and_an_auditor_verifies_over_http(
     monkeypatch.setenv("FEDLEDGER_KEYSTORE_PASSWORD", "correct horse battery staple")
     operator = {"Authorization": f"Bearer {TOKEN}"}
     http = httpx.Client(base_url=api_url, timeout=60)
-    if http.get("/models/current").status_code == 404:
-        assert http.post("/operator/genesis", json={"dataset": "digits"}, headers=operator).status_code == 201
+    assert http.get("/models/current").status_code == 404
+    assert http.post("/operator/genesis", json={"dataset": "digits"}, headers=operator).status_code == 201
     keys = [tmp_path / f"p{i}.json" for i in range(3)]
     for k in keys:
         assert main(["participant", "new-key", "--keystore", str(k)]) == 0
@@ -79,7 +88,7 @@ def test_participants_register_submit_and_an_auditor_verifies_over_http(
     assert http.post(f"/operator/rounds/{round_id}/close", headers=operator).status_code == 200
     fin = http.post(f"/operator/rounds/{round_id}/finalize", headers=operator)
     assert fin.status_code == 200, fin.text
-    assert len(fin.json()["accepted"]) == 3
+    assert len(fin.json()["accepted"]) == 3, fin.json()["verdicts"]
 
     capsys.readouterr()
     assert main(["participant", "status", "--keystore", str(keys[0]), "--api", api_url]) == 0
