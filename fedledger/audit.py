@@ -43,11 +43,20 @@ from fedledger.history import ChainHistory, RoundRecord, ScoredUpdate
 from fedledger.roles import fetch_params, gather_submissions, previous_base, shapes_of
 from fedledger.settlement import (
     HistoryUnavailable, ReputationLedger, committed_set, evaluate_committed, header_of, history_rows, load_results,
+    stakes_at_open,
 )
 from storage import BlobStore, StorageError
 from trainer.aggregation import Verdict, evaluate_round, flatten, unflatten
 from trainer.errors import RuleError, UpdateRejected
-from trainer.incentives import INITIAL_REPUTATION, SLASHABLE, next_reputation, reward_split, slashed, weight
+from trainer.incentives import (
+    INITIAL_REPUTATION,
+    SLASHABLE,
+    next_reputation,
+    reward_split,
+    slashed,
+    stake_weights,
+    weight,
+)
 from trainer.rules import RuleConfig, Status
 from trainer.privacy import DELTA_ONE, EPSILON_ONE, Mechanism, PrivacyError, rdp_composed_epsilon, within_tolerance
 from trainer.serialization import content_hash, read_metadata, serialize
@@ -250,7 +259,7 @@ class Auditor:
         audit.add("aggregate", agg_problems, "bit-identical")
 
         if results is not None:
-            self._check_merkle_incentives(audit, rec, results)
+            self._check_merkle_incentives(audit, rec, results, rule)
         else:
             self._check_incentives(audit, rec, rule)
         self._check_slashes(audit, rec)
@@ -327,11 +336,18 @@ class Auditor:
         rec.scored = [ScoredUpdate(e.participant, e.status, e.score, e.reward, e.reputation) for e in results.entries]
         return results
 
-    def _check_merkle_incentives(self, audit: RoundAudit, rec: RoundRecord, results: ResultList) -> None:
-        """Rewards and reputation of the list by the contract's formulas from the proven earlier state; claims."""
+    def _check_merkle_incentives(self, audit: RoundAudit, rec: RoundRecord, results: ResultList,
+                                 rule: RuleConfig | None) -> None:
+        """Rewards and reputation of the list by the contract's formulas from the proven earlier state (rule version
+        6: rewards by weight times the registry's stakes at the round's open block); claims."""
         entries = results.entries
         weights = [weight(e.status, e.score) for e in entries]
-        expected = reward_split(rec.reward_budget, weights)
+        by_stake = rule is not None and rule.stake_weighted
+        if by_stake:
+            stakes = stakes_at_open(self.history, rec, [e.participant for e in entries])
+            expected = reward_split(rec.reward_budget, stake_weights(weights, stakes))
+        else:
+            expected = reward_split(rec.reward_budget, weights)
         problems = []
         try:
             prior = self.reputation.before(rec.round_id)
@@ -346,7 +362,8 @@ class Auditor:
             rep = next_reputation(prior.get(e.participant, INITIAL_REPUTATION), w, rec.reputation_decay)
             if e.reputation != rep:
                 problems.append(f"{e.participant}: listed reputation {e.reputation}, rule gives {rep}")
-        audit.add("rewards", problems, f"{sum(expected)} claimable as the rule says")
+        basis = f"by score x stake at block {rec.opened_block}" if by_stake else "as the rule says"
+        audit.add("rewards", problems, f"{sum(expected)} claimable {basis}")
         claim_problems = []
         by_participant = {e.participant: e for e in entries}
         for c in rec.claims:
@@ -374,11 +391,14 @@ class Auditor:
         audit.add("rule", problems, rule.aggregator)
         return rule
 
-    def _check_incentives(self, audit: RoundAudit, rec: RoundRecord, rule: RuleConfig) -> None:
+    def _check_incentives(self, audit: RoundAudit, rec: RoundRecord, rule: RuleConfig | None) -> None:
         ordered = sorted(rec.scored, key=lambda s: s.participant.lower())
         weights = [weight(s.status, s.score) for s in ordered]
         expected = reward_split(rec.reward_budget, weights)
         problems = []
+        if rule is not None and rule.stake_weighted:
+            problems.append(f"rule version {rule.version} splits rewards by stake, but the round was finalized by "
+                            "finalizeRound, which pays by score alone")
         for s, w, r in zip(ordered, weights, expected, strict=True):
             if s.reward != r:
                 problems.append(f"{s.participant}: rewarded {s.reward}, rule gives {r}")

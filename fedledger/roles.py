@@ -31,9 +31,11 @@ from fedledger.settlement import (
     header_of,
     history_rows,
     load_results,
+    stakes_at_open,
 )
 from storage import BlobIntegrityError, BlobNotFound, BlobRef, BlobStore
 from trainer.aggregation import RoundOutcome, Submission, evaluate_round
+from trainer.errors import RuleError
 from trainer.model import ModelSpec, Params
 from trainer.incentives import SLASHABLE
 from trainer.privacy import Mechanism, epsilon_to_micro
@@ -219,6 +221,9 @@ class Aggregator:
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
         record = self.history.round(round_id)
         rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
+        if rule.stake_weighted:
+            raise RuleError(f"round {round_id}'s rule (version {rule.version}) splits rewards by stake; "
+                                     "finalizeRound pays by score alone: finalize it with Merkle settlement")
         base = fetch_params(self.store, record.base_model_cid, record.base_model_hash)
         previous = previous_base(self.store, self.history, round_id)
         outcome = evaluate_round(base, gather_submissions(self.store, record), rule, previous,
@@ -275,9 +280,11 @@ class MerkleAggregator(Aggregator):
                                         history_rows(self.store, self.history, round_id, shapes_of(base), rule))
         failpoint("aggregator:after-fetch")
         new_ref = self.store.put(serialize(outcome.new_params))
+        stakes = (stakes_at_open(self.history, record, [v.participant for v in outcome.verdicts])
+                  if rule.stake_weighted else None)
         results = derive_results(
             header_of(self.history, round_id), record.rule_hash, new_ref.content_hash, outcome,
-            prior, budget=record.reward_budget, decay_ppm=record.reputation_decay,
+            prior, budget=record.reward_budget, decay_ppm=record.reputation_decay, stakes=stakes,
         )
         return PreparedResults(round_id, outcome, new_ref, results, committed)
 

@@ -66,6 +66,7 @@ from fedledger.roles import (
 from fedledger.settlement import load_results
 from fedledger.stack import Stack
 from storage import BlobRef, StorageError, StorageUnavailable
+from trainer.errors import RuleError
 from trainer.rules import RuleConfig, Status
 from trainer.privacy import Mechanism, epsilon_to_micro
 from trainer.serialization import deserialize, read_metadata
@@ -965,6 +966,9 @@ class Platform:
     def open_round(self, *, duration_s: int, rule: RuleConfig) -> dict[str, Any]:
         if duration_s < 1:
             raise ValueError(f"duration_s must be >= 1, got {duration_s}")
+        if rule.stake_weighted and self.settlement != "merkle":
+            raise RuleError(f"rule version {rule.version} splits rewards by stake, which only Merkle settlement "
+                            f"pays; this service settles {self.settlement} (FEDLEDGER_SETTLEMENT=merkle)")
         round_id, result = Operator(self.d, self.stack.store, self.stack.operator).open_round(rule, duration_s=duration_s)
         return {"round": round_id, "tx_hash": result.tx_hash}
 

@@ -32,7 +32,7 @@ from fedledger.history import ChainHistory, CommittedUpdate, RoundRecord
 from storage import BlobIntegrityError, BlobNotFound, BlobStore, StorageError
 from trainer.aggregation import HistoryRows, RoundOutcome, flatten
 from trainer.errors import UpdateRejected
-from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, weight
+from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, stake_weights, weight
 from trainer.model import Params
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import deserialize
@@ -141,17 +141,27 @@ def derive_results(
     *,
     budget: int,
     decay_ppm: int,
+    stakes: Sequence[int] | None = None,
 ) -> ResultList:
-    """The round's result list: the contract header's reward split and reputation EMA over the verdicts."""
+    """The round's result list: the contract header's reward split and reputation EMA over the verdicts. With
+    ``stakes`` (rule version 6, one per verdict, from ``stakes_at_open``) the budget is split by weight times stake."""
     verdicts = outcome.verdicts  # ascending address
     weights = [weight(int(v.status), v.score) for v in verdicts]
-    rewards = reward_split(budget, weights)
+    rewards = reward_split(budget, weights if stakes is None else stake_weights(weights, stakes))
     entries = [
         ResultEntry(v.participant, int(v.status), v.score, r,
                     next_reputation(prior.get(v.participant, INITIAL_REPUTATION), w, decay_ppm))
         for v, w, r in zip(verdicts, weights, rewards, strict=True)
     ]
     return ResultList.build(header, rule_hash, new_model_hash, entries)
+
+
+def stakes_at_open(history: ChainHistory, record: RoundRecord, participants: Sequence[str]) -> list[int]:
+    """Rule version 6's stakes: each identity's registry stake amount (wei) at the block that opened the round, so
+    deposits made once the verdicts can be guessed count from the next round on. Reads past state: the node must
+    keep it (Hardhat and the embedded EVM do; a pruned node would need the stake events replayed)."""
+    registry = history.d.registry
+    return [registry.stake_of(p, block=record.opened_block).amount for p in participants]
 
 
 class HistoryUnavailable(StorageError):

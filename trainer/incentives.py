@@ -6,6 +6,11 @@
 
 The contract computes these itself, so the aggregator cannot overpay; auditors recompute them here.
 
+Rule version 6 (open registries) splits the budget by weight times stake, so splitting one stake across k
+identities earns nothing: ``reward_i = budget * weight_i * stake_i // sum(weight_j * stake_j)``, stake_i the
+registry's stake amount at the block that opened the round. Reputation stays the score's EMA. Merkle settlement
+only: the result list carries the rewards, the contract caps their total at the budget, auditors recompute them.
+
 Stake (ParticipantRegistry): a committer whose update the round rejects as poisoned (a status in SLASHABLE) loses
 ``stake * SLASH_PPM // 1e6`` of its current stake, burned; unavailable blobs (maybe the store's fault) and
 free-riders (paid nothing anyway) are not slashed. The robustness bench uses this to price attacks in stakes.
@@ -41,6 +46,15 @@ def slashable_mask(statuses: frozenset[Status] = SLASHABLE) -> int:
 
 def weight(status: int, score: int) -> int:
     return max(score, 0) if status == Status.ACCEPTED else 0
+
+
+def stake_weights(weights: Sequence[int], stakes: Sequence[int]) -> list[int]:
+    """Rule version 6's reward weights: each verdict's weight times its identity's stake (wei) at the round's open."""
+    if len(weights) != len(stakes):
+        raise ValueError(f"{len(weights)} weights but {len(stakes)} stakes")
+    if any(s < 0 for s in stakes):
+        raise ValueError(f"stakes must be >= 0, got {min(stakes)}")
+    return [w * s for w, s in zip(weights, stakes, strict=True)]
 
 
 def reward_split(budget: int, weights: Sequence[int]) -> list[int]:

@@ -81,6 +81,18 @@ The history rows are third parties only (never tested, grouped, scored or aggreg
 redundancy_min_third_parties + 2 representatives are judged exactly as by version 4. Measurements:
 docs/robustness/v5/small_rounds_history.md.
 
+Version 6 (opt-in, for open registries) is version 5 whose rewards are paid by stake as well as by score. The
+verdicts, scores, aggregate and reputation are version 5's; only the reward weights change
+(trainer/incentives.py):
+
+    reward_i  = budget * weight_i * stake_i // sum(weight_j * stake_j)
+    stake_i   = ParticipantRegistry.stakeOf(i).amount at the block that opened the round (0 if not staked then)
+
+Splitting data, or copies of an update, across k identities then earns what one identity with the same total stake
+earns (or less: its one update is the better one), so identities earn nothing by themselves; each still locks the
+minimum stake. The stake-weighted split needs Merkle settlement (``finalizeRoundWithResults``): the legacy
+``finalizeRound`` computes rewards on-chain by score alone. Measurements: docs/robustness/v6/stake_rewards.md.
+
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
 ``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).
 
@@ -124,7 +136,7 @@ AGGREGATORS = ("median-verified-mean", "fedavg", "median")
 _V3_FIELDS = frozenset({"reference_gate_ppm", "score_weight_power", "reputation_weight_power"})
 _V4_FIELDS = frozenset({"redundancy_ratio", "redundancy_share", "redundancy_min_third_parties"})
 _V5_FIELDS = frozenset({"redundancy_history_rounds"})
-VERSIONS = (1, 2, 3, 4, 5)
+VERSIONS = (1, 2, 3, 4, 5, 6)
 SCORE_SCALE = 1_000_000  # fixed point of scores and reputation on-chain (1e-6)
 PPM = 1_000_000
 MAX_HISTORY_ROUNDS = 8  # version 5: previous rounds a small round may take third parties from
@@ -194,6 +206,11 @@ class RuleConfig:
             raise RuleError(f"reward_budget must be >= 0, got {self.reward_budget}")
 
     @classmethod
+    def version6(cls, **overrides: Any) -> RuleConfig:
+        """Version 5 with rewards split by score times stake (open registries; needs Merkle settlement)."""
+        return cls(**{"version": 6, **overrides})
+
+    @classmethod
     def version4(cls, **overrides: Any) -> RuleConfig:
         """The rule committed by rounds of issue 13 before history third parties (no pair test in small rounds)."""
         return cls(**{"version": 4, **overrides})
@@ -217,6 +234,11 @@ class RuleConfig:
     def groups_redundant(self) -> bool:
         """Version 4's redundancy groups apply (they extend the copy groups, so they need copy detection on)."""
         return self.weighted and self.version >= 4 and self.duplicate_tolerance is not None
+
+    @property
+    def stake_weighted(self) -> bool:
+        """Version 6: rewards are split by weight times the stake each identity had when the round opened."""
+        return self.version >= 6
 
     @property
     def history_rounds(self) -> int:

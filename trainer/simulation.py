@@ -54,7 +54,7 @@ from trainer.defenses import (
     multi_krum,
     trimmed_mean,
 )
-from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, slashed, weight
+from trainer.incentives import INITIAL_REPUTATION, next_reputation, reward_split, slashed, stake_weights, weight
 from trainer.local import LocalConfig, minibatches, train_local
 from trainer.metrics import attack_success_rate, auroc, gini, min_max_ratio, share
 from trainer.model import ModelSpec, init_params, accuracy
@@ -134,6 +134,8 @@ PLATFORM_RULES: dict[str, RuleConfig] = {
     "platform": RuleConfig(), "platform_v4": RuleConfig.version4(), "platform_v3": RuleConfig.version3(),
     "platform_v2": RuleConfig.version2(),
     "platform_v1": RuleConfig.version1(),
+    # opt-in, not in the default grid: version 5 paid by score x stake (the sybils' counterfactual stakes f units)
+    "platform_v6": RuleConfig.version6(),
 }
 STAKE_UNIT = 10**18  # one minimum stake (1 ether in the default deployment), in wei
 CLEAN = "none"  # the attack name of the no-attack trajectories
@@ -371,6 +373,8 @@ class _Trajectory:
         # stake each identity burned: it stakes the minimum at registration, a slash burns SLASH_PPM of it, and an
         # identity below the minimum may not commit (ParticipantRegistry), so it tops up before its next update
         self.burned = [0] * n
+        # each identity's stake, which rule version 6 pays by (the minimum, but see _alone_stakes)
+        self.stakes = [STAKE_UNIT] * n
         self.history: AcceptedHistory | None = None  # the platform rule's earlier accepted updates (version 5)
 
 
@@ -423,8 +427,8 @@ def _aggregate_step(defense: str, stack: torch.Tensor, f: int, center: torch.Ten
     raise ValueError(f"unknown defence {defense!r}: choose one of {', '.join(KNOWN_DEFENSES)}")
 
 
-KNOWN_DEFENSES: tuple[str, ...] = (*BENCH_DEFENSES, *(v for v in RULE_VARIANTS if v not in BENCH_DEFENSES))
-assert set(PLATFORM_RULES) <= set(BENCH_DEFENSES)
+KNOWN_DEFENSES: tuple[str, ...] = (*BENCH_DEFENSES, *(d for d in (*PLATFORM_RULES, *RULE_VARIANTS)
+                                                      if d not in BENCH_DEFENSES))
 
 
 def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tuple[int, ...]], r: int,
@@ -445,9 +449,10 @@ def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tu
         assert v.participant == _participant(i)
         traj.scores.append((r, i, v.score))
         traj.rejected[i] += v.status != Status.ACCEPTED
-        traj.burned[i] += slashed(STAKE_UNIT, v.status)
+        traj.burned[i] += slashed(traj.stakes[i], v.status)
         weights.append(weight(v.status, v.score))
-    for i, w, amount in zip(members, weights, reward_split(rule.reward_budget, weights), strict=True):
+    paid = stake_weights(weights, [traj.stakes[i] for i in members]) if rule.stake_weighted else weights
+    for i, w, amount in zip(members, weights, reward_split(rule.reward_budget, paid), strict=True):
         traj.rewards[i] += amount
         traj.reputation[i] = next_reputation(traj.reputation[i], w, rule.reputation_decay_ppm)
     return flatten(out.new_params)
@@ -487,6 +492,11 @@ def run_cell(cfg: CellConfig, on_round: Callable[[int], None] | None = None) -> 
         trajs += [_Trajectory(SPLIT_ALONE, d, init, n) for d in cfg.defenses
                   if d in PLATFORM_RULES and "sybil_split" in cfg.attacks]
     alone = [0, *range(f, n)]  # who submits in a SYBIL_ALONE or SPLIT_ALONE trajectory
+    for tr in trajs:
+        if tr.attack in (SYBIL_ALONE, SPLIT_ALONE) and PLATFORM_RULES[tr.defense].stake_weighted:
+            # a rule that pays by stake is compared at equal capital: the one identity locks the f stakes the sybil
+            # identities lock (each stake the minimum), so the multiplier prices identities, not capital
+            tr.stakes[0] = f * STAKE_UNIT
     # sybil_split's data: the slices of the attackers' pooled data sets train as extra clients n .. n + f - 1, the
     # pool itself as client n + f (SPLIT_ALONE's participant 0)
     if "sybil_split" in cfg.attacks and 0 < f < n:
@@ -623,7 +633,8 @@ def _cell_result(cfg: CellConfig, trajs: list[_Trajectory], parts: list[np.ndarr
         if tr.attack in (SYBIL_ALONE, SPLIT_ALONE):
             counterfactual = sybil_alone if tr.attack == SYBIL_ALONE else split_alone
             counterfactual[tr.defense] = {"final_accuracy": tr.accuracy[-1], "participant0_fed": tr.rewards[0] / unit,
-                                          "participant0_stake_lost": tr.burned[0] / STAKE_UNIT}
+                                          "participant0_stake_lost": tr.burned[0] / STAKE_UNIT,
+                                          "participant0_stake": tr.stakes[0] / STAKE_UNIT}
             continue
         run: dict[str, Any] = {
             "attack": tr.attack,
