@@ -150,10 +150,15 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, i
 def world(started: tuple[World, int]) -> World:
     """The module's consortium with round 1 open and nothing committed (rewound to the snapshot)."""
     world, snapshot = started
-    transactor = world.deployment.rounds.transactor
+    rewind(world.deployment, snapshot)
+    return world
+
+
+def rewind(deployment: Deployment, snapshot: int) -> None:
+    """Rewind the embedded chain to ``snapshot`` (the tester's)."""
+    transactor = deployment.rounds.transactor
     transactor.w3.provider.ethereum_tester.revert_to_snapshot(snapshot)
     transactor._nonces.clear()  # the rewound chain forgot the nonces the transactor counted
-    return world
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 
+from chain.deploy import Deployment
 from chain.lists import ResultList
 from fedledger.audit import Auditor
 from fedledger.demo import Consortium, DemoConfig
@@ -23,6 +24,7 @@ from fedledger.roles import Aggregator, MerkleAggregator, PreparedResults
 from fedledger.service import Platform
 from fedledger.settlement import stakes_at_open
 from fedledger.stack import embedded_stack
+from tests.fedledger.test_merkle_audit import rewind
 from trainer.errors import RuleError
 from trainer.incentives import reward_split, stake_weights, weight
 from trainer.local import LocalConfig
@@ -38,7 +40,7 @@ class Round:
     stakes_at_open: dict[str, int]  # what each identity had staked when the round opened
 
     @property
-    def deployment(self):  # noqa: ANN201 (the Deployment of the consortium's stack)
+    def deployment(self) -> Deployment:
         return self.consortium.deployment
 
     def aggregator(self) -> MerkleAggregator:
@@ -71,9 +73,7 @@ def committed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Round,
 @pytest.fixture
 def rnd(committed: tuple[Round, int]) -> Round:
     r, snapshot = committed
-    transactor = r.deployment.rounds.transactor
-    transactor.w3.provider.ethereum_tester.revert_to_snapshot(snapshot)
-    transactor._nonces.clear()  # the rewound chain forgot the nonces the transactor counted
+    rewind(r.deployment, snapshot)
     return r
 
 
