@@ -223,7 +223,7 @@ class Aggregator:
         rule = RuleConfig.from_bytes(self.store.get(record.rule_cid, record.rule_hash))
         if rule.stake_weighted:
             raise RuleError(f"round {round_id}'s rule (version {rule.version}) splits rewards by stake; "
-                                     "finalizeRound pays by score alone: finalize it with Merkle settlement")
+                            "finalizeRound pays by score alone: finalize it with Merkle settlement")
         base = fetch_params(self.store, record.base_model_cid, record.base_model_hash)
         previous = previous_base(self.store, self.history, round_id)
         outcome = evaluate_round(base, gather_submissions(self.store, record), rule, previous,

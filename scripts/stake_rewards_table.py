@@ -6,7 +6,7 @@ together (both rules pay them alike: each wallet locks the minimum stake), what 
 earns under version 5 (one minimum stake) and under version 6 (the f stakes the wallets lock), and the ratios.
 A ratio of 1 means identities earn nothing by themselves; f means they multiply earnings.
 
-    .venv/bin/python scripts/stake_rewards_table.py docs/robustness/v6/stake_rewards.json ... --out F.md
+    .venv/bin/python scripts/stake_rewards_table.py docs/robustness/v6/*/results.json --out F.md
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _ratio(x: float | None) -> str:
 
 def render(path: Path, result: dict[str, Any]) -> list[str]:
     local = LocalConfig.from_option(result["config"]["grid"].get("local_steps")).describe()
-    lines = [f"## {path.name}: local training {local}", "",
+    lines = [f"## {path.parent.name}/{path.name}: local training {local}", "",
              f"Command: `{result['config'].get('command', '')}`", "",
              "| attack | data set | n | f | wallets together | one identity, 1 stake (v5) | ratio v5 | "
              "one identity, f stakes (v6) | ratio v6 |",

@@ -89,8 +89,8 @@ verdicts, scores, aggregate and reputation are version 5's; only the reward weig
     stake_i   = ParticipantRegistry.stakeOf(i).amount at the block that opened the round (0 if not staked then)
 
 Splitting data, or copies of an update, across k identities then earns what one identity with the same total stake
-earns (or less: its one update is the better one), so identities earn nothing by themselves; each still locks the
-minimum stake. The stake-weighted split needs Merkle settlement (``finalizeRoundWithResults``): the legacy
+earns, up to the difference in their scores, so identities earn nothing by themselves; each still locks the minimum
+stake. The stake-weighted split needs Merkle settlement (``finalizeRoundWithResults``): the legacy
 ``finalizeRound`` computes rewards on-chain by score alone. Measurements: docs/robustness/v6/stake_rewards.md.
 
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with

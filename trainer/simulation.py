@@ -373,7 +373,7 @@ class _Trajectory:
         # stake each identity burned: it stakes the minimum at registration, a slash burns SLASH_PPM of it, and an
         # identity below the minimum may not commit (ParticipantRegistry), so it tops up before its next update
         self.burned = [0] * n
-        # each identity's stake, which rule version 6 pays by (the minimum, but see _alone_stakes)
+        # each identity's stake, which rule version 6 pays by: the minimum (run_cell gives the sybils' one identity f)
         self.stakes = [STAKE_UNIT] * n
         self.history: AcceptedHistory | None = None  # the platform rule's earlier accepted updates (version 5)
 
