@@ -193,14 +193,18 @@ class Auditor:
                                      f"round, and the reputation earlier rounds proved is unusable: {exc}"])
                 return audit
         past = history_rows(self.store, self.history, rec.round_id, shapes_of(base), rule)
+        stakes = None
+        if rule.stake_votes:  # rule version 7: the median's votes are the stakes at the open block
+            who = [c.participant for c in rec.commitments]
+            stakes = dict(zip(who, stakes_at_open(self.history, rec, who), strict=True))
         try:
             if results is not None:  # streamed from files, as the aggregator ran it
                 outcome, submissions = evaluate_committed(self.store, base, rec.commitments, rule, previous, prior,
-                                                          past)
+                                                          past, stakes)
             else:
                 submissions = gather_submissions(self.store, rec)  # type: ignore[assignment]
                 outcome = evaluate_round(base, submissions, rule, previous, reputation=prior,  # type: ignore[arg-type]
-                                         history=past)
+                                         history=past, stakes=stakes)
         except HistoryUnavailable as exc:
             audit.add("scores", [str(exc)])
             return audit
@@ -338,8 +342,8 @@ class Auditor:
 
     def _check_merkle_incentives(self, audit: RoundAudit, rec: RoundRecord, results: ResultList,
                                  rule: RuleConfig | None) -> None:
-        """Rewards and reputation of the list by the contract's formulas from the proven earlier state (rule version
-        6: rewards by weight times the registry's stakes at the round's open block); claims."""
+        """Rewards and reputation of the list by the contract's formulas from the proven earlier state (rule versions
+        6 and 7: rewards by weight times the registry's stakes at the round's open block); claims."""
         entries = results.entries
         weights = [weight(e.status, e.score) for e in entries]
         by_stake = rule is not None and rule.stake_weighted

@@ -276,15 +276,19 @@ class MerkleAggregator(Aggregator):
         if not committed.commitments:
             raise ValueError(f"round {round_id} has no commitments to settle")
         prior = self.reputation.before(round_id)
+        stakes = None
+        if rule.stake_weighted:  # versions 6 and 7: rewards (and from 7 the median's votes) by stake at the open
+            who = [c.participant for c in committed.commitments]
+            stakes = dict(zip(who, stakes_at_open(self.history, record, who), strict=True))
         outcome, _ = evaluate_committed(self.store, base, committed.commitments, rule, previous, prior,
-                                        history_rows(self.store, self.history, round_id, shapes_of(base), rule))
+                                        history_rows(self.store, self.history, round_id, shapes_of(base), rule),
+                                        stakes)
         failpoint("aggregator:after-fetch")
         new_ref = self.store.put(serialize(outcome.new_params))
-        stakes = (stakes_at_open(self.history, record, [v.participant for v in outcome.verdicts])
-                  if rule.stake_weighted else None)
         results = derive_results(
-            header_of(self.history, round_id), record.rule_hash, new_ref.content_hash, outcome,
-            prior, budget=record.reward_budget, decay_ppm=record.reputation_decay, stakes=stakes,
+            header_of(self.history, round_id), record.rule_hash, new_ref.content_hash, outcome, prior,
+            budget=record.reward_budget, decay_ppm=record.reputation_decay,
+            stakes=None if stakes is None else [stakes[v.participant] for v in outcome.verdicts],
         )
         return PreparedResults(round_id, outcome, new_ref, results, committed)
 

@@ -157,7 +157,8 @@ def derive_results(
 
 
 def stakes_at_open(history: ChainHistory, record: RoundRecord, participants: Sequence[str]) -> list[int]:
-    """Rule version 6's stakes: each identity's registry stake amount (wei) at the block that opened the round, so
+    """Rule versions 6 and 7's stakes: each identity's registry stake amount (wei) at the block that opened the
+    round, so
     deposits made once the verdicts can be guessed count from the next round on. Reads past state: the node must
     keep it (Hardhat and the embedded EVM do; a pruned node would need the stake events replayed)."""
     registry = history.d.registry
@@ -241,11 +242,13 @@ def evaluate_committed(
     previous: Params | None,
     reputation: Mapping[str, int] | None = None,
     history: HistoryRows | None = None,
+    stakes: Mapping[str, int] | None = None,
 ) -> tuple[RoundOutcome, list[BlobSubmission]]:
     """Fetch, validate and run the rule streamed from files: the outcome equals ``evaluate_round``'s bit for bit.
     ``reputation``: before the round (``ReputationLedger.before``; rule version 3 weights by it); ``history``:
-    ``history_rows`` (rule version 5)."""
+    ``history_rows`` (rule version 5); ``stakes``: ``stakes_at_open`` by participant (rule version 7 votes by it)."""
     with tempfile.TemporaryDirectory(prefix="fedledger-round-") as tmp:
         submissions = fetch_to_files(store, commitments, Path(tmp))
-        outcome = evaluate_round_streamed(base, submissions, rule, previous, reputation=reputation, history=history)
+        outcome = evaluate_round_streamed(base, submissions, rule, previous, reputation=reputation, history=history,
+                                          stakes=stakes)
     return outcome, submissions

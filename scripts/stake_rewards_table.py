@@ -1,12 +1,15 @@
-"""What sybils earn under rule version 5 (rewards by score) and version 6 (by score x stake), from the JSON of
-`fedledger bench robustness ... --attacks none sybil_split sybil ... --defenses platform platform_v6`.
+"""What sybils earn under rule version 5 (rewards by score), version 6 (by score x stake) and version 7 (version 6
+with stake as votes in the reference median), from the JSON of `fedledger bench robustness ... --attacks none
+sybil_split sybil ... --defenses platform platform_v6` and, for the same grid, `--defenses platform_v7` (files of one
+grid, told apart by their command without the defences, are merged).
 
 For each data set, n and fraction (means over seeds of the FED earned in 20 rounds): what the f sybil wallets earn
-together (both rules pay them alike: each wallet locks the minimum stake), what one identity with the same data
-earns under version 5 (one minimum stake) and under version 6 (the f stakes the wallets lock), and the ratios.
-A ratio of 1 means identities earn nothing by themselves; f means they multiply earnings.
+together (each wallet locks the minimum stake), what one identity with the same data earns (under version 5 with one
+minimum stake, under versions 6 and 7 with the f stakes the wallets lock), and the ratio of the two. A ratio of 1
+means identities earn nothing by themselves, below 1 that they lose, f that they multiply earnings.
 
-    .venv/bin/python scripts/stake_rewards_table.py docs/robustness/v6/*/results.json --out F.md
+    .venv/bin/python scripts/stake_rewards_table.py docs/robustness/v6/*/results.json \
+        docs/robustness/v7/*/results.json --out F.md
 """
 
 from __future__ import annotations
@@ -25,50 +28,90 @@ from trainer.local import LocalConfig  # noqa: E402
 
 KEYS = ("dataset", "partition", "n", "fraction", "seed")
 ATTACKS = {"sybil_split": "split_alone", "sybil": "sybil_alone"}
+RULES = {"platform": "v5", "platform_v6": "v6", "platform_v7": "v7"}
+
+
+def grid_key(result: dict[str, Any]) -> str:
+    """What identifies a grid: its settings without the defences."""
+    return json.dumps({k: v for k, v in result["config"]["grid"].items() if k != "defenses"}, sort_keys=True)
+
+
+def merge(results: list[tuple[Path, dict[str, Any]]]) -> list[tuple[list[Path], dict[str, Any]]]:
+    """The files of each grid as one result (cells and references joined; each defence from one file only)."""
+    grids: dict[str, tuple[list[Path], dict[str, Any]]] = {}
+    for path, result in results:
+        key = grid_key(result)
+        if key not in grids:
+            grids[key] = ([path], {"config": result["config"], "cells": list(result["cells"]),
+                                   "references": [json.loads(json.dumps(r)) for r in result["references"]],
+                                   "commands": [result["config"].get("command", "")]})
+            continue
+        paths, merged = grids[key]
+        seen = {c["defense"] for c in merged["cells"]}
+        if seen & set(result["config"]["grid"]["defenses"]):
+            raise SystemExit(f"{path}: defences {sorted(seen & set(result['config']['grid']['defenses']))} are "
+                             f"already in {paths[0]}")
+        paths.append(path)
+        merged["cells"] += result["cells"]
+        merged["commands"].append(result["config"].get("command", ""))
+        refs = {tuple(r["cell"][k] for k in KEYS): r for r in merged["references"]}
+        for r in result["references"]:
+            mine = refs[tuple(r["cell"][k] for k in KEYS)]
+            for name in ATTACKS.values():
+                if name in r:
+                    mine.setdefault(name, {}).update(r[name])
+    return list(grids.values())
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     refs = {tuple(r["cell"][k] for k in KEYS): r for r in result["references"]}
     runs: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for c in result["cells"]:
-        if c["attack"] not in ATTACKS or c["defense"] not in ("platform", "platform_v6"):
+        if c["attack"] not in ATTACKS or c["defense"] not in RULES:
             continue
         alone = refs[tuple(c[k] for k in KEYS)][ATTACKS[c["attack"]]][c["defense"]]
+        v = RULES[c["defense"]]
         r = runs[(c["attack"], c["dataset"], c["n"], c["f"])]
-        r[f"{c['defense']}_group"].append(sum(c["rewards_fed"][: c["f"]]))
-        r[f"{c['defense']}_alone"].append(alone["participant0_fed"])
-        r[f"{c['defense']}_alone_zero"].append(alone["participant0_fed"] == 0)
+        r[f"together_{v}"].append(sum(c["rewards_fed"][: c["f"]]))
+        r[f"alone_{v}"].append(alone["participant0_fed"])
+        r[f"unpaid_{v}"].append(alone["participant0_fed"] == 0)
     out = []
     for (attack, dataset, n, f), r in sorted(runs.items()):
-        if not (r["platform_group"] and r["platform_v6_group"]):
-            raise SystemExit(f"{attack} {dataset} n={n}: the JSON needs both platform and platform_v6 runs")
-        entry = {"attack": attack, "dataset": dataset, "n": n, "f": f, "seeds": len(r["platform_group"]),
-                 "together_v5": mean(r["platform_group"]), "together_v6": mean(r["platform_v6_group"]),
-                 "alone_v5": mean(r["platform_alone"]), "alone_v6": mean(r["platform_v6_alone"]),
-                 "alone_unpaid_v5": sum(r["platform_alone_zero"]), "alone_unpaid_v6": sum(r["platform_v6_alone_zero"])}
-        entry["ratio_v5"] = entry["together_v5"] / entry["alone_v5"] if entry["alone_v5"] else None
-        entry["ratio_v6"] = entry["together_v6"] / entry["alone_v6"] if entry["alone_v6"] else None
+        entry: dict[str, Any] = {"attack": attack, "dataset": dataset, "n": n, "f": f}
+        for v in RULES.values():
+            if not r[f"together_{v}"]:
+                continue
+            entry[f"seeds_{v}"] = len(r[f"together_{v}"])
+            entry[f"together_{v}"], entry[f"alone_{v}"] = mean(r[f"together_{v}"]), mean(r[f"alone_{v}"])
+            entry[f"unpaid_{v}"] = sum(r[f"unpaid_{v}"])
+            entry[f"ratio_{v}"] = entry[f"together_{v}"] / entry[f"alone_{v}"] if entry[f"alone_{v}"] else None
         out.append(entry)
     return out
 
 
-def _ratio(x: float | None) -> str:
-    return "∞ (it earned nothing)" if x is None else f"{x:.2f}"
+def _ratio(e: dict[str, Any], v: str) -> str:
+    if f"ratio_{v}" not in e:
+        return ""
+    unpaid = f" ({e[f'unpaid_{v}']} of {e[f'seeds_{v}']} runs unpaid)" if e[f"unpaid_{v}"] else ""
+    return ("∞ (it earned nothing)" if e[f"ratio_{v}"] is None else f"{e[f'ratio_{v}']:.2f}") + unpaid
 
 
-def render(path: Path, result: dict[str, Any]) -> list[str]:
+def _fed(e: dict[str, Any], key: str) -> str:
+    return f"{e[key]:.0f}" if key in e else ""
+
+
+def render(paths: list[Path], result: dict[str, Any]) -> list[str]:
     local = LocalConfig.from_option(result["config"]["grid"].get("local_steps")).describe()
-    lines = [f"## {path.parent.name}/{path.name}: local training {local}", "",
-             f"Command: `{result['config'].get('command', '')}`", "",
-             "| attack | data set | n | f | wallets together | one identity, 1 stake (v5) | ratio v5 | "
-             "one identity, f stakes (v6) | ratio v6 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    names = ", ".join(f"{p.parent.name}/{p.name}" for p in paths)
+    lines = [f"## {names}: local training {local}", "",
+             *(f"Command: `{c}`" + "\n" for c in result["commands"]),
+             "| attack | data set | n | f | ratio v5 | ratio v6 | ratio v7 | wallets together (v6) | one identity "
+             "(v6) | wallets together (v7) | one identity (v7) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in rows(result):
-        unpaid = {v: f" ({e[f'alone_unpaid_{v}']} of {e['seeds']} runs unpaid)" if e[f"alone_unpaid_{v}"] else ""
-                  for v in ("v5", "v6")}
-        lines.append(f"| {e['attack']} | {e['dataset']} | {e['n']} | {e['f']} | {e['together_v6']:.0f} | "
-                     f"{e['alone_v5']:.0f}{unpaid['v5']} | {_ratio(e['ratio_v5'])} | {e['alone_v6']:.0f}{unpaid['v6']} | "
-                     f"{_ratio(e['ratio_v6'])} |")
+        lines.append(f"| {e['attack']} | {e['dataset']} | {e['n']} | {e['f']} | {_ratio(e, 'v5')} | {_ratio(e, 'v6')} | "
+                     f"{_ratio(e, 'v7')} | {_fed(e, 'together_v6')} | {_fed(e, 'alone_v6')} | "
+                     f"{_fed(e, 'together_v7')} | {_fed(e, 'alone_v7')} |")
     return [*lines, ""]
 
 
@@ -77,13 +120,14 @@ def main() -> None:
     parser.add_argument("results", nargs="+", type=Path, help="JSON files of fedledger bench robustness")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here (default: print only)")
     args = parser.parse_args()
-    lines = ["# Sybil earnings under rule version 5 (by score) and 6 (by score x stake)", "",
+    lines = ["# Sybil earnings under rule version 5 (by score), 6 (by score x stake) and 7 (and stake as votes)", "",
              "Generated by `scripts/stake_rewards_table.py`. FED over 20 rounds, means over seeds; the wallets lock "
-             "one minimum stake each and both rules pay them alike. The one identity trains on the wallets' data "
-             "(sybil_split: the pooled data sets; sybil: participant 0's own) with the other f - 1 identities absent; "
-             "under v6 it locks the f stakes the wallets lock.", ""]
-    for path in args.results:
-        lines += render(path, json.loads(path.read_text()))
+             "one minimum stake each. The one identity trains on the wallets' data (sybil_split: the pooled data "
+             "sets; sybil: participant 0's own) with the other f - 1 identities absent; under v6 and v7 it locks the "
+             "f stakes the wallets lock. Ratio: what the wallets earn together / what the one identity earns. "
+             "Versions 5 and 6 judge alike, so their wallets earn alike under both.", ""]
+    for paths, result in merge([(path, json.loads(path.read_text())) for path in args.results]):
+        lines += render(paths, result)
     text = "\n".join(lines)
     print(text)
     if args.out is not None:

@@ -73,6 +73,19 @@ def _reference_median(stack: torch.Tensor) -> torch.Tensor:
     return ordered[n // 2 - 1] * 0.5 + ordered[n // 2] * 0.5
 
 
+def _reference_weighted_median(stack: torch.Tensor, votes: Sequence[int]) -> torch.Tensor:
+    """Rule version 7's median: of the multiset in which row i appears votes[i] times (ties in row order)."""
+    order = torch.sort(stack, dim=0, stable=True).indices
+    cum = torch.cumsum(torch.tensor(list(votes), dtype=torch.int64)[order], dim=0)
+    total = sum(votes)
+    ordered = torch.gather(stack, 0, order)
+    lo = torch.gather(ordered, 0, (cum < (total + 1) // 2).sum(dim=0, keepdim=True))[0]
+    if total % 2 == 1:
+        return lo
+    hi = torch.gather(ordered, 0, (cum < total // 2 + 1).sum(dim=0, keepdim=True))[0]
+    return lo * 0.5 + hi * 0.5
+
+
 def _reference_dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.fsum(np.multiply(a.numpy().astype(np.float64), b.numpy().astype(np.float64)))
 
@@ -117,6 +130,7 @@ def _reference_aggregate(
 
 BLOCK_ELEMS = 1 << 20  # rows * columns per in-memory task: median, then exact sums, of one block in cache
 MEDIAN_ELEMS = 1 << 22  # values transposed at once by the median (16 MB)
+VOTE_SCALE = 1 << 32  # rule version 7: the votes of the reference median add up to at most this
 
 
 def worker_count() -> int:
@@ -200,6 +214,61 @@ def _median_cols(block: np.ndarray, out: np.ndarray) -> None:
         cols = fix if fix.size > 1 else np.repeat(fix, 2)  # keep a strided [n, >=2] layout, like the original
         sub = torch.from_numpy(np.ascontiguousarray(block[:, cols]))
         out[fix] = _reference_median(sub).numpy()[: fix.size]
+
+
+def weighted_median_into(block: np.ndarray, votes: np.ndarray, out: np.ndarray) -> None:
+    """Rule version 7's coordinate-wise median of ``block`` [n, c] with ``votes`` [n] (positive int64) into ``out``
+    [c]: bit-identical to ``_reference_weighted_median`` (a stable sort puts equal values, the two zeros among them,
+    in row order in both)."""
+    n, c = block.shape
+    total = int(votes.sum())
+    lo_at, hi_at = (total + 1) // 2, total // 2 + 1
+    step = max(1, min(c, (MEDIAN_ELEMS // 4) // max(n, 1)))  # the order and the running votes are int64 each
+    for s in range(0, c, step):
+        t = _transposed(block[:, s : s + step])  # [c, n]
+        order = np.argsort(t, axis=1, kind="stable")
+        cum = np.cumsum(votes[order], axis=1)
+        cols = np.arange(t.shape[0])
+        lo = t[cols, order[cols, np.count_nonzero(cum < lo_at, axis=1)]]
+        if total % 2:
+            out[s : s + step] = lo
+        else:
+            hi = t[cols, order[cols, np.count_nonzero(cum < hi_at, axis=1)]]
+            np.multiply(lo, np.float32(0.5), out=out[s : s + step])
+            out[s : s + step] += hi * np.float32(0.5)
+
+
+def median_votes(stakes: Sequence[int]) -> list[int] | None:
+    """Rule version 7: each voter's votes from its stake, ``stake * 2**32 // sum(stakes)`` divided by their greatest
+    common divisor (exact integers, at most 2**32 in all); None when they are all equal (one vote each: the
+    unweighted median) or nobody has a stake."""
+    total = sum(stakes)
+    if any(v < 0 for v in stakes):
+        raise RuleError(f"stakes cannot be negative: {list(stakes)}")
+    if total == 0:
+        return None
+    votes = [v * VOTE_SCALE // total for v in stakes]
+    g = math.gcd(*votes)
+    votes = [v // g for v in votes]
+    return None if all(v == votes[0] for v in votes) else votes
+
+
+def weighted_median_f64(values: Sequence[float], votes: Sequence[int] | None) -> float:
+    """The median of ``values`` (float64) with each counted ``votes[i]`` times (None: once each, ``np.median``):
+    the middle one, or the mean of the two middle ones."""
+    if votes is None:
+        return float(np.median(np.asarray(values, dtype=np.float64))) if len(values) else 0.0
+    pairs = sorted((v, w) for v, w in zip(values, votes, strict=True) if w > 0)
+    total = sum(w for _, w in pairs)
+    picked = []
+    for at in ((total + 1) // 2, total // 2 + 1):
+        cum = 0
+        for v, w in pairs:
+            cum += w
+            if cum >= at:
+                picked.append(v)
+                break
+    return float(np.mean(np.asarray(picked, dtype=np.float64)))
 
 
 def coordinate_median(stack: torch.Tensor) -> torch.Tensor:
@@ -388,11 +457,14 @@ def _median_sums_pass(
     workers: int,
     block: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, int]],
     on_block: Callable[[int, int, np.ndarray], None] | None = None,
+    votes: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[float], list[float], float]:
     """One pass over the columns of n updates, a block per task on ``workers`` threads: the block's coordinate-wise
     median and, while the block is in cache, its exact sums against it. ``block(s, e)`` gives (the [n, e - s]
     values the median reads, x, rows, c0) with x[rows, c0 : c0 + e - s] the same values for the sums;
-    ``on_block(s, e, values)`` sees every block. Returns (median, |u_i|^2, <u_i, median>, |median|^2)."""
+    ``on_block(s, e, values)`` sees every block; ``votes``: each median row's votes (rule version 7; None: one
+    each). Returns (median, |u_i|^2, <u_i, median>, |median|^2)."""
+    weights = None if votes is None else np.asarray(votes, dtype=np.int64)
     median = np.empty((1, d), dtype=np.float32)
     sums = _Sums(n, 1)
     blocks = _column_blocks(d, block_cols)
@@ -400,7 +472,10 @@ def _median_sums_pass(
     def task(j: int) -> None:
         s, e = blocks[j]
         values, x, rows, c0 = block(s, e)
-        median_into(values, median[0, s:e])
+        if weights is None:
+            median_into(values, median[0, s:e])
+        else:
+            weighted_median_into(values, weights, median[0, s:e])
         sums.add(x, rows, c0, c0 + (e - s), median, s)
         if on_block is not None:
             on_block(s, e, values)
@@ -681,10 +756,10 @@ class UpdateSource(Protocol):
     def first_pass(self, columns: np.ndarray) -> FirstPass: ...
 
     def median_pass(
-        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None, votes: Sequence[int] | None = None
     ) -> tuple[np.ndarray, list[float], float]:
-        """(median of ``rows``, <u_i, that median> for i in ``score_rows`` (default: rows, which it must contain),
-        |median|^2)."""
+        """(median of ``rows``, each with ``votes`` (rule version 7; None: one each), <u_i, that median> for i in
+        ``score_rows`` (default: rows, which it must contain), |median|^2)."""
         ...
 
     def aggregate(self, base: np.ndarray, keep: Sequence[Kept], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
@@ -725,12 +800,17 @@ def assess(
     seed: bytes = b"",
     reputation: Sequence[int] | None = None,
     history: HistoryRows | None = None,
+    stakes: Sequence[int] | None = None,
 ) -> Assessment:
     """Free-riders, copy groups, median, scores and decisions (rules.py) from a source of n >= 1 valid updates;
     ``step``: the previous global step (None in round 1), ``seed``: ``subset_seed`` of the round, ``reputation``:
     each row's on-chain reputation before the round (ppm, used by rule version 3; None: INITIAL_REPUTATION each),
-    ``history``: the previous rounds' accepted updates (rule version 5; None: there are none, as in round 1)."""
+    ``history``: the previous rounds' accepted updates (rule version 5; None: there are none, as in round 1),
+    ``stakes``: each row's stake when the round opened (rule version 7 votes by it; required there)."""
     n = source.n
+    if rule.stake_votes and (stakes is None or len(stakes) != n):
+        raise RuleError(f"rule version {rule.version} weighs the median by stake: "
+                        f"{'no' if stakes is None else len(stakes)} stakes for {n} valid updates")
     if rule.weighted and reputation is None:
         reputation = [INITIAL_REPUTATION] * n
     if rule.weighted and reputation is not None and len(reputation) != n:
@@ -759,7 +839,7 @@ def assess(
             del members[r]
             details[r] = (f"redundant with update {leader} (address order): their difference is noise the others' "
                           f"updates{seen} do not see (t={why[r].t:.3g}, share {why[r].share:.3g})")
-    verdict = _judge(source, first, rule, members, group, norms, reputation, n, details)
+    verdict = _judge(source, first, rule, members, group, norms, reputation, n, details, stakes)
     statuses, fixed, cosine, ratio, clip, sizes = (verdict.statuses, verdict.fixed, verdict.cosine, verdict.ratio,
                                                    verdict.clip, verdict.sizes)
     carriers = {}  # leader -> the accepted representatives of its group
@@ -833,8 +913,10 @@ class _Judgement:
 def _judge(
     source: UpdateSource, first: FirstPass, rule: RuleConfig, members: dict[int, list[int]], group: list[int],
     norms: list[float], reputation: Sequence[int] | None, n: int, details: list[str],
+    stakes: Sequence[int] | None = None,
 ) -> _Judgement:
-    """The reference median over the (gate of the) redundancy groups' leaders, one vote per group, and the scores
+    """The reference median over the (gate of the) redundancy groups' leaders, one vote per group (version 7: the
+    group's stake in votes), and the scores
     and statuses of every representative against it; each update of a group (exact copies and redundant members)
     gets its own representative's status and cosine, and its share of the score (rules.py). ``members``: leader ->
     the representatives of its redundancy group (one each before version 4). In place: ``group`` (every update's
@@ -847,13 +929,20 @@ def _judge(
         if group[i] >= 0:
             rows_of[leader_of[group[i]]].append(i)
     ref_rows = reference_gate(leaders, reputation, rule) if rule.weighted and reputation is not None else leaders
+    votes = norm_votes = None
+    if rule.stake_votes and stakes is not None and leaders:
+        group_stake = {leader: sum(int(stakes[i]) for i in rows_of[leader]) for leader in leaders}
+        votes = median_votes([group_stake[r] for r in ref_rows]) if ref_rows else None
+        if votes is not None:  # a leader without votes does not vote
+            ref_rows, votes = [r for r, v in zip(ref_rows, votes) if v], [v for v in votes if v]
+        norm_votes = median_votes([group_stake[r] for r in leaders])
     median, dots, median_sq = first.median, first.dot_median, first.median_sq
-    if ref_rows and len(ref_rows) < n:
-        median, rep_dots, median_sq = source.median_pass(ref_rows, reps)
+    if ref_rows and (len(ref_rows) < n or votes is not None):
+        median, rep_dots, median_sq = source.median_pass(ref_rows, reps, votes)
         dots = [0.0] * n
         for r, v in zip(reps, rep_dots, strict=True):
             dots[r] = v
-    typical = float(np.median(np.asarray([norms[r] for r in leaders], dtype=np.float64))) if leaders else 0.0
+    typical = weighted_median_f64([norms[r] for r in leaders], norm_votes)
     ref_norm = math.sqrt(median_sq)
     statuses = [Status.FREE_RIDE] * n
     fixed, cosine, ratio, clip, sizes = [0] * n, [0.0] * n, [0.0] * n, [1.0] * n, [1] * n
@@ -967,15 +1056,16 @@ class StackSource:
         return FirstPass(median, norm_sq, dots, median_sq, np.ascontiguousarray(self.u[:, columns]))
 
     def median_pass(
-        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None, votes: Sequence[int] | None = None
     ) -> tuple[np.ndarray, list[float], float]:
-        if score_rows is None or list(score_rows) == list(rows):
+        if votes is None and (score_rows is None or list(score_rows) == list(rows)):
             median, _, dots, median_sq = self._median_sums(np.asarray(rows, dtype=np.intp))
             return median, dots, median_sq
-        med_rows, sum_rows = np.asarray(rows, dtype=np.intp), np.asarray(score_rows, dtype=np.intp)
+        med_rows = np.asarray(rows, dtype=np.intp)
+        sum_rows = med_rows if score_rows is None else np.asarray(score_rows, dtype=np.intp)
         median, _, dots, median_sq = _median_sums_pass(
             self.d, sum_rows.size, _block_cols(sum_rows.size), worker_count(),
-            lambda s, e: (self.u[med_rows, s:e], self.u, sum_rows, s),
+            lambda s, e: (self.u[med_rows, s:e], self.u, sum_rows, s), votes=votes,
         )
         return median, dots, median_sq
 
@@ -996,9 +1086,10 @@ class ReferenceSource(StackSource):
         return FirstPass(median.numpy(), norm_sq, dots, _reference_dot(median, median), subset)
 
     def median_pass(
-        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None, votes: Sequence[int] | None = None
     ) -> tuple[np.ndarray, list[float], float]:
-        median = _reference_median(torch.from_numpy(np.ascontiguousarray(self.u[list(rows)])))
+        voters = torch.from_numpy(np.ascontiguousarray(self.u[list(rows)]))
+        median = _reference_median(voters) if votes is None else _reference_weighted_median(voters, votes)
         scored = torch.from_numpy(np.ascontiguousarray(self.u[list(rows if score_rows is None else score_rows)]))
         return median.numpy(), [_reference_dot(r, median) for r in scored], _reference_dot(median, median)
 
@@ -1022,9 +1113,10 @@ def run_rule(
     seed: bytes = b"",
     reputation: Sequence[int] | None = None,
     history: HistoryRows | None = None,
+    stakes: Sequence[int] | None = None,
 ) -> tuple[Assessment, np.ndarray]:
     """The whole rule: (verdicts of the valid updates, the new flat global model)."""
-    verdicts = assess(source, rule, step, seed, reputation, history)
+    verdicts = assess(source, rule, step, seed, reputation, history, stakes)
     return verdicts, source.aggregate(base, verdicts.keep, verdicts.median, rule)
 
 
@@ -1139,6 +1231,17 @@ def reputation_rows(
     return [int(known.get(p, INITIAL_REPUTATION)) for p in participants]
 
 
+def stake_rows(participants: Sequence[str], stakes: Mapping[str, int] | None, rule: RuleConfig) -> list[int] | None:
+    """Each valid update's participant's stake when the round opened (0 for one not in ``stakes``), for rule version
+    7; None for the rules that do not vote by stake."""
+    if not rule.stake_votes:
+        return None
+    if stakes is None:
+        raise RuleError(f"rule version {rule.version} weighs the median by stake: the round's stakes are missing")
+    known = {p.lower(): int(v) for p, v in stakes.items()}
+    return [known.get(p.lower(), 0) for p in participants]
+
+
 def global_step(base: Params, previous_base: Params | None) -> np.ndarray | None:
     """The previous round's global step g = base_r - base_{r-1} (float32, flat), public on-chain; None in round 1."""
     if previous_base is None:
@@ -1155,12 +1258,14 @@ def evaluate_round(
     reputation: Mapping[str, int] | None = None,
     source: type[StackSource] = StackSource,
     history: HistoryRows | None = None,
+    stakes: Mapping[str, int] | None = None,
 ) -> RoundOutcome:
     """Validate, detect free-riders and copies, score against the median reference, decide, and aggregate one
     round. ``previous_base``: the previous round's base model (None in round 1); ``reputation``: participant ->
     on-chain reputation before the round (ppm), INITIAL_REPUTATION for one not in it (rule version 3 needs it);
-    ``history``: the previous rounds' accepted updates (rule version 5, small rounds). ``source=ReferenceSource``
-    runs the original (slow) definitions."""
+    ``history``: the previous rounds' accepted updates (rule version 5, small rounds); ``stakes``: participant ->
+    stake when the round opened (rule version 7; 0 for one not in it). ``source=ReferenceSource`` runs the original
+    (slow) definitions."""
     shapes = {k: tuple(v.shape) for k, v in base.items()}
     vs = validate(submissions, shapes)
     verdicts = list(vs.invalid)
@@ -1169,6 +1274,7 @@ def evaluate_round(
         result, new_flat = run_rule(
             source(vs.stack.numpy()), base_flat, rule, global_step(base, previous_base),
             subset_seed(vs.hashes, base_flat.size), reputation_rows(vs.participants, reputation, rule), history,
+            stake_rows(vs.participants, stakes, rule),
         )
         verdicts.extend(verdicts_of(vs.participants, result))
     else:

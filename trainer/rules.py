@@ -93,6 +93,25 @@ earns, up to the difference in their scores, so identities earn nothing by thems
 stake. The stake-weighted split needs Merkle settlement (``finalizeRoundWithResults``): the legacy
 ``finalizeRound`` computes rewards on-chain by score alone. Measurements: docs/robustness/v6/stake_rewards.md.
 
+Version 7 (opt-in, for open registries) is version 6 whose medians count stake as votes. With T_L the stake at
+the open of every update in leader L's redundancy group (exact copies included; version 6's stake_i summed):
+
+    v_L       = T_L * 2**32 // sum over the gate's leaders of T (exact integers), divided by their greatest common
+                divisor; a leader with v_L = 0 does not vote
+    m         = the weighted coordinate-wise median of the gate's leaders: the median of the multiset in which each
+                leader's update appears v_L times (sum v odd: its middle element; even: lo*0.5 + hi*0.5 of the two
+                middle ones, float32); ties (equal values, +0.0 and -0.0 among them) in address order
+    typical   = the same weighted median of the leaders' norms (float64, the two middle ones averaged), with the
+                votes computed over all leaders
+    r_i, s_i and everything else as in version 6
+
+When every voting leader has the same v (equal stakes, or no stake at all), m and typical are version 6's exactly.
+Why: under version 6, k wallets with slices of one data set are k votes in the median while one identity with the
+same data and the same total stake is one, so the wallets pull the reference toward their data and out-score it
+(docs/robustness/v6/stake_rewards.md). Version 7 gives the one identity the votes its stake buys. The price is a
+stake-weighted honest majority: a party holding half the gate's stake decides the reference, as one holding half the
+identities does under version 6. Measurements: docs/robustness/v7/stake_votes.md.
+
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
 ``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).
 
@@ -136,7 +155,7 @@ AGGREGATORS = ("median-verified-mean", "fedavg", "median")
 _V3_FIELDS = frozenset({"reference_gate_ppm", "score_weight_power", "reputation_weight_power"})
 _V4_FIELDS = frozenset({"redundancy_ratio", "redundancy_share", "redundancy_min_third_parties"})
 _V5_FIELDS = frozenset({"redundancy_history_rounds"})
-VERSIONS = (1, 2, 3, 4, 5, 6)
+VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 SCORE_SCALE = 1_000_000  # fixed point of scores and reputation on-chain (1e-6)
 PPM = 1_000_000
 MAX_HISTORY_ROUNDS = 8  # version 5: previous rounds a small round may take third parties from
@@ -206,6 +225,12 @@ class RuleConfig:
             raise RuleError(f"reward_budget must be >= 0, got {self.reward_budget}")
 
     @classmethod
+    def version7(cls, **overrides: Any) -> RuleConfig:
+        """Version 6 whose reference median and typical norm count each group's stake as its votes (open registries;
+        needs Merkle settlement)."""
+        return cls(**{"version": 7, **overrides})
+
+    @classmethod
     def version6(cls, **overrides: Any) -> RuleConfig:
         """Version 5 with rewards split by score times stake (open registries; needs Merkle settlement)."""
         return cls(**{"version": 6, **overrides})
@@ -239,6 +264,12 @@ class RuleConfig:
     def stake_weighted(self) -> bool:
         """Version 6: rewards are split by weight times the stake each identity had when the round opened."""
         return self.version >= 6
+
+    @property
+    def stake_votes(self) -> bool:
+        """Version 7: the reference median and the typical norm weigh each redundancy group by its stake at the
+        open (version 6 and earlier: one vote per group)."""
+        return self.version >= 7 and self.weighted
 
     @property
     def history_rounds(self) -> int:

@@ -136,6 +136,8 @@ PLATFORM_RULES: dict[str, RuleConfig] = {
     "platform_v1": RuleConfig.version1(),
     # opt-in, not in the default grid: version 5 paid by score x stake (the sybils' counterfactual stakes f units)
     "platform_v6": RuleConfig.version6(),
+    # opt-in too: version 6 whose reference median counts each identity's stake as its votes
+    "platform_v7": RuleConfig.version7(),
 }
 STAKE_UNIT = 10**18  # one minimum stake (1 ether in the default deployment), in wei
 CLEAN = "none"  # the attack name of the no-attack trajectories
@@ -442,7 +444,8 @@ def _platform_round(traj: _Trajectory, stack: torch.Tensor, shapes: dict[str, tu
     prior = {_participant(i): traj.reputation[i] for i in members}
     if traj.history is None:
         traj.history = AcceptedHistory(rule.history_rounds)
-    out = evaluate_round(base, subs, rule, previous, reputation=prior, history=traj.history.source())
+    stakes = {_participant(i): traj.stakes[i] for i in members}
+    out = evaluate_round(base, subs, rule, previous, reputation=prior, history=traj.history.source(), stakes=stakes)
     traj.history.record(stack.numpy(), [v.status == Status.ACCEPTED for v in out.verdicts])
     weights = []
     for i, v in zip(members, out.verdicts, strict=True):  # sorted by address == index order

@@ -54,6 +54,7 @@ from trainer.aggregation import (
     median_into,
     reputation_rows,
     run_rule,
+    stake_rows,
     subset_seed,
     unflatten,
     verdicts_of,
@@ -139,13 +140,14 @@ class ReaderSource:
         return FirstPass(median, norm_sq, dots, median_sq, sub)
 
     def median_pass(
-        self, rows: Sequence[int], score_rows: Sequence[int] | None = None
+        self, rows: Sequence[int], score_rows: Sequence[int] | None = None, votes: Sequence[int] | None = None
     ) -> tuple[np.ndarray, list[float], float]:
-        if score_rows is None or list(score_rows) == list(rows):
+        if votes is None and (score_rows is None or list(score_rows) == list(rows)):
             median, _, dots, median_sq, _ = self._median_sums(list(rows), None)
             return median, dots, median_sq
-        # rule version 3: the median of the gate (``rows``, a subset of ``score_rows``), sums over score_rows
-        scored = list(score_rows)
+        # rule version 3: the median of the gate (``rows``, a subset of ``score_rows``), sums over score_rows;
+        # version 7: each of ``rows`` with its votes
+        scored = list(rows if score_rows is None else score_rows)
         position = {r: k for k, r in enumerate(scored)}
         med = np.array([position[r] for r in rows], dtype=np.intp)
         local = _all_rows(len(scored))
@@ -154,7 +156,8 @@ class ReaderSource:
             block = self._block(scored, s, e)
             return block[med], block, local, 0
 
-        median, _, dots, median_sq = _median_sums_pass(self.d, len(scored), self.block_cols, self.workers, read_block)
+        median, _, dots, median_sq = _median_sums_pass(self.d, len(scored), self.block_cols, self.workers, read_block,
+                                                       votes=votes)
         return median, dots, median_sq
 
     def aggregate(self, base: np.ndarray, keep: Sequence[Kept], median: np.ndarray, rule: RuleConfig) -> np.ndarray:
@@ -181,6 +184,7 @@ def stream_rule(
     seed: bytes = b"",
     reputation: Sequence[int] | None = None,
     history: HistoryRows | None = None,
+    stakes: Sequence[int] | None = None,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
@@ -189,7 +193,8 @@ def stream_rule(
     parameters read through ``read(i, s, e)`` (float32, finite, participants in ascending address order); ``step``
     is the previous global step, ``seed`` the round's ``subset_seed``, ``reputation`` each update's participant's
     reputation before the round (rule version 3), ``history`` the previous rounds' accepted updates (rule version 5,
-    small rounds). ``block_cols`` (default: what fits
+    small rounds), ``stakes`` each update's participant's stake at the open (rule version 7). ``block_cols``
+    (default: what fits
     ``block_bytes``) never changes the result, nor does ``workers`` (default: torch's thread count, at most
     MAX_DEFAULT_WORKERS)."""
     if n <= 0:
@@ -201,7 +206,7 @@ def stream_rule(
     if block_cols is None:
         block_cols = default_block_cols(n, block_bytes)
     source = ReaderSource(n, d, read, block_cols, workers)
-    result, new_flat = run_rule(source, base_flat, rule, step, seed, reputation, history)
+    result, new_flat = run_rule(source, base_flat, rule, step, seed, reputation, history, stakes)
     return StreamedRound(result.median, result, result.accepted, new_flat)
 
 
@@ -373,6 +378,7 @@ def evaluate_round_streamed(
     *,
     reputation: Mapping[str, int] | None = None,
     history: HistoryRows | None = None,
+    stakes: Mapping[str, int] | None = None,
     block_cols: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int | None = None,
@@ -422,6 +428,7 @@ def evaluate_round_streamed(
             len(valid), d, lambda i, s, e: read_flat(paths[i], layout, s, e), base_flat, rule,
             step=global_step(base, previous_base), seed=subset_seed(valid_hashes, d),
             reputation=reputation_rows([s.participant for s in valid], reputation, rule), history=history,
+            stakes=stake_rows([s.participant for s in valid], stakes, rule),
             block_cols=block_cols,
             block_bytes=block_bytes, workers=workers,
         )

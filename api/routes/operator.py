@@ -30,8 +30,10 @@ class OpenRoundRequest(BaseModel):
                                               description="copy radius in typical norms; null: no copy tests")
     reward_budget: int = Field(default=RuleConfig.reward_budget, ge=0, lt=2**128)
     reputation_decay_ppm: int = Field(default=RuleConfig.reputation_decay_ppm, ge=0, le=1_000_000)
-    rule_version: int = Field(default=RuleConfig.version, ge=2, le=6,
-                              description="median-verified-mean version: 6 (version 5 + rewards split by score "
+    rule_version: int = Field(default=RuleConfig.version, ge=2, le=7,
+                              description="median-verified-mean version: 7 (version 6 + the reference median "
+                                          "counts each identity's stake as its votes; needs "
+                                          "FEDLEDGER_SETTLEMENT=merkle), 6 (version 5 + rewards split by score "
                                           "times the stake at the round's open; needs FEDLEDGER_SETTLEMENT=merkle), "
                                           "5 (version 4 + small rounds take the "
                                           "previous rounds' accepted updates as third parties), 4 (version 3 + "

@@ -99,14 +99,16 @@ def test_rule_v6_pays_split_sybils_no_more_than_one_identity_with_their_data_and
     """platform_v6 splits rewards by score x stake: its counterfactual identity trains on the pool and locks the f
     stakes the split wallets lock. With fixed steps (so the pooled identity is not rejected as a norm outlier) the
     score-only rule pays the 3 wallets 2.9 times what that identity earns, v6 1.2 times: what remains is score, the
-    3 wallets pull the median reference toward their own data (README, "Rule version 6")."""
+    3 wallets pull the median reference toward their own data. platform_v7 gives the one identity the 3 votes in
+    the median its stake buys, and the wallets earn less than it (README, "Rule version 7")."""
     out_json = tmp_path / "v6.json"
     assert main(["bench", "robustness", "--datasets", "digits", "--partitions", "dir0.5", "--participants", "10",
                  "--fractions", "0.3", "--seeds", "0", "--rounds", "3", "--local-steps", "6", "--attacks",
-                 "sybil_split", "--defenses", "platform", "platform_v6", "--json", str(out_json)]) == 0
+                 "sybil_split", "--defenses", "platform", "platform_v6", "platform_v7", "--json", str(out_json)]) == 0
     result = json.loads(out_json.read_text())
     alone = result["references"][0]["split_alone"]
-    assert alone["platform"]["participant0_stake"] == 1.0 and alone["platform_v6"]["participant0_stake"] == 3.0
+    assert alone["platform"]["participant0_stake"] == 1.0
+    assert alone["platform_v6"]["participant0_stake"] == alone["platform_v7"]["participant0_stake"] == 3.0
     runs = {r["defense"]: r for r in result["cells"] if r["attack"] == "sybil_split"}
     # the verdicts do not depend on the reward formula: the same wallets accepted, the same global model
     assert runs["platform"]["accuracy"] == runs["platform_v6"]["accuracy"]
@@ -116,6 +118,7 @@ def test_rule_v6_pays_split_sybils_no_more_than_one_identity_with_their_data_and
     group = sum(runs["platform_v6"]["rewards_fed"][:3])
     assert multiplier["platform_v6"] == pytest.approx(group / alone["platform_v6"]["participant0_fed"])
     assert multiplier["platform_v6"] < 1.5 < 2.5 < multiplier["platform"]
+    assert multiplier["platform_v7"] < 1.0 < multiplier["platform_v6"]
 
 
 def test_a_bad_partition_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,17 +48,16 @@ class Round:
         return MerkleAggregator(c.deployment, c.store, c.stack.aggregator)
 
 
-@pytest.fixture(scope="module")
-def committed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Round, int]]:
-    """Five honest participants; participant 1 stakes 3 units before round 1 opens (a v6 round), participant 2 tops
-    up 5 units only after it opened; every update committed, the round closed, nothing settled yet."""
+def commit_staked_round(tmp: Path, rule: RuleConfig) -> tuple[Round, int]:
+    """Five honest participants; participant 1 stakes 3 units before round 1 opens (under ``rule``), participant 2
+    tops up 5 units only after it opened; every update committed, the round closed, nothing settled yet."""
     cfg = DemoConfig(participants=5, byzantine=0, rounds=1, seed=6, clean_reference=False)
-    stack = embedded_stack(tmp_path_factory.mktemp("stake-rewards"), seed=cfg.seed)
+    stack = embedded_stack(tmp, seed=cfg.seed)
     c = Consortium(cfg, stack)
     c.local = LocalConfig(epochs=1)
     c.enroll()
     c.clients[1].deposit_stake(2 * UNIT)
-    round_id, _ = c.operator.open_round(RuleConfig.version6())
+    round_id, _ = c.operator.open_round(rule)
     registry = c.deployment.registry
     at_open = {cl.address: registry.stake_of(cl.address).amount for cl in c.clients}
     c.clients[2].deposit_stake(5 * UNIT)
@@ -67,7 +66,12 @@ def committed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Round,
         cl.submit(round_id, u)
     c.operator.close_round(round_id)
     tester = stack.transactor.w3.provider.ethereum_tester
-    yield Round(c, round_id, at_open), tester.take_snapshot()
+    return Round(c, round_id, at_open), tester.take_snapshot()
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Round, int]]:
+    yield commit_staked_round(tmp_path_factory.mktemp("stake-rewards"), RuleConfig.version6())
 
 
 @pytest.fixture
