@@ -6,8 +6,9 @@
    runs each): ``np.median(stack, axis=0)`` (how Flower's FedMedian computes it) against ``coordinate_median``, and the
    whole rule (``run_rule``: median, exact norms and dot products against it, free-rider tests against zero and
    the previous global step and copy tests on the round's column subset, scores, decisions, aggregate) against
-   ``np.median`` alone and against the original definitions (``ReferenceSource``: ``_reference_*``). Every result
-   is compared bit for bit.
+   ``np.median`` alone and against the original definitions (``ReferenceSource``: ``_reference_*``), and rule
+   version 7's first pass (the median with stakes as votes, 1 to 5 per update) against the plain first pass. Every
+   result is compared bit for bit.
 2. Streaming, on ``stream_n`` x ``stream_d`` updates written as safetensors files in a temporary directory (reduced,
    and said so, when the disk cannot hold them): ``evaluate_round_streamed`` runs in a child process, which reports
    its own peak RSS (/proc/self/status VmHWM; the parent also reads getrusage(RUSAGE_CHILDREN)), twice with
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         report["median_bit_identical_vs_numpy"]
         and report["median_bit_identical_vs_reference"]
         and report["rule_bit_identical_vs_reference"]
+        and report["weighted_median_bit_identical_vs_reference"]
     )
     report["stream_bit_identical"] = bool(
         report["stream_vs_memory_bit_identical"]
@@ -186,6 +188,8 @@ def _speed(n: int, d: int, repeats: int, seed: int) -> dict[str, Any]:
     t_rule, (verdicts, new) = _best(lambda: agg.run_rule(fast, base, rule, step, seed), repeats)
     t_first, _ = _best(lambda: fast.first_pass(agg.subset_columns(d, seed)), repeats)
     t_agg, _ = _best(lambda: fast.aggregate(base, verdicts.keep, verdicts.median, rule), repeats)
+    votes = [1 + i % 5 for i in range(n)]  # rule version 7: stakes as votes in the median
+    t_voted, (voted_med, _, _) = _best(lambda: fast.median_pass(range(n), votes=votes), repeats)
     t0 = time.perf_counter()
     ref_verdicts, ref_new = agg.run_rule(agg.ReferenceSource(stack_np), base, rule, step, seed)
     t_ref = time.perf_counter() - t0
@@ -207,6 +211,10 @@ def _speed(n: int, d: int, repeats: int, seed: int) -> dict[str, Any]:
         "rule_speedup_vs_numpy_median": t_np / t_rule,
         "first_pass_seconds": t_first,
         "aggregate_seconds": t_agg,
+        "weighted_first_pass_seconds": t_voted,
+        "weighted_first_pass_vs_first_pass": t_voted / t_first,
+        "weighted_median_bit_identical_vs_reference": same_bits(
+            voted_med, agg._reference_weighted_median(stack, votes).numpy()),
         "reference_rule_seconds": t_ref,
         "rule_speedup_vs_reference": t_ref / t_rule,
         "rule_bit_identical_vs_reference": bool(same_rule),
@@ -427,6 +435,9 @@ def _print(console: Any, r: dict[str, Any]) -> None:
     t.add_row("  first pass: median + exact norms and dot products", f"{r['first_pass_seconds']:.3f}",
               "", "")
     t.add_row("  aggregate", f"{r['aggregate_seconds']:.3f}", "", "")
+    t.add_row(f"  first pass with stakes as votes (rule v7): {r['weighted_first_pass_vs_first_pass']:.1f}x the first pass",
+              f"{r['weighted_first_pass_seconds']:.3f}", "",
+              f"ref {r['weighted_median_bit_identical_vs_reference']}")
     t.add_row("whole rule (run_rule): + free-riders, copies, scores, decisions", f"{r['rule_seconds']:.3f}",
               f"{r['rule_speedup_vs_numpy_median']:.1f}x", str(r["rule_bit_identical_vs_reference"]))
     t.add_row("whole rule, original definitions (ReferenceSource)", f"{r['reference_rule_seconds']:.3f}",

@@ -23,9 +23,11 @@ def test_quick_bench_writes_speed_memory_and_identity(tmp_path: Path) -> None:
         "reference_rule_seconds",
         "rule_speedup_vs_numpy_median",
         "stream_seconds",
+        "weighted_first_pass_vs_first_pass",
     ):
         assert key in report, key
     assert report["bit_identical"] is True
+    assert report["weighted_median_bit_identical_vs_reference"] is True
     assert report["stream_bit_identical"] is True
     assert report["stream_big_vs_memory_bit_identical"] is True  # 40 x 20k streamed == the same stack in memory
     assert report["median_speedup_vs_numpy"] > 0
