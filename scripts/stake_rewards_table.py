@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.local import LocalConfig  # noqa: E402
+from trainer.rules import RuleConfig  # noqa: E402
 
 KEYS = ("dataset", "partition", "n", "fraction", "seed")
 ATTACKS = {"sybil_split": "split_alone", "sybil": "sybil_alone"}
@@ -65,6 +66,7 @@ def merge(results: list[tuple[Path, dict[str, Any]]]) -> list[tuple[list[Path], 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     refs = {tuple(r["cell"][k] for k in KEYS): r for r in result["references"]}
+    paid = result["config"]["grid"]["rounds"] * RuleConfig.reward_budget / 10**18
     runs: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for c in result["cells"]:
         if c["attack"] not in ATTACKS or c["defense"] not in RULES:
@@ -75,6 +77,11 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         r[f"together_{v}"].append(sum(c["rewards_fed"][: c["f"]]))
         r[f"alone_{v}"].append(alone["participant0_fed"])
         r[f"unpaid_{v}"].append(alone["participant0_fed"] == 0)
+        # FED per stake of the one identity over that of each of the n - f others (one stake each), the whole
+        # budget paid every round (it is unless every update of a round is rejected)
+        others = (paid - alone["participant0_fed"]) / (c["n"] - c["f"])
+        r[f"per_stake_{v}"].append(alone["participant0_fed"] / alone["participant0_stake"] / others if others else
+                                   float("inf"))
     out = []
     for (attack, dataset, n, f), r in sorted(runs.items()):
         entry: dict[str, Any] = {"attack": attack, "dataset": dataset, "n": n, "f": f}
@@ -85,6 +92,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             entry[f"together_{v}"], entry[f"alone_{v}"] = mean(r[f"together_{v}"]), mean(r[f"alone_{v}"])
             entry[f"unpaid_{v}"] = sum(r[f"unpaid_{v}"])
             entry[f"ratio_{v}"] = entry[f"together_{v}"] / entry[f"alone_{v}"] if entry[f"alone_{v}"] else None
+            entry[f"per_stake_{v}"] = mean(r[f"per_stake_{v}"])
         out.append(entry)
     return out
 
@@ -94,6 +102,10 @@ def _ratio(e: dict[str, Any], v: str) -> str:
         return ""
     unpaid = f" ({e[f'unpaid_{v}']} of {e[f'seeds_{v}']} runs unpaid)" if e[f"unpaid_{v}"] else ""
     return ("∞ (it earned nothing)" if e[f"ratio_{v}"] is None else f"{e[f'ratio_{v}']:.2f}") + unpaid
+
+
+def _per_stake(e: dict[str, Any], v: str) -> str:
+    return f"{e[f'per_stake_{v}']:.2f}" if f"per_stake_{v}" in e else ""
 
 
 def _fed(e: dict[str, Any], key: str) -> str:
@@ -106,12 +118,13 @@ def render(paths: list[Path], result: dict[str, Any]) -> list[str]:
     lines = [f"## {names}: local training {local}", "",
              *(f"Command: `{c}`" + "\n" for c in result["commands"]),
              "| attack | data set | n | f | ratio v5 | ratio v6 | ratio v7 | wallets together (v6) | one identity "
-             "(v6) | wallets together (v7) | one identity (v7) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "(v6) | wallets together (v7) | one identity (v7) | its FED per stake / an other's (v6) | the same (v7) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in rows(result):
         lines.append(f"| {e['attack']} | {e['dataset']} | {e['n']} | {e['f']} | {_ratio(e, 'v5')} | {_ratio(e, 'v6')} | "
                      f"{_ratio(e, 'v7')} | {_fed(e, 'together_v6')} | {_fed(e, 'alone_v6')} | "
-                     f"{_fed(e, 'together_v7')} | {_fed(e, 'alone_v7')} |")
+                     f"{_fed(e, 'together_v7')} | {_fed(e, 'alone_v7')} | {_per_stake(e, 'v6')} | "
+                     f"{_per_stake(e, 'v7')} |")
     return [*lines, ""]
 
 

@@ -931,7 +931,8 @@ def _judge(
     ref_rows = reference_gate(leaders, reputation, rule) if rule.weighted and reputation is not None else leaders
     votes = norm_votes = None
     if rule.stake_votes and stakes is not None and leaders:
-        group_stake = {leader: sum(int(stakes[i]) for i in rows_of[leader]) for leader in leaders}
+        # a group votes its largest stake: copies add no votes (one vote per distinct update, as in version 4)
+        group_stake = {leader: max(int(stakes[i]) for i in rows_of[leader]) for leader in leaders}
         votes = median_votes([group_stake[r] for r in ref_rows]) if ref_rows else None
         if votes is not None:  # a leader without votes does not vote
             ref_rows, votes = [r for r, v in zip(ref_rows, votes) if v], [v for v in votes if v]

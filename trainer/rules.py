@@ -93,8 +93,9 @@ earns, up to the difference in their scores, so identities earn nothing by thems
 stake. The stake-weighted split needs Merkle settlement (``finalizeRoundWithResults``): the legacy
 ``finalizeRound`` computes rewards on-chain by score alone. Measurements: docs/robustness/v6/stake_rewards.md.
 
-Version 7 (opt-in, for open registries) is version 6 whose medians count stake as votes. With T_L the stake at
-the open of every update in leader L's redundancy group (exact copies included; version 6's stake_i summed):
+Version 7 (opt-in, for open registries) is version 6 whose medians count stake as votes. With T_L the largest
+stake at the open (version 6's stake_i) among the updates of leader L's redundancy group, exact copies included (so
+copies add no votes: a group still votes as one update, as in version 4, with the stake of its largest member):
 
     v_L       = T_L * 2**32 // sum over the gate's leaders of T (exact integers), divided by their greatest common
                 divisor; a leader with v_L = 0 does not vote

@@ -121,3 +121,20 @@ def test_one_identity_votes_what_the_same_stake_split_across_identical_voters_vo
     assert one.tobytes() == split.tobytes()
     silent, _, _ = src.median_pass([1, 2, 3, 4], [0, 1, 2, 3, 4], votes=[1, 1, 1, 1])
     assert silent.tobytes() == StackSource(u[1:]).median_pass([0, 1, 2, 3])[0].tobytes()
+
+
+def test_copies_add_no_votes_a_group_votes_its_largest_stake() -> None:
+    """Three wallets resending update 0 (one unit each) join its group; the group votes update 0's 5 units, so
+    everyone else is judged exactly as without the copies (summing the group's stakes would give it 8 votes)."""
+    base, subs = _round(9)
+    whale = {s.participant: UNIT for s in subs} | {subs[0].participant: 5 * UNIT}
+    alone = evaluate_round(base, subs, RuleConfig.version7(), stakes=whale)
+    copies = [Submission(f"0x{0xf0 + k:040x}", subs[0].payload) for k in range(3)]
+    with_copies = evaluate_round(base, [*subs, *copies], RuleConfig.version7(),
+                                 stakes=whale | {c.participant: UNIT for c in copies})
+    by_name = {v.participant: v for v in with_copies.verdicts}
+    assert all(by_name[v.participant] == v for v in alone.verdicts[1:])
+    assert [by_name[c.participant].status for c in copies] == [alone.verdicts[0].status] * 3
+    assert by_name[subs[0].participant].score * 4 == pytest.approx(alone.verdicts[0].score, abs=4)  # shared by 4
+    summed = whale | {subs[0].participant: 8 * UNIT}
+    assert evaluate_round(base, subs, RuleConfig.version7(), stakes=summed).verdicts[1:] != alone.verdicts[1:]
