@@ -36,6 +36,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         unpaid_rounds=args.unpaid_rounds,
         admission=args.admission,
         local_steps=args.local_steps,
+        settlement=args.settlement,
     )
     result = run_demo(cfg)
     if args.json:
@@ -55,11 +56,13 @@ def serve_demo(result: Any, *, host: str, port: int) -> None:
     from fedledger.service import Platform
 
     stack = result.stack
+    settlement = result.summary["settlement"]  # the API settles the rounds it runs as the demo settled its own
     if stack.name == "devnet":
-        settings = Settings(stack="devnet", devnet_dir=result.state_dir, host=host, port=port)
+        settings = Settings(stack="devnet", devnet_dir=result.state_dir, host=host, port=port, settlement=settlement)
     else:
-        settings = Settings(stack="embedded", state_dir=result.state_dir, host=host, port=port)
-    platform = Platform.create(stack, result.state_dir / "index.sqlite", queue_path=settings.queue_path())
+        settings = Settings(stack="embedded", state_dir=result.state_dir, host=host, port=port, settlement=settlement)
+    platform = Platform.create(stack, result.state_dir / "index.sqlite", queue_path=settings.queue_path(),
+                              settlement=settlement)
     platform.record_audit(result.audit)
     platform.synced()  # index the chain's events (pages) and read them into the audit's history, once, now:
     platform.history().refresh()  # on the in-process EVM both take long for big rounds (README, "Dashboard")
@@ -158,10 +161,15 @@ def register(sub: Any) -> None:
                    help="what the Byzantine participants do (trainer/attacks.py; signflip: send -4 x update)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--aggregator", choices=AGGREGATORS, default="median-verified-mean")
-    p.add_argument("--rule-version", type=int, choices=(2, 3, 4, 5), default=5,
-                   help="median-verified-mean version (trainer/rules.py): 5 version 4 whose small rounds take the "
-                        "previous rounds' accepted updates as third parties, 4 version 3 with redundancy groups "
-                        "(noisy copies share one score), 3 reputation-gated and trust-weighted, 2 equal weights")
+    p.add_argument("--rule-version", type=int, choices=(2, 3, 4, 5, 6, 7), default=5,
+                   help="median-verified-mean version (trainer/rules.py): 7 version 6 whose reference median counts "
+                        "stake as votes, 6 version 5 paying by score x stake (6 and 7 need --settlement merkle), 5 "
+                        "version 4 whose small rounds take the previous rounds' accepted updates as third parties, 4 "
+                        "version 3 with redundancy groups (noisy copies share one score), 3 reputation-gated and "
+                        "trust-weighted, 2 equal weights")
+    p.add_argument("--settlement", choices=("legacy", "merkle"), default="legacy",
+                   help="legacy: finalizeRound writes every verdict and mints the rewards; merkle: one results root "
+                        "per round, slashes proved, every participant claims its reward by Merkle proof")
     p.add_argument("--unpaid-rounds", type=int, default=0,
                    help="the first rounds open with reward budget 0 (the rule runs and reputation builds, nobody is "
                         "paid): rule version 5 groups a small round's perturbed sybils only once it has earlier rounds")

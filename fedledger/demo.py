@@ -5,9 +5,15 @@
     fedledger demo --json out.json                   # machine-readable summary
     fedledger demo --dp-epsilon 4                    # honest participants train with DP-SGD, epsilon 4 per round
     fedledger demo --dp-epsilon 4 --dp-budget 10     # ... and the operator refuses updates past epsilon 10 in total
+    fedledger demo --settlement merkle --rule-version 7   # one results root per round; rewards claimed by proof
 
 Participants with even index commit by their own transaction; odd ones sign an EIP-712 commitment that the
 operator relays (the contract checks the signature). The audit at the end reads only the chain and the blob store.
+
+Settlement ``legacy`` (the default) finalizes each round with every verdict, score and reward written on chain;
+``merkle`` commits one root of the round's result list (``finalizeRoundWithResults``), proves the slashable verdicts,
+and then every participant claims its entry by Merkle proof, which mints its reward. Rule versions 6 and 7 (rewards
+by score x stake, and from 7 stake as votes in the reference median) need ``merkle``.
 
 Every participant stakes the registry's minimum (1 devnet ether) at registration. A slashable rejection burns 10 %
 of its stake, which leaves it below the minimum: before its next commitment it tops the stake up again (an attacker
@@ -39,10 +45,10 @@ from fedledger.devnet import DevnetConfig
 from fedledger.stack import Stack, devnet_stack, embedded_stack
 from fedledger.audit import AuditReport, Auditor, print_audit
 from fedledger.privacy import PrivacyBudgetExceeded
-from fedledger.roles import Aggregator, Operator, ParticipantClient, fetch_params
+from fedledger.roles import Aggregator, MerkleAggregator, Operator, ParticipantClient, claims_for, fetch_params
 from fedledger.service import EVALUATIONS_FILE, record_evaluation
-from storage import BlobStore
-from trainer.aggregation import Verdict
+from storage import BlobRef, BlobStore
+from trainer.aggregation import RoundOutcome, Verdict
 from trainer.attacks import ALL_ATTACKS, AttackContext, Trigger, apply_attack, make_trigger, split_shard
 from trainer.data import Dataset, dirichlet_partition, load_dataset
 from trainer.local import LocalConfig, train_local
@@ -54,6 +60,7 @@ from trainer.simulation import FederationConfig, local_seed, simulate
 
 TOKEN_UNIT = 10**18
 ETHER = 10**18
+SETTLEMENTS = ("legacy", "merkle")
 log = logging.getLogger(__name__)
 
 
@@ -85,6 +92,8 @@ class DemoConfig:
     admission: bool = False
     # SGD steps per round for every participant: S, None (2 epochs of its data) or "epochs:S" (2 epochs, at most S)
     local_steps: int | str | None = LocalConfig.steps
+    # "legacy": finalizeRound writes every verdict and mints on chain; "merkle": one results root, claims by proof
+    settlement: str = "legacy"
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -104,6 +113,13 @@ class DemoConfig:
             raise ValueError(f"--dp-budget must be >= 0, got {self.dp_budget}")
         if self.attack not in ALL_ATTACKS:
             raise ValueError(f"unknown --attack {self.attack!r}: choose one of {', '.join(ALL_ATTACKS)}")
+        if self.settlement not in SETTLEMENTS:
+            raise ValueError(f"--settlement must be one of {', '.join(SETTLEMENTS)}, got {self.settlement!r}")
+        if self.aggregator == "median-verified-mean":
+            rule = RuleConfig(aggregator=self.aggregator, version=self.rule_version)  # RuleError names a bad version
+            if rule.stake_weighted and self.settlement != "merkle":
+                raise ValueError(f"--rule-version {self.rule_version} splits rewards by stake, which only Merkle "
+                                 "settlement pays: add --settlement merkle")
         if self.admission and self.stack == "devnet":
             raise ValueError("--admission deploys the embedded stack's registry; a devnet's registry is deployed by "
                              "`fedledger devnet up --admission`")
@@ -149,7 +165,8 @@ class Consortium:
         self.spec = ModelSpec(self.data.num_features, self.data.num_classes)
         self.parts = dirichlet_partition(self.data.y_train.numpy(), cfg.participants, cfg.alpha, seed=cfg.seed)
         self.operator = Operator(self.deployment, self.store, stack.operator)
-        self.aggregator = Aggregator(self.deployment, self.store, stack.aggregator)
+        settles = MerkleAggregator if cfg.settlement == "merkle" else Aggregator
+        self.aggregator = settles(self.deployment, self.store, stack.aggregator)
         self.clients = [
             ParticipantClient(self.deployment, self.store, wallets[f"participant/{i}"], self.spec)
             for i in range(cfg.participants)
@@ -348,6 +365,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         "backdoor_success": round(world.backdoor_success(world.latest_params), 4) if world.latest_params else None,
         "aggregator": cfg.aggregator,
         "rule_version": cfg.rule_version,
+        "settlement": cfg.settlement,
         "dataset": cfg.dataset,
         "alpha": cfg.alpha,
         "seed": cfg.seed,
@@ -419,25 +437,49 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
     gas = open_tx.gas_used + submit_updates(world, round_id, on_stage)
     gas += world.operator.close_round(round_id).gas_used
     on_stage(f"round {round_id}: aggregating")
-    outcome, new_ref, fin_tx = world.aggregator.finalize(round_id)
-    gas += fin_tx.gas_used
+    if isinstance(world.aggregator, MerkleAggregator):
+        outcome, new_ref, settle_gas, rewards, slashed = settle_merkle(world, round_id)
+        minted = sum(rewards.values())  # each claim mints its entry's reward
+    else:
+        outcome, new_ref, fin_tx = world.aggregator.finalize(round_id)
+        settle_gas = fin_tx.gas_used
+        rewards = {s.participant: s.reward for s in d.rounds.contribution_scored_in(fin_tx)}
+        slashed = {s.account: s.amount for s in d.registry.stake_slashed_in(fin_tx)}
+        (finalized,) = d.rounds.round_finalized_in(fin_tx)
+        minted = finalized.minted
     world.latest_params = outcome.new_params
-    scored = d.rounds.contribution_scored_in(fin_tx)
-    slashes = d.registry.stake_slashed_in(fin_tx)
-    (finalized,) = d.rounds.round_finalized_in(fin_tx)
     row = RoundRow(
         round_id=round_id,
         accuracy=accuracy(world.spec, outcome.new_params, world.data.x_test, world.data.y_test),
         accepted=len(outcome.accepted),
         rejected=len(outcome.verdicts) - len(outcome.accepted),
-        minted=finalized.minted,
-        gas=gas,
-        attacker_rewards=sum(s.reward for s in scored if s.participant in world.byzantine),
-        attacker_slashed=sum(s.amount for s in slashes if s.account in world.byzantine),
-        honest_slashed=sum(s.amount for s in slashes if s.account not in world.byzantine),
+        minted=minted,
+        gas=gas + settle_gas,
+        attacker_rewards=sum(v for a, v in rewards.items() if a in world.byzantine),
+        attacker_slashed=sum(v for a, v in slashed.items() if a in world.byzantine),
+        honest_slashed=sum(v for a, v in slashed.items() if a not in world.byzantine),
         model_hash=new_ref.content_hash,
     )
     return row, outcome.verdicts
+
+
+def settle_merkle(world: Consortium, round_id: int) -> tuple[RoundOutcome, BlobRef, int, dict[str, int], dict[str, int]]:
+    """Merkle settlement of a closed round: the aggregator commits the result list's root and proves the slashable
+    verdicts; then every participant claims its entry by proof (the claim mints its reward). Returns the outcome, the
+    new model's reference, the gas used, the wei each participant was minted and the stake each lost."""
+    d = world.deployment
+    prepared = world.aggregator.prepare(round_id)
+    _, tx, slash_txs = world.aggregator.commit(prepared)
+    gas = tx.gas_used + sum(r.gas_used for r in slash_txs)
+    slashed = {e.account: e.amount for r in slash_txs for e in d.registry.stake_slashed_in(r)}
+    rewards: dict[str, int] = {}
+    for c in world.clients:
+        claims = claims_for(world.aggregator.history, world.store, c.address, [round_id])
+        if claims:
+            claim_tx = d.rounds.claim(c.address, claims, sender=c.address)
+            gas += claim_tx.gas_used
+            rewards.update({e.participant: e.reward for e in d.rounds.reward_claimed_in(claim_tx)})
+    return prepared.outcome, prepared.new_ref, gas, rewards, slashed
 
 
 def clean_reference_accuracy(cfg: DemoConfig) -> float:

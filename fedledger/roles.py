@@ -292,9 +292,10 @@ class MerkleAggregator(Aggregator):
         )
         return PreparedResults(round_id, outcome, new_ref, results, committed)
 
-    def commit(self, prepared: PreparedResults) -> tuple[BlobRef, TxResult]:
-        """Store the result list, commit its root, then prove its slashable verdicts (``slash``). (Tests pass
-        altered lists here to exercise the audit.)"""
+    def commit(self, prepared: PreparedResults) -> tuple[BlobRef, TxResult, list[TxResult]]:
+        """Store the result list, commit its root, then prove its slashable verdicts (``slash``). Returns the list's
+        reference, the finalizing transaction and the slash transactions. (Tests pass altered lists here to exercise
+        the audit.)"""
         results = prepared.results
         list_ref = self.store.put(results.canonical_bytes())
         failpoint("aggregator:after-store")
@@ -304,8 +305,7 @@ class MerkleAggregator(Aggregator):
             sender=self.address,
         )
         failpoint("aggregator:after-receipt")
-        self.slash(prepared.round_id, results)
-        return list_ref, tx
+        return list_ref, tx, self.slash(prepared.round_id, results)
 
     def slash(self, round_id: int, results: ResultList) -> list[TxResult]:
         """Prove every slashable verdict of a committed result list to ``FederatedRounds.slash`` (anyone may; the
@@ -324,7 +324,7 @@ class MerkleAggregator(Aggregator):
 
     def finalize(self, round_id: int) -> tuple[RoundOutcome, BlobRef, TxResult]:
         prepared = self.prepare(round_id)
-        _, tx = self.commit(prepared)
+        _, tx, _ = self.commit(prepared)
         return prepared.outcome, prepared.new_ref, tx
 
 

@@ -1011,7 +1011,7 @@ class Platform:
             return {**self._outcome_json(round_id, outcome, ref, result.tx_hash), "settlement": "legacy",
                     "results": None, "problems": []}
         prepared = aggregator.prepare(round_id)
-        list_ref, tx = aggregator.commit(prepared)
+        list_ref, tx, _ = aggregator.commit(prepared)
         r = prepared.results
         slashes = aggregator.history.events("StakeSlashed", round_id=round_id)  # commit() proved them
         return {

@@ -239,3 +239,41 @@ def test_the_demo_on_a_consortiums_registry_admits_its_wallets_and_refuses_an_ou
                                state_dir=tmp_path / "open"), quiet()[0]).summary["registration"] == "open"
     with pytest.raises(ValueError, match="devnet up --admission"):
         DemoConfig(admission=True, stack="devnet")
+
+
+def test_merkle_settlement_in_the_demo_pays_by_claims_what_legacy_pays_on_chain_and_verifies(tmp_path: Path) -> None:
+    """The same demo settled legacy (rule 5) and by Merkle root (rule 6, which judges as 5 and, with the equal stakes
+    every wallet holds at the open, pays as 5): the same rounds, verdicts, rewards and slashes; under Merkle every
+    reward reaches the wallet only by its claim."""
+    base = dict(participants=5, byzantine=2, rounds=2, seed=5, clean_reference=False)
+    console, _ = quiet()
+    legacy = run_demo(DemoConfig(**base, state_dir=tmp_path / "legacy"), console)
+    merkle = run_demo(DemoConfig(**base, rule_version=6, settlement="merkle", state_dir=tmp_path / "merkle"), console)
+    assert legacy.summary["settlement"] == "legacy" and merkle.summary["settlement"] == "merkle"
+    assert merkle.audit.verified and legacy.audit.verified
+    same = ("round_id", "accuracy", "accepted", "rejected", "minted", "attacker_rewards", "attacker_slashed",
+            "honest_slashed", "model_hash")
+    assert [[getattr(r, k) for k in same] for r in merkle.rows] == [[getattr(r, k) for k in same] for r in legacy.rows]
+    assert sum(r.attacker_slashed for r in merkle.rows) > 0 and all(r.minted > 99 * 10**18 for r in merkle.rows)
+    d, history = merkle.deployment, ChainHistory(merkle.deployment)
+    assert all(history.round(r).results is not None for r in (1, 2))  # settled by root, not per participant
+    wallets = {c.participant for c in history.round(1).commitments}
+    assert len(wallets) == 5
+    for wallet in wallets:
+        paid = sum(e.args.reward for e in history.events("RewardClaimed", participant=wallet))
+        assert d.token.balance_of(wallet) == paid and all(d.rounds.is_claimed(r, wallet) for r in (1, 2))
+
+
+def test_the_demo_settles_rule_version_7_by_merkle_root_and_refuses_stake_rules_on_legacy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    console, _ = quiet()
+    result = run_demo(DemoConfig(participants=5, byzantine=1, rounds=2, seed=6, clean_reference=False, rule_version=7,
+                                 settlement="merkle", state_dir=tmp_path), console)
+    history = ChainHistory(result.deployment)
+    docs = [json.loads(result.store.get(history.round(r).rule_cid, history.round(r).rule_hash)) for r in (1, 2)]
+    assert [d["version"] for d in docs] == [7, 7]
+    assert result.audit.verified and result.summary["rule_version"] == 7
+    assert result.summary["tokens_minted"] > 199
+    assert main(["demo", "--rule-version", "7"]) == 2
+    assert "--rule-version 7 splits rewards by stake, which only Merkle settlement pays: add --settlement merkle" in \
+        capsys.readouterr().err
