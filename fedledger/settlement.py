@@ -156,13 +156,36 @@ def derive_results(
     return ResultList.build(header, rule_hash, new_model_hash, entries)
 
 
+STAKE_EVENTS = ("StakeDeposited", "StakeSlashed", "StakeWithdrawn")  # every change of a registry stake
+
+
+def stakes_at_block(history: ChainHistory, block: int, participants: Sequence[str]) -> list[int]:
+    """Each identity's registry stake amount (wei) at the end of ``block``, replayed from the registry's stake events
+    in chain order: ``StakeDeposited`` carries the new stake, ``StakeSlashed`` the stake before and the amount burned,
+    ``StakeWithdrawn`` empties it (ParticipantRegistry changes a stake nowhere else). Logs only, read once: no past
+    state, so a node that prunes state serves it too, and no call per identity. Equals ``stakeOf(p)`` at ``block``
+    (tests/fedledger/test_stake_rewards.py checks every block of a run of deposits, slashes, top-ups and a
+    withdrawal)."""
+    events = sorted((e for name in STAKE_EVENTS for e in history.events(name) if e.block_number <= block),
+                    key=lambda e: (e.block_number, e.log_index))
+    stake = {p.lower(): 0 for p in participants}
+    for e in events:
+        account = e.args.account.lower()
+        if account not in stake:
+            continue
+        if e.name == "StakeDeposited":
+            stake[account] = e.args.stake
+        elif e.name == "StakeSlashed":
+            stake[account] = e.args.stake_before - e.args.amount
+        else:
+            stake[account] = 0
+    return [stake[p.lower()] for p in participants]
+
+
 def stakes_at_open(history: ChainHistory, record: RoundRecord, participants: Sequence[str]) -> list[int]:
     """Rule versions 6 and 7's stakes: each identity's registry stake amount (wei) at the block that opened the
-    round, so
-    deposits made once the verdicts can be guessed count from the next round on. Reads past state: the node must
-    keep it (Hardhat and the embedded EVM do; a pruned node would need the stake events replayed)."""
-    registry = history.d.registry
-    return [registry.stake_of(p, block=record.opened_block).amount for p in participants]
+    round, so deposits made once the verdicts can be guessed count from the next round on (``stakes_at_block``)."""
+    return stakes_at_block(history, record.opened_block, participants)
 
 
 class HistoryUnavailable(StorageError):

@@ -164,3 +164,37 @@ def test_the_api_opens_v6_and_v7_rounds_only_where_rounds_settle_by_merkle_root(
             assert f"rule version {version} splits rewards by stake" in opened.json()["detail"]
             assert "only Merkle settlement pays; this service settles legacy" in opened.json()["detail"]
             assert c.post("/operator/rounds", json={"duration_s": 600}, headers=operator).status_code == 201
+
+
+def test_stakes_replayed_from_the_registrys_events_equal_its_past_state_at_every_block(tmp_path: Path) -> None:
+    """Registrations, a deposit, slashes of sign-flippers by Merkle proof, their top-ups, a withdrawal request and the
+    withdrawal: at every block the stakes folded from the events are what ``stakeOf`` read at that block says."""
+    from chain.embedded import advance_time
+    from fedledger.demo import play_round
+    from fedledger.settlement import stakes_at_block
+    from trainer.incentives import WITHDRAWAL_DELAY_S
+
+    cfg = DemoConfig(participants=4, byzantine=2, rounds=2, seed=7, clean_reference=False, settlement="merkle",
+                     rule_version=7)
+    c = Consortium(cfg, embedded_stack(tmp_path, seed=cfg.seed))
+    c.local = LocalConfig(steps=2)
+    c.enroll()
+    c.clients[3].deposit_stake(2 * UNIT)
+    for _ in range(2):
+        play_round(c)
+    c.clients[3].request_withdrawal()
+    advance_time(c.stack.transactor.w3, WITHDRAWAL_DELAY_S + 1)
+    c.clients[3].withdraw()
+    d, wallets = c.deployment, [cl.address for cl in c.clients]
+    history = ChainHistory(d)
+    names = {e.name for e in history.events("StakeSlashed")} | {e.name for e in history.events("StakeWithdrawn")}
+    assert names == {"StakeSlashed", "StakeWithdrawn"}  # the run exercised every kind of change
+    head = c.stack.transactor.w3.eth.block_number
+    seen = set()
+    first = min(e.block_number for e in history.events("StakeDeposited"))  # the registry exists by then
+    assert stakes_at_block(history, first - 1, wallets) == [0] * 4
+    for block in range(first, head + 1):
+        replayed = stakes_at_block(history, block, wallets)
+        assert replayed == [d.registry.stake_of(w, block=block).amount for w in wallets], block
+        seen.add(tuple(replayed))
+    assert replayed[3] == 0 and len(seen) > 6  # withdrawn at the end; the stakes changed many times on the way
