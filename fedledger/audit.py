@@ -194,7 +194,8 @@ class Auditor:
                 return audit
         past = history_rows(self.store, self.history, rec.round_id, shapes_of(base), rule)
         stakes = None
-        if rule.stake_votes:  # rule version 7: the median's votes are the stakes at the open block
+        if rule.stake_votes:  # rule versions 7 and 8: the median's votes (and from 8 the norm allowance) are the
+            # stakes at the open block
             who = [c.participant for c in rec.commitments]
             stakes = dict(zip(who, stakes_at_open(self.history, rec, who), strict=True))
         try:

@@ -436,8 +436,9 @@ def _incentive_section(summary: Sequence[dict], idx: dict, g: dict, attacks: Seq
              "the earnings multiplier per fraction (what the f wallets sending copies of participant 0's update "
              "earned together / what participant 0 earned as one identity with the same data, in a run where the other "
              "f - 1 identities do not exist; for sybil_split the wallets train on slices of the f attackers' pooled "
-             "data sets and the one identity on the pool; platform_v6 pays by score x stake and platform_v7 also "
-             "counts stake as votes in the median, and their one identity locks the f minimum stakes the wallets "
+             "data sets and the one identity on the pool; platform_v6 pays by score x stake, platform_v7 also "
+             "counts stake as votes in the median and platform_v8 also allows stake's multiple of the typical norm; "
+             "their one identity locks the f minimum stakes the wallets "
              "lock; f = 2/4/6/8 of 20 and "
              "5/10/15/20 of 50: a multiplier near f means the identities multiply earnings, near 1 that they do not).",
              ""]

@@ -161,9 +161,10 @@ def register(sub: Any) -> None:
                    help="what the Byzantine participants do (trainer/attacks.py; signflip: send -4 x update)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--aggregator", choices=AGGREGATORS, default="median-verified-mean")
-    p.add_argument("--rule-version", type=int, choices=(2, 3, 4, 5, 6, 7), default=5,
-                   help="median-verified-mean version (trainer/rules.py): 7 version 6 whose reference median counts "
-                        "stake as votes, 6 version 5 paying by score x stake (6 and 7 need --settlement merkle), 5 "
+    p.add_argument("--rule-version", type=int, choices=(2, 3, 4, 5, 6, 7, 8), default=5,
+                   help="median-verified-mean version (trainer/rules.py): 8 version 7 allowing stake's multiple of "
+                        "the typical norm, 7 version 6 whose reference median counts stake as votes, 6 version 5 "
+                        "paying by score x stake (6 to 8 need --settlement merkle), 5 "
                         "version 4 whose small rounds take the previous rounds' accepted updates as third parties, 4 "
                         "version 3 with redundancy groups (noisy copies share one score), 3 reputation-gated and "
                         "trust-weighted, 2 equal weights")

@@ -916,7 +916,7 @@ def _judge(
     stakes: Sequence[int] | None = None,
 ) -> _Judgement:
     """The reference median over the (gate of the) redundancy groups' leaders, one vote per group (version 7: the
-    group's stake in votes), and the scores
+    group's stake in votes; version 8: and its stake's multiple of the median stake in norm allowance), and the scores
     and statuses of every representative against it; each update of a group (exact copies and redundant members)
     gets its own representative's status and cosine, and its share of the score (rules.py). ``members``: leader ->
     the representatives of its redundancy group (one each before version 4). In place: ``group`` (every update's
@@ -930,6 +930,7 @@ def _judge(
             rows_of[leader_of[group[i]]].append(i)
     ref_rows = reference_gate(leaders, reputation, rule) if rule.weighted and reputation is not None else leaders
     votes = norm_votes = None
+    allowance = dict.fromkeys(leaders, 1.0)
     if rule.stake_votes and stakes is not None and leaders:
         # a group votes its largest stake: copies add no votes (one vote per distinct update, as in version 4)
         group_stake = {leader: max(int(stakes[i]) for i in rows_of[leader]) for leader in leaders}
@@ -937,6 +938,10 @@ def _judge(
         if votes is not None:  # a leader without votes does not vote
             ref_rows, votes = [r for r, v in zip(ref_rows, votes) if v], [v for v in votes if v]
         norm_votes = median_votes([group_stake[r] for r in leaders])
+        if rule.stake_allowance:  # version 8: a times the median stake, a times the norm
+            typical_stake = statistics.median_low(group_stake.values())
+            if typical_stake > 0:
+                allowance = {r: max(1.0, group_stake[r] / typical_stake) for r in leaders}
     median, dots, median_sq = first.median, first.dot_median, first.median_sq
     if ref_rows and (len(ref_rows) < n or votes is not None):
         median, rep_dots, median_sq = source.median_pass(ref_rows, reps, votes)
@@ -950,7 +955,7 @@ def _judge(
     for r in reps:
         leader = leader_of[r]
         size = len(rows_of[leader])
-        sc = _scores([norms[r]], [dots[r]], ref_norm, rule, typical)
+        sc = _scores([norms[r]], [dots[r]], ref_norm, rule, typical * allowance[leader])
         status = decide(sc.fixed[0], sc.norm_ratio[0], rule)
         share = round(sc.cosine[0] * sc.clip[0] * SCORE_SCALE / size)
         for i in (i for i in range(n) if group[i] == r):

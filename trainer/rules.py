@@ -113,6 +113,22 @@ same data and the same total stake is one, so the wallets pull the reference tow
 stake-weighted honest majority: a party holding half the gate's stake decides the reference, as one holding half the
 identities does under version 6. Measurements: docs/robustness/v7/stake_votes.md.
 
+Version 8 (opt-in, for open registries) is version 7 whose norm test also counts stake: a group holding a times the
+median stake is allowed a times the norm, as a identities would be (each one typical norm; a updates of a typical
+norm, summed, are up to a typical norms long). With T_L as in version 7:
+
+    a_L       = max(1, T_L / median_low over all leaders of T)   (a float64 quotient of exact integers; 1 when the
+                median stake is 0)
+    r_i       = |u_i| / (typical * a_L)                          (L: the leader of i's redundancy group)
+    c_i, s_i, status and everything else as in version 7, with this r_i
+
+So the clip still bounds what one update adds to the aggregate, at max_norm_ratio * a_L typical norms: what a
+identities, each clipped at max_norm_ratio typical norms, add together. Where every group holds at most the median
+stake (equal stakes, or no stake at all), version 8 is version 7 exactly. Why: under versions 6 and 7 one identity
+that trains its whole data set sends an update as long as the several identities its data would make up send
+together; from about 4 participants' worth of data (2 epochs) it is a norm outlier, rejected and slashed, so splitting
+the data paid again (docs/robustness/v7/stake_votes.md). Measurements: docs/robustness/v8/stake_allowance.md.
+
 Version 1 (rounds committed before the revision; a document without the new fields) is the same rule with
 ``reject_norm_ratio = max_norm_ratio`` and no copy or free-rider detection (every update its own group).
 
@@ -156,7 +172,7 @@ AGGREGATORS = ("median-verified-mean", "fedavg", "median")
 _V3_FIELDS = frozenset({"reference_gate_ppm", "score_weight_power", "reputation_weight_power"})
 _V4_FIELDS = frozenset({"redundancy_ratio", "redundancy_share", "redundancy_min_third_parties"})
 _V5_FIELDS = frozenset({"redundancy_history_rounds"})
-VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 SCORE_SCALE = 1_000_000  # fixed point of scores and reputation on-chain (1e-6)
 PPM = 1_000_000
 MAX_HISTORY_ROUNDS = 8  # version 5: previous rounds a small round may take third parties from
@@ -226,6 +242,12 @@ class RuleConfig:
             raise RuleError(f"reward_budget must be >= 0, got {self.reward_budget}")
 
     @classmethod
+    def version8(cls, **overrides: Any) -> RuleConfig:
+        """Version 7 whose norm test allows each group its stake's multiple of the median stake in norm (open
+        registries; needs Merkle settlement)."""
+        return cls(**{"version": 8, **overrides})
+
+    @classmethod
     def version7(cls, **overrides: Any) -> RuleConfig:
         """Version 6 whose reference median and typical norm count each group's stake as its votes (open registries;
         needs Merkle settlement)."""
@@ -271,6 +293,11 @@ class RuleConfig:
         """Version 7: the reference median and the typical norm weigh each redundancy group by its stake at the
         open (version 6 and earlier: one vote per group)."""
         return self.version >= 7 and self.weighted
+
+    @property
+    def stake_allowance(self) -> bool:
+        """Version 8: a group holding a times the median stake is allowed a times the typical norm."""
+        return self.version >= 8 and self.weighted
 
     @property
     def history_rounds(self) -> int:

@@ -138,6 +138,8 @@ PLATFORM_RULES: dict[str, RuleConfig] = {
     "platform_v6": RuleConfig.version6(),
     # opt-in too: version 6 whose reference median counts each identity's stake as its votes
     "platform_v7": RuleConfig.version7(),
+    # opt-in too: version 7 whose norm test allows each identity its stake's multiple of the median stake in norm
+    "platform_v8": RuleConfig.version8(),
 }
 STAKE_UNIT = 10**18  # one minimum stake (1 ether in the default deployment), in wei
 CLEAN = "none"  # the attack name of the no-attack trajectories

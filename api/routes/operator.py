@@ -30,8 +30,10 @@ class OpenRoundRequest(BaseModel):
                                               description="copy radius in typical norms; null: no copy tests")
     reward_budget: int = Field(default=RuleConfig.reward_budget, ge=0, lt=2**128)
     reputation_decay_ppm: int = Field(default=RuleConfig.reputation_decay_ppm, ge=0, le=1_000_000)
-    rule_version: int = Field(default=RuleConfig.version, ge=2, le=7,
-                              description="median-verified-mean version: 7 (version 6 + the reference median "
+    rule_version: int = Field(default=RuleConfig.version, ge=2, le=8,
+                              description="median-verified-mean version: 8 (version 7 + an identity holding a times "
+                                          "the median stake is allowed a times the typical norm; needs "
+                                          "FEDLEDGER_SETTLEMENT=merkle), 7 (version 6 + the reference median "
                                           "counts each identity's stake as its votes; needs "
                                           "FEDLEDGER_SETTLEMENT=merkle), 6 (version 5 + rewards split by score "
                                           "times the stake at the round's open; needs FEDLEDGER_SETTLEMENT=merkle), "

@@ -167,7 +167,7 @@ def test_bad_input_gets_a_clear_4xx(client: TestClient, platform: Platform, peop
     assert bad_rule.status_code == 400 and "reject_norm_ratio (4.0) must be >= max_norm_ratio (5.0)" in bad_rule.text
     v2_with_gate = client.post("/operator/rounds", json={"rule_version": 2, "reference_gate_ppm": 1}, headers=OPERATOR)
     assert v2_with_gate.status_code == 400 and "rule version 2 has no reference_gate_ppm" in v2_with_gate.text
-    assert client.post("/operator/rounds", json={"rule_version": 8}, headers=OPERATOR).status_code == 422
+    assert client.post("/operator/rounds", json={"rule_version": 9}, headers=OPERATOR).status_code == 422
     v4_with_history = client.post("/operator/rounds", json={"rule_version": 4, "redundancy_history_rounds": 1},
                                   headers=OPERATOR)
     assert v4_with_history.status_code == 400

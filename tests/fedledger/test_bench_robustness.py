@@ -121,6 +121,27 @@ def test_rule_v6_pays_split_sybils_no_more_than_one_identity_with_their_data_and
     assert multiplier["platform_v7"] < 1.0 < multiplier["platform_v6"]
 
 
+def test_rule_v8_accepts_the_long_update_of_one_identity_training_eight_wallets_data(tmp_path: Path) -> None:
+    """With 2 epochs one identity holding 8 participants' data sends an update ~6 typical norms long: platform_v7
+    rejects it as a norm outlier every round and slashes it, so the 8 split wallets out-earn it. platform_v8 allows
+    it 8 typical norms for its 8 stakes: accepted, never slashed, and the wallets earn less than it. The wallets'
+    own runs (equal stakes) are judged alike under both."""
+    out_json = tmp_path / "v8.json"
+    assert main(["bench", "robustness", "--datasets", "digits", "--partitions", "dir0.5", "--participants", "20",
+                 "--fractions", "0.4", "--seeds", "0", "--rounds", "3", "--attacks", "sybil_split", "--defenses",
+                 "platform_v7", "platform_v8", "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    alone = result["references"][0]["split_alone"]
+    assert alone["platform_v7"]["participant0_stake"] == alone["platform_v8"]["participant0_stake"] == 8.0
+    assert alone["platform_v7"]["participant0_fed"] == 0 and alone["platform_v7"]["participant0_stake_lost"] > 0
+    assert alone["platform_v8"]["participant0_fed"] > 0 and alone["platform_v8"]["participant0_stake_lost"] == 0
+    runs = {r["defense"]: r for r in result["cells"] if r["attack"] == "sybil_split"}
+    assert runs["platform_v7"]["accuracy"] == runs["platform_v8"]["accuracy"]
+    multiplier = {e["defense"]: e["sybil_earnings_multiplier"] for e in result["summary"]["by_setting"]
+                  if e["attack"] == "sybil_split"}
+    assert multiplier["platform_v8"] < 1.0
+
+
 def test_a_bad_partition_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "robustness", "--quick", "--partitions", "zipf"]) == 2
     assert "unknown partition 'zipf'" in capsys.readouterr().out

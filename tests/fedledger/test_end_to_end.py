@@ -264,16 +264,17 @@ def test_merkle_settlement_in_the_demo_pays_by_claims_what_legacy_pays_on_chain_
         assert d.token.balance_of(wallet) == paid and all(d.rounds.is_claimed(r, wallet) for r in (1, 2))
 
 
-def test_the_demo_settles_rule_version_7_by_merkle_root_and_refuses_stake_rules_on_legacy(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("version", [7, 8])
+def test_the_demo_settles_rule_versions_7_and_8_by_merkle_root_and_refuses_stake_rules_on_legacy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], version: int) -> None:
     console, _ = quiet()
-    result = run_demo(DemoConfig(participants=5, byzantine=1, rounds=2, seed=6, clean_reference=False, rule_version=7,
-                                 settlement="merkle", state_dir=tmp_path), console)
+    result = run_demo(DemoConfig(participants=5, byzantine=1, rounds=2, seed=6, clean_reference=False,
+                                 rule_version=version, settlement="merkle", state_dir=tmp_path), console)
     history = ChainHistory(result.deployment)
     docs = [json.loads(result.store.get(history.round(r).rule_cid, history.round(r).rule_hash)) for r in (1, 2)]
-    assert [d["version"] for d in docs] == [7, 7]
-    assert result.audit.verified and result.summary["rule_version"] == 7
+    assert [d["version"] for d in docs] == [version, version]
+    assert result.audit.verified and result.summary["rule_version"] == version
     assert result.summary["tokens_minted"] > 199
-    assert main(["demo", "--rule-version", "7"]) == 2
-    assert "--rule-version 7 splits rewards by stake, which only Merkle settlement pays: add --settlement merkle" in \
-        capsys.readouterr().err
+    assert main(["demo", "--rule-version", str(version)]) == 2
+    assert (f"--rule-version {version} splits rewards by stake, which only Merkle settlement pays: add --settlement "
+            "merkle") in capsys.readouterr().err

@@ -143,16 +143,16 @@ def test_legacy_settlement_refuses_a_v6_round_and_the_chain_is_unchanged(rnd: Ro
     assert ChainHistory(c.deployment).round(rnd.round_id).state == "closed"
 
 
-@pytest.mark.parametrize("version", [6, 7])
+@pytest.mark.parametrize("version", [6, 7, 8])
 @pytest.mark.parametrize("settlement", ["legacy", "merkle"])
-def test_the_api_opens_v6_and_v7_rounds_only_where_rounds_settle_by_merkle_root(settlement: str, version: int,
+def test_the_api_opens_stake_rule_rounds_only_where_rounds_settle_by_merkle_root(settlement: str, version: int,
                                                                                tmp_path: Path) -> None:
     platform = Platform.create(embedded_stack(tmp_path, seed=5), tmp_path / "index.sqlite", settlement=settlement)
     settings = Settings(operator_token="t", state_dir=tmp_path, settlement=settlement)  # type: ignore[arg-type]
     operator = {"Authorization": "Bearer t"}
     with TestClient(create_app(settings, platform)) as c:
         assert c.post("/operator/genesis", json={"dataset": "digits"}, headers=operator).status_code == 201
-        assert c.post("/operator/rounds", json={"duration_s": 600, "rule_version": 8}, headers=operator).status_code == 422
+        assert c.post("/operator/rounds", json={"duration_s": 600, "rule_version": 9}, headers=operator).status_code == 422
         opened = c.post("/operator/rounds", json={"duration_s": 600, "rule_version": version}, headers=operator)
         if settlement == "merkle":
             assert opened.status_code == 201, opened.text

@@ -211,7 +211,7 @@ def test_v4_documents_carry_the_redundancy_parameters_and_v3_documents_do_not() 
     with pytest.raises(RuleError, match="version 3 has no"):
         RuleConfig.from_bytes(json.dumps(doc3).encode())
     for bad in ({"redundancy_ratio": 0.0}, {"redundancy_share": 1.5}, {"redundancy_min_third_parties": 0},
-                {"version": 8}):
+                {"version": 9}):
         with pytest.raises(RuleError):
             RuleConfig(**bad)
     assert not RuleConfig(duplicate_tolerance=None).groups_redundant  # extends copy detection, off with it

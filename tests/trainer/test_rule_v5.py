@@ -161,6 +161,6 @@ def test_v5_documents_add_the_history_parameter_and_v4_documents_stay_as_they_we
     doc4["redundancy_history_rounds"] = 1
     with pytest.raises(RuleError, match="version 4 has no"):
         RuleConfig.from_bytes(json.dumps(doc4).encode())
-    for bad in ({"redundancy_history_rounds": -1}, {"redundancy_history_rounds": 9}, {"version": 8}):
+    for bad in ({"redundancy_history_rounds": -1}, {"redundancy_history_rounds": 9}, {"version": 9}):
         with pytest.raises(RuleError):
             RuleConfig(**bad)

@@ -27,8 +27,8 @@ def test_version_6_is_version_5_with_stake_weighted_rewards_and_its_document_rou
         k: v for k, v in doc5.items() if k not in ("version", "formulas")}
     assert RuleConfig.from_bytes(v6.canonical_bytes()) == v6
     assert v6.rule_hash() != v5.rule_hash()
-    with pytest.raises(RuleError, match="unknown rule version 8"):
-        RuleConfig(version=8)
+    with pytest.raises(RuleError, match="unknown rule version 9"):
+        RuleConfig(version=9)
 
 
 def test_splitting_a_stake_across_identities_earns_what_the_one_identity_earns() -> None:

@@ -31,8 +31,8 @@ def test_version_7_document_round_trips_and_only_it_votes_by_stake() -> None:
     assert {k: v for k, v in doc7.items() if k not in ("version", "formulas")} == {
         k: v for k, v in doc6.items() if k not in ("version", "formulas")}
     assert RuleConfig.from_bytes(v7.canonical_bytes()) == v7
-    with pytest.raises(RuleError, match="unknown rule version 8"):
-        RuleConfig(version=8)
+    with pytest.raises(RuleError, match="unknown rule version 9"):
+        RuleConfig(version=9)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 12])
