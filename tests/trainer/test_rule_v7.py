@@ -13,7 +13,7 @@ import torch
 
 from tests.trainer.test_streaming import nasty_stack
 from trainer import aggregation as agg
-from trainer.aggregation import ReferenceSource, StackSource, Submission, evaluate_round
+from trainer.aggregation import ReferenceSource, RoundOutcome, StackSource, Submission, evaluate_round
 from trainer.errors import RuleError
 from trainer.rules import RuleConfig
 from trainer.serialization import serialize
@@ -92,10 +92,10 @@ def test_equal_stakes_judge_and_aggregate_exactly_as_version_6_and_unequal_ones_
         evaluate_round(base, subs, RuleConfig.version7())
 
 
-def test_fast_reference_and_streamed_paths_agree_bit_for_bit_with_stakes(tmp_path: Path) -> None:
-    base, subs = _round(8, n=11)
-    stakes = {s.participant: (i % 4) * UNIT for i, s in enumerate(subs)}  # three identities without stake
-    rule = RuleConfig.version7()
+def three_paths_agree(base: dict[str, torch.Tensor], subs: list[Submission], rule: RuleConfig,
+                      stakes: dict[str, int], tmp_path: Path) -> RoundOutcome:
+    """The round in memory (fast path), by the torch reference definitions and streamed from files in column blocks:
+    the same verdicts and the same new model bit for bit. Returns the fast path's outcome."""
     fast = evaluate_round(base, subs, rule, stakes=stakes)
     ref = evaluate_round(base, subs, rule, stakes=stakes, source=ReferenceSource)
     blobs = []
@@ -107,6 +107,13 @@ def test_fast_reference_and_streamed_paths_agree_bit_for_bit_with_stakes(tmp_pat
     for other in (ref, streamed):
         assert other.verdicts == fast.verdicts
         assert all(torch.equal(other.new_params[k], fast.new_params[k]) for k in base)
+    return fast
+
+
+def test_fast_reference_and_streamed_paths_agree_bit_for_bit_with_stakes(tmp_path: Path) -> None:
+    base, subs = _round(8, n=11)
+    stakes = {s.participant: (i % 4) * UNIT for i, s in enumerate(subs)}  # three identities without stake
+    fast = three_paths_agree(base, subs, RuleConfig.version7(), stakes, tmp_path)
     assert fast.verdicts != evaluate_round(base, subs, RuleConfig.version6()).verdicts
 
 

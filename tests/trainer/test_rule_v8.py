@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.aggregation import ReferenceSource, Submission, evaluate_round
+from tests.trainer.test_rule_v7 import three_paths_agree
+from trainer.aggregation import Submission, evaluate_round
 from trainer.errors import RuleError
 from trainer.rules import RuleConfig, Status
 from trainer.serialization import serialize
-from trainer.streaming import BlobSubmission, evaluate_round_streamed
 
 UNIT = 10**18
 N = 9
@@ -101,16 +101,5 @@ def test_the_allowance_scales_the_clip_and_the_rejection_and_no_more() -> None:
 def test_fast_reference_and_streamed_paths_agree_bit_for_bit_with_the_allowance(tmp_path: Path) -> None:
     base, subs = _round(4, 5.0)
     stakes = {s.participant: (1 + i % 3) * UNIT for i, s in enumerate(subs)} | {subs[-1].participant: 6 * UNIT}
-    rule = RuleConfig.version8()
-    fast = evaluate_round(base, subs, rule, stakes=stakes)
-    ref = evaluate_round(base, subs, rule, stakes=stakes, source=ReferenceSource)
-    blobs = []
-    for s in subs:
-        path = tmp_path / f"{s.participant}.safetensors"
-        path.write_bytes(s.payload or b"")
-        blobs.append(BlobSubmission(s.participant, path))
-    streamed = evaluate_round_streamed(base, blobs, rule, stakes=stakes, block_cols=17, workers=2)
-    for other in (ref, streamed):
-        assert other.verdicts == fast.verdicts
-        assert all(torch.equal(other.new_params[k], fast.new_params[k]) for k in base)
+    fast = three_paths_agree(base, subs, RuleConfig.version8(), stakes, tmp_path)
     assert fast.verdicts != evaluate_round(base, subs, RuleConfig.version7(), stakes=stakes).verdicts
