@@ -435,7 +435,8 @@ def _print(console: Any, r: dict[str, Any]) -> None:
     t.add_row("  first pass: median + exact norms and dot products", f"{r['first_pass_seconds']:.3f}",
               "", "")
     t.add_row("  aggregate", f"{r['aggregate_seconds']:.3f}", "", "")
-    t.add_row(f"  first pass with stakes as votes (rule v7): {r['weighted_first_pass_vs_first_pass']:.1f}x the first pass",
+    t.add_row(f"  first pass with stakes as votes (rule v7): {r['weighted_first_pass_vs_first_pass']:.1f}x the "
+              "first pass",
               f"{r['weighted_first_pass_seconds']:.3f}", "",
               f"ref {r['weighted_median_bit_identical_vs_reference']}")
     t.add_row("whole rule (run_rule): + free-riders, copies, scores, decisions", f"{r['rule_seconds']:.3f}",

@@ -463,7 +463,8 @@ def play_round(world: Consortium, on_stage: Callable[[str], None] = lambda _: No
     return row, outcome.verdicts
 
 
-def settle_merkle(world: Consortium, round_id: int) -> tuple[RoundOutcome, BlobRef, int, dict[str, int], dict[str, int]]:
+def settle_merkle(world: Consortium,
+                  round_id: int) -> tuple[RoundOutcome, BlobRef, int, dict[str, int], dict[str, int]]:
     """Merkle settlement of a closed round: the aggregator commits the result list's root and proves the slashable
     verdicts; then every participant claims its entry by proof (the claim mints its reward). Returns the outcome, the
     new model's reference, the gas used, the wei each participant was minted and the stake each lost."""

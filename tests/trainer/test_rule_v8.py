@@ -86,7 +86,8 @@ def test_a_long_update_from_a_times_the_median_stake_is_judged_against_a_times_t
 
 def test_the_allowance_scales_the_clip_and_the_rejection_and_no_more() -> None:
     """Twice the median stake: a 6x update is clipped to 2 x 2 typical norms (ratio 3, clip 2/3), a 10x update is
-    still a norm outlier (ratio 5 > 4). The clipped update adds to the aggregate what it would add at 4 typical norms."""
+    still a norm outlier (ratio 5 > 4). The clipped update adds to the aggregate what it would add at 4 typical
+    norms."""
     base, subs = _round(3, 6.0)
     two = _stakes(subs, 2 * UNIT)
     v8 = evaluate_round(base, subs, RuleConfig.version8(), stakes=two)
