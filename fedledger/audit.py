@@ -344,7 +344,7 @@ class Auditor:
     def _check_merkle_incentives(self, audit: RoundAudit, rec: RoundRecord, results: ResultList,
                                  rule: RuleConfig | None) -> None:
         """Rewards and reputation of the list by the contract's formulas from the proven earlier state (rule versions
-        6 and 7: rewards by weight times the registry's stakes at the round's open block); claims."""
+        6 to 8: rewards by weight times the registry's stakes at the round's open block); claims."""
         entries = results.entries
         weights = [weight(e.status, e.score) for e in entries]
         by_stake = rule is not None and rule.stake_weighted

@@ -5,15 +5,15 @@
     fedledger demo --json out.json                   # machine-readable summary
     fedledger demo --dp-epsilon 4                    # honest participants train with DP-SGD, epsilon 4 per round
     fedledger demo --dp-epsilon 4 --dp-budget 10     # ... and the operator refuses updates past epsilon 10 in total
-    fedledger demo --settlement merkle --rule-version 7   # one results root per round; rewards claimed by proof
+    fedledger demo --settlement merkle --rule-version 8   # one results root per round; rewards claimed by proof
 
 Participants with even index commit by their own transaction; odd ones sign an EIP-712 commitment that the
 operator relays (the contract checks the signature). The audit at the end reads only the chain and the blob store.
 
 Settlement ``legacy`` (the default) finalizes each round with every verdict, score and reward written on chain;
 ``merkle`` commits one root of the round's result list (``finalizeRoundWithResults``), proves the slashable verdicts,
-and then every participant claims its entry by Merkle proof, which mints its reward. Rule versions 6 and 7 (rewards
-by score x stake, and from 7 stake as votes in the reference median) need ``merkle``.
+and then every participant claims its entry by Merkle proof, which mints its reward. Rule versions 6 to 8 (rewards
+by score x stake, from 7 stake as votes in the reference median, from 8 stake in the norm test) need ``merkle``.
 
 Every participant stakes the registry's minimum (1 devnet ether) at registration. A slashable rejection burns 10 %
 of its stake, which leaves it below the minimum: before its next commitment it tops the stake up again (an attacker

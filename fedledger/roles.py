@@ -277,7 +277,7 @@ class MerkleAggregator(Aggregator):
             raise ValueError(f"round {round_id} has no commitments to settle")
         prior = self.reputation.before(round_id)
         stakes = None
-        if rule.stake_weighted:  # versions 6 and 7: rewards (and from 7 the median's votes) by stake at the open
+        if rule.stake_weighted:  # versions 6 to 8: rewards (from 7 the median's votes, from 8 the norm) by stake
             who = [c.participant for c in committed.commitments]
             stakes = dict(zip(who, stakes_at_open(self.history, record, who), strict=True))
         outcome, _ = evaluate_committed(self.store, base, committed.commitments, rule, previous, prior,
