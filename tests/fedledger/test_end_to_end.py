@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -278,3 +279,25 @@ def test_the_demo_settles_rule_versions_7_and_8_by_merkle_root_and_refuses_stake
     assert main(["demo", "--rule-version", str(version)]) == 2
     assert (f"--rule-version {version} splits rewards by stake, which only Merkle settlement pays: add --settlement "
             "merkle") in capsys.readouterr().err
+
+
+def test_rule_version_8_by_merkle_root_on_the_real_devnet_with_stakes_replayed_from_hardhats_logs(
+        own_devnet: Any, tmp_path: Path) -> None:
+    """The demo on a Hardhat + Kubo devnet of this module's own (the shared one's later users expect legacy rounds)
+    under rule version 8: rounds settled by root and claimed, the audit
+    verifies, and the stakes the aggregator and the auditor replayed from the node's logs are what the registry says
+    at each round's open block."""
+    from fedledger.settlement import stakes_at_open
+
+    console, _ = quiet()
+    cfg = DemoConfig(participants=4, byzantine=1, rounds=2, seed=8, clean_reference=False, rule_version=8,
+                     settlement="merkle", stack="devnet", devnet=own_devnet.cfg, state_dir=tmp_path)
+    result = run_demo(cfg, console)
+    assert result.audit.verified and result.summary["stack"] == "devnet"
+    history, registry = ChainHistory(result.deployment), result.deployment.registry
+    for row in result.rows:
+        rec = history.round(row.round_id)
+        assert rec.results is not None
+        who = [c.participant for c in rec.commitments]
+        assert stakes_at_open(history, rec, who) == [registry.stake_of(p, block=rec.opened_block).amount for p in who]
+    assert result.summary["attacker_stake_lost_eth"] > 0  # the sign-flipper was slashed by proof, and topped up
